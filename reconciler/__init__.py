@@ -1,0 +1,3 @@
+"""API users of an email delivery service as code."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,119 @@
+"""One error family for the whole tool, and the one place that maps errors to exit codes.
+
+Domain code raises these; only the CLI catches them. Messages must never contain an API key:
+callers pass names, files and lines, never values that came from a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Pinned exit codes (DESIGN.md): other people's scripts depend on them."""
+
+    OK = 0
+    ERROR = 1
+    CHANGES_PENDING = 2
+    UNSAFE = 3
+    INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input, located as precisely as we can."""
+
+    file: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    field: str | None = None
+
+    def location(self) -> str:
+        parts = [self.file]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+    def __str__(self) -> str:
+        where = f" {self.field}:" if self.field else ""
+        return f"{self.location()}:{where} {self.message}"
+
+
+class ReconcilerError(Exception):
+    """Base of every error the tool reports to a user."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+
+class ValidationFailed(ReconcilerError):
+    """Declared state (users/, reconciler.yaml) is invalid; carries every problem of the run."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in the declared state")
+
+
+class SecretError(ReconcilerError):
+    """A key reference could not be resolved or the key breaks the service's rule."""
+
+
+class ConfigError(ReconcilerError):
+    """Settings (reconciler.yaml, RECONCILER_* variables) are invalid."""
+
+
+class ServiceError(ReconcilerError):
+    """The service answered with an error or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ServiceUnavailable(ServiceError):
+    """Network failure, timeout, or 5xx after retries."""
+
+
+class AuthError(ServiceError):
+    """401/403: the reconciler's own credentials are wrong or lack rights."""
+
+
+class NotFound(ServiceError):
+    """404 for a named API user."""
+
+
+class Conflict(ServiceError):
+    """409: the API user already exists."""
+
+
+class UnsafePlan(ReconcilerError):
+    """A safety guard refused the plan; the message gives numbers and the narrow override."""
+
+    exit_code = ExitCode.UNSAFE
+
+
+class StalePlan(ReconcilerError):
+    """A saved plan no longer matches the desired or live state."""
+
+    exit_code = ExitCode.UNSAFE
+
+
+class LockHeld(ReconcilerError):
+    """Another reconcile holds the lock."""
+
+
+class MailServerError(ReconcilerError):
+    """Rendering, validating, installing or reloading the mail server failed."""
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    """The single mapping from an exception to a process exit code."""
+    if isinstance(error, ReconcilerError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.ERROR

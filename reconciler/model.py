@@ -1,0 +1,212 @@
+"""The pinned schema of an API user, as Pydantic v2 models.
+
+`UserSpec` is what people write in `users/<api_user>.yaml` (strict: no coercion, unknown keys are
+errors). `UserAttributes` holds the settings shared with the service, which validates its request
+bodies with the same model so that the YAML and the API reject the same things. `LiveUser` is what
+the service returns: tolerant, because the service may add fields.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+# Deliberately narrower than RFC 5322: these strings end up in file names, Postfix maps and
+# passwd-file lines, where whitespace, colons and quotes would be dangerous.
+_LOCAL = r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*"
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+EMAIL_RE = re.compile(rf"^{_LOCAL}@{_DOMAIN}$")
+SENDER_RE = re.compile(rf"^(?:{_LOCAL})?@{_DOMAIN}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_EMAIL = 254
+MAX_DESCRIPTION = 200
+DEFAULT_TIMEZONE = "Asia/Tokyo"
+
+Role = Literal["admin", "normal"]
+
+
+def _check_email(value: str) -> str:
+    if len(value) > MAX_EMAIL or not EMAIL_RE.match(value):
+        raise PydanticCustomError("email", "must be an email address like app@example.com")
+    return value
+
+
+def _check_sender(value: str) -> str:
+    if len(value) > MAX_EMAIL or not SENDER_RE.match(value):
+        raise PydanticCustomError(
+            "sender", "must be an email address (app@example.com) or a whole domain (@example.com)"
+        )
+    return value
+
+
+@lru_cache(maxsize=1024)
+def _known_timezone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_timezone(value: str) -> str:
+    if not _known_timezone(value):
+        raise PydanticCustomError("timezone", "must be an IANA time zone name like Asia/Tokyo or UTC")
+    return value
+
+
+def _check_description(value: str) -> str:
+    if len(value) > MAX_DESCRIPTION:
+        raise PydanticCustomError("description", "must be at most 200 characters")
+    if any(ch in value for ch in "\r\n") or not value.isprintable():
+        raise PydanticCustomError("description", "must be a single line of printable text")
+    return value
+
+
+def _refuse_literal_key(value: Any) -> Any:
+    # The message must not echo the value: it is probably a real key.
+    if isinstance(value, str | int):
+        raise PydanticCustomError(
+            "literal_key",
+            "a literal key is not allowed here; use {from_env: NAME} or {from_file: PATH}",
+        )
+    return value
+
+
+Email = Annotated[StrictStr, AfterValidator(_check_email)]
+Sender = Annotated[StrictStr, AfterValidator(_check_sender)]
+Timezone = Annotated[StrictStr, AfterValidator(_check_timezone)]
+Description = Annotated[StrictStr, AfterValidator(_check_description)]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class KeyRef(BaseModel):
+    """Where the key lives: an environment variable or a file. Never the key itself."""
+
+    model_config = _STRICT
+
+    from_env: Annotated[StrictStr, Field(pattern=ENV_NAME_RE.pattern, max_length=128)] | None = None
+    from_file: Annotated[StrictStr, Field(min_length=1, max_length=4096)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> KeyRef:
+        if (self.from_env is None) == (self.from_file is None):
+            raise PydanticCustomError("key_ref", "give exactly one of from_env or from_file")
+        return self
+
+    def describe(self) -> str:
+        return f"env {self.from_env}" if self.from_env is not None else f"file {self.from_file}"
+
+
+class Access(BaseModel):
+    """Console: Access Authorization."""
+
+    model_config = _STRICT
+
+    http_api: StrictBool = False
+    smtp: StrictBool = False
+    own_data_only: StrictBool = False
+
+    @model_validator(mode="after")
+    def _own_data_needs_http(self) -> Access:
+        if self.own_data_only and not self.http_api:
+            raise PydanticCustomError("own_data_only", "own_data_only: true requires http_api: true")
+        return self
+
+
+class UserAttributes(BaseModel):
+    """The settings of an API user that the service stores; shared by the YAML and the service."""
+
+    model_config = _STRICT
+
+    role: Role
+    operation: StrictBool = False
+    access: Access = Access()
+    timezone: Timezone = DEFAULT_TIMEZONE
+    locked: StrictBool = False
+    smtp_senders: Annotated[tuple[Sender, ...], Field(min_length=1, max_length=100)] | None = None
+    description: Description | None = None
+
+    @model_validator(mode="after")
+    def _senders_need_smtp(self) -> UserAttributes:
+        if self.smtp_senders is not None:
+            if not self.access.smtp:
+                raise PydanticCustomError("smtp_senders", "smtp_senders is only allowed with access.smtp: true")
+            lowered = [s.lower() for s in self.smtp_senders]
+            if len(set(lowered)) != len(lowered):
+                raise PydanticCustomError("smtp_senders", "smtp_senders lists the same sender twice")
+        return self
+
+
+class UserSpec(UserAttributes):
+    """One file in users/: the declared state of one API user (pinned schema, DESIGN.md)."""
+
+    api_user: Email
+    api_key: Annotated[KeyRef, BeforeValidator(_refuse_literal_key)]
+
+    def senders(self) -> tuple[str, ...]:
+        """Envelope senders this login may use; the api_user itself unless declared."""
+        return effective_senders(self.api_user, self.smtp_senders)
+
+
+class LiveAccess(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    http_api: bool = False
+    smtp: bool = False
+    own_data_only: bool = False
+
+
+class LiveUser(BaseModel):
+    """An API user as the service returns it. Tolerant: unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    api_user: str
+    role: str
+    operation: bool = False
+    access: LiveAccess = LiveAccess()
+    timezone: str = DEFAULT_TIMEZONE
+    locked: bool = False
+    smtp_senders: tuple[str, ...] | None = None
+    description: str | None = None
+    key_updated_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    def senders(self) -> tuple[str, ...]:
+        return effective_senders(self.api_user, self.smtp_senders)
+
+
+def effective_senders(api_user: str, declared: tuple[str, ...] | None) -> tuple[str, ...]:
+    return declared if declared else (api_user,)
+
+
+# Field paths people see in plans, in the order they appear in a user file.
+COMPARED_FIELDS: tuple[str, ...] = (
+    "role",
+    "operation",
+    "access.http_api",
+    "access.smtp",
+    "access.own_data_only",
+    "timezone",
+    "locked",
+    "smtp_senders",
+    "description",
+)

@@ -1,0 +1,229 @@
+"""Renderings of a Plan: text for a terminal, Markdown for a pull request, JSON for tools.
+
+Pure functions of a Plan. The JSON form is also the saved-plan format (`plan --out`), documented in
+docs/plan-json.md; `plan_from_json` reads it back for `apply PLAN.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from reconciler.plan import SENSITIVE, Action, Change, FieldChange, Plan
+
+FORMAT_VERSION = 1
+MARKDOWN_MARKER = "<!-- reconciler-plan -->"
+
+_SYMBOL = {
+    Action.CREATE: ("+", "green"),
+    Action.UPDATE: ("~", "yellow"),
+    Action.UNLOCK: ("~", "cyan"),
+    Action.LOCK: ("!", "magenta"),
+    Action.DELETE: ("-", "red"),
+}
+
+Styler = Callable[[str, str], str]
+
+
+def _plain(text: str, _colour: str) -> str:
+    return text
+
+
+def summary_line(plan: Plan) -> str:
+    keys = plan.key_changes()
+    parts = [
+        f"{plan.count(Action.CREATE)} to create",
+        f"{plan.count(Action.UPDATE)} to update ({keys} key change{'s' if keys != 1 else ''})",
+        f"{plan.count(Action.UNLOCK)} to unlock",
+        f"{plan.count(Action.LOCK)} to lock",
+        f"{plan.count(Action.DELETE)} to delete",
+    ]
+    line = "Plan: " + ", ".join(parts) + "."
+    if plan.mail_files:
+        line += f" {len(plan.mail_files)} mail server file(s) would change."
+    return line
+
+
+# --- text -----------------------------------------------------------------------------------------
+
+
+def render_text(plan: Plan, style: Styler = _plain) -> str:
+    lines: list[str] = []
+    if plan.empty:
+        lines.append("No changes. The service matches users/.")
+    else:
+        lines.append("The reconciler will perform the following actions:")
+        lines.append("")
+        for change in plan.changes:
+            lines.extend(_text_change(change, style))
+        if plan.mail_files:
+            lines.append("  Mail server files that would change:")
+            lines.extend(f"    ~ {name}" for name in plan.mail_files)
+            lines.append("")
+        lines.append(summary_line(plan))
+    lines.extend(f"Note: {note}" for note in plan.notes)
+    lines.extend(style(f"Refused: {reason}", "red") for reason in plan.refusals)
+    return "\n".join(lines) + "\n"
+
+
+def _text_change(change: Change, style: Styler) -> list[str]:
+    symbol, colour = _SYMBOL[change.action]
+    head = style(f"  {symbol} {change.action.value} {change.api_user}", colour)
+    width = max([len(f.field) for f in change.fields] + [len("api_key")]) + 1
+    body = [_text_field(change.action, f, width, style) for f in change.fields]
+    if change.key_change:
+        label = "(sensitive)" if change.action is Action.CREATE else f"{SENSITIVE} will change"
+        reason = (
+            f"  # {change.key_reason}" if change.key_reason and change.action is not Action.CREATE else ""
+        )
+        body.append(f"      {symbol} {'api_key:'.ljust(width + 1)} {label}{reason}")
+    return [head, *body, ""]
+
+
+def _text_field(action: Action, f: FieldChange, width: int, style: Styler) -> str:
+    name = f"{f.field}:".ljust(width + 1)
+    if action is Action.CREATE:
+        return f"      + {name} {_show(f.new)}"
+    return f"      ~ {name} {_show(f.old)} -> {style(_show(f.new), 'bold')}"
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- Markdown --------------------------------------------------------------------------------------
+
+
+def render_markdown(plan: Plan) -> str:
+    """A PR comment: the marker lets CI find and update its one comment in place."""
+    out = [MARKDOWN_MARKER, "### Reconciler plan", ""]
+    out += _md_counts(plan)
+    if plan.refusals:
+        out += ["", "**Refused as unsafe:**", ""] + [f"- {_md(r)}" for r in plan.refusals]
+    if plan.empty:
+        out += ["", "No changes. The service matches `users/`."]
+    out += _md_creates(plan.by_action(Action.CREATE))
+    out += _md_updates(plan.by_action(Action.UPDATE))
+    for action in (Action.UNLOCK, Action.LOCK, Action.DELETE):
+        out += _md_names(action, plan.by_action(action))
+    if plan.mail_files:
+        out += ["", f"#### Mail server files that would change ({len(plan.mail_files)})", ""]
+        out += [f"- `{name}`" for name in plan.mail_files]
+    if plan.notes:
+        out += [""] + [f"> {_md(note)}" for note in plan.notes]
+    return "\n".join(out) + "\n"
+
+
+def _md_counts(plan: Plan) -> list[str]:
+    counts = [plan.count(a) for a in (Action.CREATE, Action.UPDATE)] + [plan.key_changes()]
+    counts += [plan.count(a) for a in (Action.UNLOCK, Action.LOCK, Action.DELETE)] + [len(plan.mail_files)]
+    return [
+        "| create | update | key changes | unlock | lock | delete | mail files |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(str(c) for c in counts) + " |",
+    ]
+
+
+def _md_creates(changes: tuple[Change, ...]) -> list[str]:
+    if not changes:
+        return []
+    fields = [f.field for f in changes[0].fields]
+    out = ["", f"#### Create ({len(changes)})", ""]
+    out.append("| API user | " + " | ".join(fields) + " | api_key |")
+    out.append("|---" * (len(fields) + 2) + "|")
+    for change in changes:
+        cells = [_md(_show(f.new)) for f in change.fields]
+        out.append(f"| `{change.api_user}` | " + " | ".join(cells) + " | (sensitive) |")
+    return out
+
+
+def _md_updates(changes: tuple[Change, ...]) -> list[str]:
+    if not changes:
+        return []
+    out = ["", f"#### Update ({len(changes)})", "", "| API user | field | old | new |", "|---|---|---|---|"]
+    for change in changes:
+        for f in change.fields:
+            out.append(f"| `{change.api_user}` | `{f.field}` | {_md(_show(f.old))} | {_md(_show(f.new))} |")
+        if change.key_change:
+            reason = _md(change.key_reason or "")
+            out.append(f"| `{change.api_user}` | `api_key` | (sensitive) | will change: {reason} |")
+    return out
+
+
+def _md_names(action: Action, changes: tuple[Change, ...]) -> list[str]:
+    if not changes:
+        return []
+    out = ["", f"#### {action.value.capitalize()} ({len(changes)})", ""]
+    return out + [f"- `{c.api_user}`" for c in changes]
+
+
+def _md(text: str) -> str:
+    """Escape what would break a table cell or start Markdown/HTML in a PR comment."""
+    for ch in "\\|`*_<>[]":
+        text = text.replace(ch, "\\" + ch)
+    return text.replace("\n", " ")
+
+
+# --- JSON ------------------------------------------------------------------------------------------
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "summary": {
+            "create": plan.count(Action.CREATE),
+            "update": plan.count(Action.UPDATE),
+            "key_change": plan.key_changes(),
+            "unlock": plan.count(Action.UNLOCK),
+            "lock": plan.count(Action.LOCK),
+            "delete": plan.count(Action.DELETE),
+            "mail_files": len(plan.mail_files),
+        },
+        "changes": [_change_json(c) for c in plan.changes],
+        "mail_files": list(plan.mail_files),
+        "key_checks_skipped": plan.key_checks_skipped,
+        "notes": list(plan.notes),
+        "refusals": list(plan.refusals),
+        "desired_digest": plan.desired_digest,
+        "live_versions": dict(sorted(plan.live_versions.items())),
+    }
+
+
+def _change_json(change: Change) -> dict[str, Any]:
+    return {
+        "action": change.action.value,
+        "api_user": change.api_user,
+        "fields": [{"field": f.field, "old": f.old, "new": f.new} for f in change.fields],
+        "api_key": f"{SENSITIVE} will change" if change.key_change else None,
+        "key_reason": change.key_reason,
+    }
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n"
+
+
+def plan_from_json(data: dict[str, Any]) -> Plan:
+    """Read a saved plan back; raises KeyError/ValueError on a malformed document."""
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
+    changes = tuple(
+        Change(
+            action=Action(c["action"]),
+            api_user=c["api_user"],
+            fields=tuple(FieldChange(f["field"], f["old"], f["new"]) for f in c["fields"]),
+            key_change=c["api_key"] is not None,
+            key_reason=c["key_reason"],
+        )
+        for c in data["changes"]
+    )
+    return Plan(
+        changes=changes,
+        desired_digest=data["desired_digest"],
+        live_versions=dict(data["live_versions"]),
+        key_checks_skipped=bool(data["key_checks_skipped"]),
+        notes=tuple(data["notes"]),
+        mail_files=tuple(data["mail_files"]),
+        refusals=tuple(data["refusals"]),
+    )

@@ -1,0 +1,358 @@
+"""The pure diff: desired state x live state -> Plan, and the safety guards.
+
+No I/O here. Keys never enter this module: key checks work on keyed fingerprints computed at the
+edge, so a plan can be printed, saved and posted on a pull request without leaking anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from reconciler.errors import UnsafePlan
+from reconciler.model import COMPARED_FIELDS, LiveUser, UserSpec
+
+FINGERPRINT_ANNOTATION = "reconciler/key-fingerprint"
+KEY_UPDATED_ANNOTATION = "reconciler/key-updated-at"
+SENSITIVE = "(sensitive)"
+
+
+class Action(StrEnum):
+    """Kinds of change, in the order they are applied: access is removed last."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    UNLOCK = "unlock"
+    LOCK = "lock"
+    DELETE = "delete"
+
+
+PHASES: tuple[Action, ...] = tuple(Action)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to one API user. `fields` hold old -> new for creates and updates."""
+
+    action: Action
+    api_user: str
+    fields: tuple[FieldChange, ...] = ()
+    key_change: bool = False
+    key_reason: str | None = None
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        return PHASES.index(self.action), self.api_user.lower()
+
+    def new_values(self) -> dict[str, Any]:
+        """The changed fields as a nested body for the service (access.smtp -> {"access": {...}})."""
+        body: dict[str, Any] = {}
+        for change in self.fields:
+            _set_path(body, change.field, change.new)
+        return body
+
+
+@dataclass(frozen=True)
+class Guards:
+    """Safety limits; overrides are narrow (a number of deletes or locks), never a global force."""
+
+    max_deletes: int = 3
+    max_change_percent: float = 25.0
+    allow_deletes: int | None = None
+    allow_locks: int | None = None
+    self_user: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    desired_digest: str
+    live_versions: Mapping[str, str]
+    key_checks_skipped: bool = False
+    notes: tuple[str, ...] = ()
+    mail_files: tuple[str, ...] = ()
+    refusals: tuple[str, ...] = field(default=())
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes and not self.mail_files
+
+    def count(self, action: Action) -> int:
+        return sum(1 for c in self.changes if c.action is action)
+
+    def key_changes(self) -> int:
+        return sum(1 for c in self.changes if c.key_change)
+
+    def by_action(self, action: Action) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.action is action)
+
+
+# --- the diff ---------------------------------------------------------------------------------
+
+
+def make_plan(
+    desired: Sequence[UserSpec],
+    live: Sequence[LiveUser],
+    *,
+    desired_digest: str,
+    fingerprints: Mapping[str, str] | None,
+    guards: Guards = Guards(),
+    targets: Sequence[str] = (),
+) -> Plan:
+    """Diff declared users against live ones. `fingerprints` (api_user lowercased -> keyed
+    fingerprint of the declared key) is None when no secrets are available: key checks that need
+    the declared key are then skipped and the plan says so."""
+    live_by_name = {u.api_user.lower(): u for u in live}
+    desired_by_name = {u.api_user.lower(): u for u in desired}
+    changes: list[Change] = []
+    for name, spec in desired_by_name.items():
+        current = live_by_name.get(name)
+        fp = None if fingerprints is None else fingerprints.get(name)
+        if current is None:
+            changes.append(_create(spec))
+        else:
+            changes.extend(_update(spec, current, fp, fp is None))
+    gone = [user for name, user in live_by_name.items() if name not in desired_by_name]
+    changes.extend(Change(Action.DELETE, user.api_user) for user in gone)
+    changes = [c for c in changes if _targeted(c.api_user, targets)]
+    changes.sort(key=lambda c: c.sort_key)
+    plan = Plan(
+        changes=tuple(changes),
+        desired_digest=desired_digest,
+        live_versions=live_versions(live),
+        key_checks_skipped=fingerprints is None,
+        notes=_notes(fingerprints is None, targets),
+    )
+    return _with_refusals(plan, desired, live, guards)
+
+
+def _notes(skipped: bool, targets: Sequence[str]) -> tuple[str, ...]:
+    notes = []
+    if skipped:
+        notes.append(
+            "Key checks were skipped: no secrets are available, so declared keys could not be compared "
+            "(keys changed outside the reconciler are still detected)."
+        )
+    if targets:
+        notes.append("Limited to --target " + ", ".join(targets) + "; other users were not compared.")
+    return tuple(notes)
+
+
+def _targeted(api_user: str, targets: Sequence[str]) -> bool:
+    from fnmatch import fnmatchcase
+
+    return not targets or any(fnmatchcase(api_user.lower(), t.lower()) for t in targets)
+
+
+def _create(spec: UserSpec) -> Change:
+    fields = tuple(FieldChange(path, None, value) for path, value in _attributes(spec).items())
+    return Change(Action.CREATE, spec.api_user, fields, key_change=True, key_reason="new user")
+
+
+def _update(spec: UserSpec, live: LiveUser, fp: str | None, skipped: bool) -> list[Change]:
+    diffs = [
+        FieldChange(path, old, new)
+        for path in declared_paths(spec)
+        if (old := _live_value(live, path)) != (new := _spec_value(spec, path))
+    ]
+    lock = next((d for d in diffs if d.field == "locked"), None)
+    diffs = [d for d in diffs if d.field != "locked"]
+    reason = key_change_reason(live, fp, skipped)
+    out: list[Change] = []
+    if diffs or reason:
+        out.append(Change(Action.UPDATE, live.api_user, tuple(diffs), reason is not None, reason))
+    if lock is not None:
+        out.append(Change(Action.LOCK if lock.new else Action.UNLOCK, live.api_user, (lock,)))
+    return out
+
+
+def key_change_reason(live: LiveUser, fp: str | None, skipped: bool) -> str | None:
+    """Why the key must be set again, or None. Never reads a key back: it compares the keyed
+    fingerprint recorded when the reconciler last set the key, and the service's key_updated_at
+    with the value recorded then (a key changed in the console moves key_updated_at)."""
+    recorded_fp = live.annotations.get(FINGERPRINT_ANNOTATION)
+    recorded_at = live.annotations.get(KEY_UPDATED_ANNOTATION)
+    if recorded_fp is not None and not _same_time(recorded_at, live.key_updated_at):
+        return "changed outside the reconciler"
+    if skipped:
+        return None
+    if recorded_fp is None:
+        return "not set by the reconciler yet"
+    if recorded_fp != fp:
+        return "declared key changed"
+    return None
+
+
+def _same_time(recorded: str | None, actual: datetime | None) -> bool:
+    if recorded is None or actual is None:
+        return recorded is None and actual is None
+    try:
+        return datetime.fromisoformat(recorded) == actual
+    except ValueError:
+        return False
+
+
+def declared_paths(spec: UserSpec) -> tuple[str, ...]:
+    """Only the fields a file declares are compared, so a field left out is never drift."""
+    declared = spec.model_fields_set
+    paths = []
+    for path in COMPARED_FIELDS:
+        head, _, tail = path.partition(".")
+        if head not in declared:
+            continue
+        if tail and tail not in spec.access.model_fields_set:
+            continue
+        paths.append(path)
+    return tuple(paths)
+
+
+def _attributes(spec: UserSpec) -> dict[str, Any]:
+    return {path: _spec_value(spec, path) for path in COMPARED_FIELDS}
+
+
+def _spec_value(spec: UserSpec, path: str) -> Any:
+    if path == "smtp_senders":
+        return list(spec.smtp_senders) if spec.smtp_senders is not None else None
+    return _get_path(spec, path)
+
+
+def _live_value(live: LiveUser, path: str) -> Any:
+    if path == "smtp_senders":
+        return list(live.smtp_senders) if live.smtp_senders else None
+    return _get_path(live, path)
+
+
+def _get_path(obj: object, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        body = body.setdefault(part, {})
+    body[leaf] = value
+
+
+def live_versions(live: Iterable[LiveUser]) -> dict[str, str]:
+    """A version per live user, so a saved plan can tell exactly which users moved since."""
+    return {
+        u.api_user.lower(): hashlib.sha256(
+            json.dumps(u.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()[:16]
+        for u in live
+    }
+
+
+# --- safety -------------------------------------------------------------------------------------
+
+
+def _with_refusals(plan: Plan, desired: Sequence[UserSpec], live: Sequence[LiveUser], guards: Guards) -> Plan:
+    from dataclasses import replace
+
+    reasons = check_safety(plan, desired, live, guards)
+    return replace(plan, refusals=tuple(reasons)) if reasons else plan
+
+
+def check_safety(
+    plan: Plan, desired: Sequence[UserSpec], live: Sequence[LiveUser], guards: Guards
+) -> list[str]:
+    """Every reason the plan is unsafe, checked for the whole plan before the first write."""
+    reasons: list[str] = []
+    if not desired and live:
+        reasons.append(
+            f"the users directory declares no users but the service has {len(live)}: "
+            "an empty or unreadable users/ never means 'delete everyone'"
+        )
+    reasons += _mass_change(plan, len(live), guards)
+    reasons += _self_protection(plan, guards)
+    reasons += _admins_left(plan, desired, live)
+    return reasons
+
+
+def _mass_change(plan: Plan, live_count: int, guards: Guards) -> list[str]:
+    reasons = []
+    deletes, locks = plan.count(Action.DELETE), plan.count(Action.LOCK)
+    if deletes and not _allowed(deletes, guards.allow_deletes, guards.max_deletes, live_count, guards):
+        reasons.append(_too_many("delete", deletes, live_count, guards, "--allow-deletes"))
+    if locks and not _allowed(locks, guards.allow_locks, None, live_count, guards):
+        reasons.append(_too_many("lock", locks, live_count, guards, "--allow-locks"))
+    return reasons
+
+
+def _allowed(count: int, override: int | None, cap: int | None, live_count: int, guards: Guards) -> bool:
+    if override is not None:
+        return count <= override
+    within_cap = cap is None or count <= cap
+    # A single change can never be a mass change, so one delete or lock of three users is fine.
+    within_share = count <= 1 or count * 100 <= guards.max_change_percent * max(live_count, 1)
+    return within_cap and within_share
+
+
+def _too_many(verb: str, count: int, live_count: int, guards: Guards, flag: str) -> str:
+    share = 100.0 * count / max(live_count, 1)
+    limits = f"the limit is {guards.max_change_percent:g}% of live users"
+    if verb == "delete":
+        limits = f"the limits are {guards.max_deletes} deletes and {guards.max_change_percent:g}%"
+    return (
+        f"too many {verb}s: {count} of {live_count} live users ({share:.1f}%); {limits}. "
+        f"If this is intended, run again with {flag} {count}"
+    )
+
+
+_LOCKOUT_VALUES = frozenset({("role", "normal"), ("access.http_api", False)})
+
+
+def _self_protection(plan: Plan, guards: Guards) -> list[str]:
+    me = (guards.self_user or "").lower()
+    if not me:
+        return []
+    reasons = []
+    for change in plan.changes:
+        if change.api_user.lower() != me:
+            continue
+        if change.action in (Action.DELETE, Action.LOCK):
+            reasons.append(
+                f"refusing to {change.action} {change.api_user}: the reconciler authenticates as this "
+                "API user and would lock itself out (change it with another admin's credentials)"
+            )
+        lost = [f.field for f in change.fields if (f.field, f.new) in _LOCKOUT_VALUES]
+        if change.action is Action.UPDATE and lost:
+            reasons.append(
+                f"refusing to set {', '.join(lost)} on {change.api_user}: the reconciler authenticates as "
+                "this API user and would lose the rights it needs"
+            )
+    return reasons
+
+
+def _admins_left(plan: Plan, desired: Sequence[UserSpec], live: Sequence[LiveUser]) -> list[str]:
+    """After the plan, at least one unlocked admin with HTTP-API access must remain."""
+    touched = {c.api_user.lower() for c in plan.changes}
+    after = [_usable_admin_spec(u) for u in desired if u.api_user.lower() in touched]
+    untouched_live = [u for u in live if u.api_user.lower() not in touched]
+    after += [u.role == "admin" and not u.locked and u.access.http_api for u in untouched_live]
+    if live and not any(after):
+        return ["refusing a plan that leaves no unlocked admin with HTTP-API access on the service"]
+    return []
+
+
+def _usable_admin_spec(spec: UserSpec) -> bool:
+    return spec.role == "admin" and not spec.locked and spec.access.http_api
+
+
+def raise_if_unsafe(plan: Plan) -> None:
+    if plan.refusals:
+        raise UnsafePlan("the plan was refused as unsafe:\n  - " + "\n  - ".join(plan.refusals))

@@ -1,0 +1,138 @@
+"""Executing a Plan through the service client: phase by phase, bounded concurrency, an outcome
+for every change. Access is removed last: locks and deletes run only when everything before them
+succeeded, so a half-finished run never leaves fewer ways in than it found."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from reconciler.errors import NotFound, ReconcilerError
+from reconciler.model import LiveUser
+from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, PHASES, Action, Change, Plan
+from reconciler.secrets import ApiKey
+
+
+class Client(Protocol):
+    """What apply needs from reconciler.service.client.ServiceClient."""
+
+    def create_user(
+        self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]
+    ) -> LiveUser: ...
+
+    def update_user(
+        self,
+        api_user: str,
+        changes: dict[str, Any],
+        api_key: ApiKey | None = None,
+        annotations: dict[str, str | None] | None = None,
+    ) -> LiveUser: ...
+
+    def delete_user(self, api_user: str) -> None: ...
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    change: Change
+    status: Status
+    detail: str = ""
+
+
+ACCESS_REMOVING = frozenset({Action.LOCK, Action.DELETE})
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    """The declared keys needed by a plan's creates and key changes, with their fingerprints."""
+
+    keys: Mapping[str, ApiKey]
+    fingerprints: Mapping[str, str]
+
+    def for_user(self, api_user: str) -> tuple[ApiKey, str]:
+        name = api_user.lower()
+        return self.keys[name], self.fingerprints[name]
+
+
+def apply_plan(
+    plan: Plan,
+    client: Client,
+    material: KeyMaterial,
+    *,
+    concurrency: int = 8,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="apply") as pool:
+        for phase in PHASES:
+            batch = plan.by_action(phase)
+            if phase in ACCESS_REMOVING and any(o.status is not Status.OK for o in outcomes):
+                done = [
+                    Outcome(c, Status.SKIPPED, "an earlier change failed; access is removed last")
+                    for c in batch
+                ]
+            else:
+                done = list(pool.map(lambda c: _run(c, client, material), batch))
+            for outcome in done:
+                if on_outcome is not None:
+                    on_outcome(outcome)
+            outcomes.extend(done)
+    return outcomes
+
+
+def _run(change: Change, client: Client, material: KeyMaterial) -> Outcome:
+    try:
+        _execute(change, client, material)
+    except ReconcilerError as exc:
+        return Outcome(change, Status.FAILED, str(exc))
+    return Outcome(change, Status.OK)
+
+
+def _execute(change: Change, client: Client, material: KeyMaterial) -> None:
+    name = change.api_user
+    if change.action is Action.CREATE:
+        key, fp = material.for_user(name)
+        created = client.create_user(name, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
+        _record_key_time(client, created)
+    elif change.action is Action.UPDATE:
+        _update(change, client, material)
+    elif change.action in (Action.LOCK, Action.UNLOCK):
+        client.update_user(name, {"locked": change.action is Action.LOCK})
+    else:
+        # Already gone is the desired outcome, e.g. on a rerun after a lost response.
+        with contextlib.suppress(NotFound):
+            client.delete_user(name)
+
+
+def _update(change: Change, client: Client, material: KeyMaterial) -> None:
+    if not change.key_change:
+        client.update_user(change.api_user, change.new_values())
+        return
+    key, fp = material.for_user(change.api_user)
+    updated = client.update_user(change.api_user, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
+    _record_key_time(client, updated)
+
+
+def _record_key_time(client: Client, user: LiveUser) -> None:
+    """Record the service's own key_updated_at: comparing against it later tells a key changed in
+    the console apart from ours exactly, with no clock-skew guesswork."""
+    stamp = user.key_updated_at.isoformat() if user.key_updated_at else None
+    client.update_user(user.api_user, {}, annotations={KEY_UPDATED_ANNOTATION: stamp})
+
+
+def needs_keys(plan: Plan) -> list[str]:
+    """api_users (lowercased) whose declared key the plan must send."""
+    return sorted({c.api_user.lower() for c in plan.changes if c.key_change})
+
+
+def failed(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    return [o for o in outcomes if o.status is not Status.OK]

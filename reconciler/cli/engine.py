@@ -1,0 +1,306 @@
+"""`plan`, `apply` and `reconcile`: the commands that compare users/ with the service and act."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler import engine
+from reconciler.apply import Outcome, Status, apply_plan, failed
+from reconciler.cli.common import handle_errors, use_color, users_option
+from reconciler.config import Settings, load_settings
+from reconciler.desired import DesiredState, load_users
+from reconciler.errors import ExitCode, ReconcilerError
+from reconciler.output import plan_from_json, render_json, render_markdown, render_text, summary_line
+from reconciler.plan import Guards, Plan, raise_if_unsafe
+from reconciler.service.client import ServiceClient
+from reconciler.state import AuditLog, actor, git_commit, reconcile_lock
+
+target_option = click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="PATTERN",
+    help="Limit to api_users matching this glob (repeatable).",
+)
+allow_deletes_option = click.option(
+    "--allow-deletes",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Accept up to N deletes (overrides the guards).",
+)
+allow_locks_option = click.option(
+    "--allow-locks",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Accept up to N locks (overrides the guards).",
+)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    settings: Settings
+    desired: DesiredState
+    users_dir: Path
+
+
+def _load(users_dir: Path) -> Loaded:
+    engine.refuse_missing_users_dir(users_dir)
+    return Loaded(load_settings(users_dir), load_users(users_dir), users_dir)
+
+
+def _fresh_plan(loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...]) -> Plan:
+    live = client.list_users()
+    resolved = engine.resolve_keys(loaded.desired)
+    plan = engine.compute_plan(
+        loaded.desired, live, resolved, settings=loaded.settings, guards=guards, targets=targets
+    )
+    return _with_mail_preview(plan, loaded)
+
+
+def _with_mail_preview(plan: Plan, loaded: Loaded) -> Plan:
+    from reconciler.cli.mail_step import mail_preview
+
+    files = mail_preview(loaded.settings, loaded.desired, loaded.users_dir)
+    return replace(plan, mail_files=files) if files else plan
+
+
+def _style(text: str, colour: str) -> str:
+    if colour == "bold":
+        return click.style(text, bold=True)
+    return click.style(text, fg=colour)
+
+
+def _show(plan: Plan, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(render_json(plan), nl=False)
+    elif fmt == "markdown":
+        click.echo(render_markdown(plan), nl=False)
+    else:
+        click.echo(render_text(plan, _style if use_color() else (lambda t, _c: t)), nl=False)
+
+
+def _plan_exit(plan: Plan) -> int:
+    if plan.refusals:
+        return ExitCode.UNSAFE
+    return ExitCode.CHANGES_PENDING if not plan.empty else ExitCode.OK
+
+
+@click.command()
+@users_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Save the plan for `apply PLAN.json`.",
+)
+@target_option
+@allow_deletes_option
+@allow_locks_option
+@handle_errors
+def plan(
+    *,
+    users_dir: Path,
+    fmt: str,
+    out: Path | None,
+    targets: tuple[str, ...],
+    allow_deletes: int | None,
+    allow_locks: int | None,
+) -> int:
+    """Show what reconcile would change, without changing anything.
+
+    Exit codes: 0 nothing to do, 2 changes pending, 1 error, 3 refused as unsafe.
+
+    \b
+    Example:
+      reconciler plan --format markdown > plan.md
+      reconciler plan --out plan.json && reconciler apply plan.json
+    """
+    loaded = _load(users_dir)
+    guards = engine.guards_from(loaded.settings, allow_deletes, allow_locks)
+    with ServiceClient.from_settings(loaded.settings) as client:
+        result = _fresh_plan(loaded, client, guards, targets)
+    _show(result, fmt)
+    if out is not None:
+        out.write_text(render_json(result), encoding="utf-8")
+        click.echo(f"Saved the plan to {out}; apply it with: reconciler apply {out}", err=True)
+    return _plan_exit(result)
+
+
+def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
+    for option in reversed(
+        [
+            users_option,
+            click.option("--auto-approve", is_flag=True, help="Apply without asking (CI)."),
+            allow_deletes_option,
+            allow_locks_option,
+            target_option,
+            click.option(
+                "--force-unlock", is_flag=True, help="Take over the reconcile lock from a run that is gone."
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@click.argument("plan_file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@_apply_options
+@handle_errors
+def apply(plan_file: Path | None, **options: Any) -> int:
+    """Apply users/ to the service (or exactly a plan saved with `plan --out`).
+
+    Creates, then updates and key changes, unlocks, locks and deletes last. Exit codes: 0 done,
+    1 something failed (the rest was applied; run again to converge), 3 refused as unsafe.
+
+    \b
+    Example:
+      reconciler apply --auto-approve --allow-deletes 5
+    """
+    return _run_apply(plan_file, mail=False, **options)
+
+
+@click.command()
+@_apply_options
+@click.option("--mail-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the mail files go.")
+@click.option("--no-reload", is_flag=True, help="Write mail files but do not reload Postfix/Dovecot.")
+@handle_errors
+def reconcile(mail_dir: Path | None, no_reload: bool, **options: Any) -> int:
+    """Apply users/ to the service, then reflect SMTP users on the mail server.
+
+    \b
+    Example:
+      reconciler reconcile --auto-approve --mail-dir /etc/reconciler/mail
+    """
+    code = _run_apply(None, mail=True, **options)
+    if code not in (ExitCode.OK, ExitCode.ERROR):
+        return code
+    from reconciler.cli.mail_step import run_mail_step
+
+    mail_code = run_mail_step(options["users_dir"], mail_dir, reload=not no_reload)
+    return max(code, mail_code)
+
+
+def _run_apply(
+    plan_file: Path | None,
+    *,
+    mail: bool,
+    users_dir: Path,
+    auto_approve: bool,
+    allow_deletes: int | None,
+    allow_locks: int | None,
+    targets: tuple[str, ...],
+    force_unlock: bool,
+) -> int:
+    loaded = _load(users_dir)
+    settings = loaded.settings
+    guards = engine.guards_from(settings, allow_deletes, allow_locks)
+    state_dir = users_dir.parent / settings.state_dir
+    with (
+        reconcile_lock(state_dir, settings.api_url, "reconcile" if mail else "apply", force=force_unlock),
+        ServiceClient.from_settings(settings) as client,
+    ):
+        fresh = _fresh_plan(loaded, client, guards, targets)
+        if plan_file is not None:
+            engine.check_not_stale(_read_saved(plan_file), fresh)
+        raise_if_unsafe(fresh)
+        if not fresh.changes:
+            click.echo("No changes to the service.")
+            return ExitCode.OK
+        material = engine.key_material(fresh, loaded.desired, settings)
+        if plan_file is None and not _confirmed(fresh, auto_approve):
+            click.echo("Apply cancelled; nothing was changed.", err=True)
+            return ExitCode.ERROR
+        audit = AuditLog(state_dir, _audit_context(loaded, settings))
+        outcomes = _execute(fresh, client, material, settings, audit)
+        _report(outcomes)
+        _converged(loaded, client, guards, targets)
+    return ExitCode.ERROR if failed(outcomes) else ExitCode.OK
+
+
+def _read_saved(path: Path) -> Plan:
+    try:
+        return plan_from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReconcilerError(f"{path} is not a saved plan: {type(exc).__name__}: {exc}") from None
+
+
+def _confirmed(result: Plan, auto_approve: bool) -> bool:
+    _show(result, "text")
+    if auto_approve:
+        return True
+    if not sys.stdin.isatty():
+        raise ReconcilerError("refusing to apply without --auto-approve: stdin is not a terminal")
+    return click.confirm("Apply these changes?", default=False)
+
+
+def _audit_context(loaded: Loaded, settings: Settings) -> dict[str, Any]:
+    return {"actor": actor(), "commit": git_commit(loaded.users_dir), "service": settings.api_url}
+
+
+def _execute(
+    result: Plan, client: ServiceClient, material: Any, settings: Settings, audit: AuditLog
+) -> list[Outcome]:
+    total = len(result.changes)
+    show_bar = sys.stderr.isatty() and total >= 20
+
+    def record(outcome: Outcome) -> None:
+        change = outcome.change
+        audit.write(
+            action=change.action.value,
+            api_user=change.api_user,
+            fields={f.field: f.new for f in change.fields},
+            key_change=change.key_change,
+            outcome=outcome.status.value,
+            detail=outcome.detail or None,
+        )
+        if bar is not None:
+            bar.update(1)
+
+    bar = None
+    if show_bar:
+        with click.progressbar(length=total, label="Applying", file=sys.stderr) as bar:
+            return apply_plan(result, client, material, concurrency=settings.concurrency, on_outcome=record)
+    return apply_plan(result, client, material, concurrency=settings.concurrency, on_outcome=record)
+
+
+def _report(outcomes: list[Outcome]) -> None:
+    width = max(len(o.change.api_user) for o in outcomes)
+    click.echo("")
+    click.echo(f"{'API user'.ljust(width)}  {'action'.ljust(7)}  outcome")
+    for o in outcomes:
+        status = o.status.value + (f": {o.detail}" if o.detail else "")
+        colour = {Status.OK: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[o.status]
+        click.echo(
+            f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  "
+            + click.style(status, fg=colour)
+        )
+    bad = failed(outcomes)
+    click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")
+    if bad:
+        click.echo(
+            "Some changes did not apply; the others did. Run the same command again to converge.", err=True
+        )
+
+
+def _converged(loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...]) -> None:
+    """Plan again: a service that silently ignored a change shows up here, not next week."""
+    again = _fresh_plan(loaded, client, replace(guards, allow_deletes=None, allow_locks=None), targets)
+    pending = replace(again, mail_files=())
+    if pending.changes:
+        click.echo("Still pending after apply: " + summary_line(pending), err=True)
+        for change in pending.changes:
+            click.echo(f"  {change.action.value} {change.api_user}", err=True)
+
+
+COMMANDS = (plan, apply, reconcile)

@@ -1,0 +1,60 @@
+"""Injected faults for the embedded service, so tests and benchmarks can show the client surviving
+what production networks do. One mutable `FaultConfig` per running service: tests change it at run time."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Fault(Enum):
+    NONE = "none"
+    DROP = "drop"  # the request is processed, then the connection is cut: the response is lost
+    UNAVAILABLE = "503"  # answered before processing, so a retry is safe
+    THROTTLE = "429"  # answered before processing, with Retry-After
+    FAIL = "500"  # answered before processing; the client does not retry it
+
+
+@dataclass
+class FaultConfig:
+    """What to inject on /api/v2/api_users* routes. Rates are probabilities in [0, 1]."""
+
+    latency_ms: float = 0.0
+    rate_5xx: float = 0.0
+    rate_429: float = 0.0
+    rate_drop: float = 0.0
+    retry_after_s: int = 1
+    seed: int | None = None
+    # Writes (POST/PATCH/DELETE) to these api_users (lower case) answer 500: "one change fails mid-run".
+    fail_writes_for: set[str] = field(default_factory=set)
+    # Deterministic faults for the next requests, in order, before any random ones.
+    next_faults: deque[Fault] = field(default_factory=deque)
+    _rng: random.Random = field(init=False, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)  # noqa: S311 - fault injection, not security
+
+    def draw(self) -> Fault:
+        """The fault for one request; thread-safe so a seed gives a reproducible sequence."""
+        with self._lock:
+            if self.next_faults:
+                return self.next_faults.popleft()
+            if not (self.rate_drop or self.rate_5xx or self.rate_429):
+                return Fault.NONE
+            roll = self._rng.random()
+        for fault, rate in (
+            (Fault.DROP, self.rate_drop),
+            (Fault.UNAVAILABLE, self.rate_5xx),
+            (Fault.THROTTLE, self.rate_429),
+        ):
+            if roll < rate:
+                return fault
+            roll -= rate
+        return Fault.NONE
+
+    def fails_writes_for(self, api_user: str | None) -> bool:
+        return api_user is not None and api_user.lower() in {u.lower() for u in self.fail_writes_for}

@@ -1,0 +1,311 @@
+"""The embedded service's storage: SQLite in WAL mode, one connection per thread, every write in a
+`BEGIN IMMEDIATE` transaction so concurrent requests serialise on the database, not in Python.
+
+Keys are stored as salted scrypt hashes. Verifying one costs milliseconds on purpose, so successful
+verifications are remembered under an HMAC of the credentials: listing 100 pages must not pay 100 hashes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    api_user TEXT PRIMARY KEY COLLATE NOCASE,
+    attributes TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    key_updated_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    api_user TEXT NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpt_tos TEXT NOT NULL,
+    subject TEXT,
+    received_at TEXT NOT NULL
+);
+"""
+DEFAULT_SCRYPT_N = 2**14  # ~50 ms per hash: slow for guessing, fine for one login
+FAST_SCRYPT_N = 2**10  # tests and benchmarks seed many users; the format records n per hash
+_CACHE_LIMIT = 10_000
+
+
+class DuplicateUser(Exception):
+    """An api_user that already exists, compared case-insensitively."""
+
+
+class UnknownUser(Exception):
+    """No api_user by that name."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def hash_key(key: str, n: int = DEFAULT_SCRYPT_N) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(key.encode(), salt=salt, n=n, r=8, p=1, dklen=32)
+    return "$".join(("scrypt", str(n), _b64(salt), _b64(digest)))
+
+
+def check_key(key: str, stored: str) -> bool:
+    try:
+        scheme, n, salt, digest = stored.split("$")
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(key.encode(), salt=base64.b64decode(salt), n=int(n), r=8, p=1, dklen=32)
+    except ValueError:
+        return False
+    return scheme == "scrypt" and hmac.compare_digest(actual, expected)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class StoredUser:
+    api_user: str
+    attributes: dict[str, Any]
+    annotations: dict[str, str]
+    key_hash: str
+    key_updated_at: str
+    created_at: str
+    updated_at: str
+
+    def public(self) -> dict[str, Any]:
+        """The user object of the contract: never the key nor its hash."""
+        return {
+            "api_user": self.api_user,
+            **self.attributes,
+            "annotations": dict(self.annotations),
+            "key_updated_at": self.key_updated_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> StoredUser:
+        return cls(
+            api_user=row["api_user"],
+            attributes=json.loads(row["attributes"]),
+            annotations=json.loads(row["annotations"]),
+            key_hash=row["key_hash"],
+            key_updated_at=row["key_updated_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """What an update writes; `key_hash=None` keeps the key (and its key_updated_at)."""
+
+    attributes: dict[str, Any]
+    annotations: dict[str, str]
+    key_hash: str | None = None
+
+
+@dataclass
+class Store:
+    path: Path
+    scrypt_n: int = DEFAULT_SCRYPT_N
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
+    _all: list[sqlite3.Connection] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _cache: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _cache_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._conn().executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # isolation_level=None: we issue BEGIN ourselves. check_same_thread=False only so that
+            # close() can close every thread's connection; each is used by its own thread.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # Users
+
+    def get(self, api_user: str) -> StoredUser | None:
+        row = self._conn().execute("SELECT * FROM users WHERE api_user = ?", (api_user,)).fetchone()
+        return StoredUser.from_row(row) if row else None
+
+    def page(self, offset: int, limit: int) -> tuple[list[StoredUser], int]:
+        conn = self._conn()
+        conn.execute("BEGIN")  # one snapshot, so rows and total agree
+        try:
+            rows = conn.execute(
+                "SELECT * FROM users ORDER BY api_user LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
+            total = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
+        return [StoredUser.from_row(r) for r in rows], int(total)
+
+    def create(
+        self, api_user: str, attributes: dict[str, Any], key: str, annotations: dict[str, str]
+    ) -> StoredUser:
+        key_hash = hash_key(key, self.scrypt_n)
+        stamp = now()
+        user = StoredUser(api_user, attributes, annotations, key_hash, stamp, stamp, stamp)
+        try:
+            with self._write() as conn:
+                self._insert(conn, user)
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateUser(api_user) from exc
+        return user
+
+    def update(self, api_user: str, change: Callable[[StoredUser], Replacement]) -> StoredUser:
+        """Read, change and write one user in one transaction. `change` may raise to abort."""
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM users WHERE api_user = ?", (api_user,)).fetchone()
+            if row is None:
+                raise UnknownUser(api_user)
+            current = StoredUser.from_row(row)
+            new = _apply(current, change(current))
+            if new != current:
+                conn.execute(
+                    "UPDATE users SET attributes=?, annotations=?, key_hash=?, key_updated_at=?, "
+                    "updated_at=? WHERE api_user=?",
+                    (
+                        json.dumps(new.attributes),
+                        json.dumps(new.annotations),
+                        new.key_hash,
+                        new.key_updated_at,
+                        new.updated_at,
+                        current.api_user,
+                    ),
+                )
+        return new
+
+    def delete(self, api_user: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM users WHERE api_user = ?", (api_user,)).rowcount > 0
+
+    def seed(self, users: Iterable[tuple[str, dict[str, Any]]], key: str) -> int:
+        """Bulk insert for benchmarks: every seeded user shares one key hash."""
+        key_hash = hash_key(key, FAST_SCRYPT_N)
+        stamp = now()
+        count = 0
+        with self._write() as conn:
+            for api_user, attributes in users:
+                self._insert(conn, StoredUser(api_user, attributes, {}, key_hash, stamp, stamp, stamp))
+                count += 1
+        return count
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, user: StoredUser) -> None:
+        conn.execute(
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                user.api_user,
+                json.dumps(user.attributes),
+                json.dumps(user.annotations),
+                user.key_hash,
+                user.key_updated_at,
+                user.created_at,
+                user.updated_at,
+            ),
+        )
+
+    # Credentials
+
+    def verify(self, api_user: str, key: str) -> StoredUser | None:
+        """The user if `key` is theirs (locks and access rights are the caller's business)."""
+        user = self.get(api_user)
+        if user is None:
+            return None
+        token = hmac.new(self._cache_secret, f"{user.api_user}\0{key}".encode(), "sha256").hexdigest()
+        if self._cache.get(token) == user.key_hash:
+            return user
+        if not check_key(key, user.key_hash):
+            return None
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[token] = user.key_hash
+        return user
+
+    # Relay messages
+
+    def add_message(self, api_user: str, mail_from: str, rcpt_tos: list[str], subject: str | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO messages (api_user, mail_from, rcpt_tos, subject, received_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (api_user, mail_from, json.dumps(rcpt_tos), subject, now()),
+            )
+
+    def messages(self) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT * FROM messages ORDER BY id").fetchall()
+        return [
+            {
+                "api_user": r["api_user"],
+                "mail_from": r["mail_from"],
+                "rcpt_tos": json.loads(r["rcpt_tos"]),
+                "subject": r["subject"],
+                "received_at": r["received_at"],
+            }
+            for r in rows
+        ]
+
+
+def _apply(current: StoredUser, change: Replacement) -> StoredUser:
+    key_hash = change.key_hash or current.key_hash
+    if (change.attributes, change.annotations, key_hash) == (
+        current.attributes,
+        current.annotations,
+        current.key_hash,
+    ):
+        return current
+    stamp = now()
+    return StoredUser(
+        api_user=current.api_user,
+        attributes=change.attributes,
+        annotations=change.annotations,
+        key_hash=key_hash,
+        key_updated_at=stamp if change.key_hash else current.key_updated_at,
+        created_at=current.created_at,
+        updated_at=stamp,
+    )

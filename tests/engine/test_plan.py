@@ -28,9 +28,7 @@ def spec(name: str, **fields: Any) -> UserSpec:
 
 
 def live(name: str, fp: str | None = FP, key_at: datetime = T0, **fields: Any) -> LiveUser:
-    annotations = (
-        {} if fp is None else {FINGERPRINT_ANNOTATION: fp, KEY_UPDATED_ANNOTATION: key_at.isoformat()}
-    )
+    annotations = {} if fp is None else {FINGERPRINT_ANNOTATION: fp, KEY_UPDATED_ANNOTATION: T0.isoformat()}
     data: dict[str, Any] = {
         "api_user": name,
         "role": "normal",

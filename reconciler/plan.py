@@ -93,7 +93,8 @@ class Plan:
         return sum(1 for c in self.changes if c.action is action)
 
     def key_changes(self) -> int:
-        return sum(1 for c in self.changes if c.key_change)
+        """Keys changed on existing users (every create sets a key too; that is not counted)."""
+        return sum(1 for c in self.changes if c.key_change and c.action is Action.UPDATE)
 
     def by_action(self, action: Action) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.action is action)

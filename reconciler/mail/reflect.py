@@ -1,0 +1,117 @@
+"""Render + install in one call: what `render` and `reconcile` run, and what `plan` previews."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.config import Settings
+from reconciler.errors import MailServerError
+from reconciler.mail import install as installer
+from reconciler.mail.hashing import Hasher, PendingHasher, make_hasher
+from reconciler.mail.render import (
+    Rendered,
+    default_templates_dir,
+    render_mail,
+    template_environment,
+)
+from reconciler.model import UserSpec
+from reconciler.secrets import ApiKey
+
+
+@dataclass(frozen=True)
+class MailReport:
+    """What a render did (or, with `check`, would do). Names only: never a key or a hash."""
+
+    mail_dir: Path
+    changed: tuple[str, ...]
+    reloaded: tuple[str, ...] = ()
+    smoke: tuple[str, ...] = ()
+    hashes: int = 0  # keys hashed in this run (0 for an unchanged key, and always 0 with check)
+    users: int = 0  # users with SMTP access that got lines
+    check: bool = False
+
+
+def mail_dir_from(settings: Settings, mail_dir: Path | None) -> Path:
+    if mail_dir is not None:
+        return mail_dir
+    if settings.mail_dir is None:
+        raise MailServerError("no mail directory: pass --mail-dir or set RECONCILER_MAIL_DIR")
+    return Path(settings.mail_dir)
+
+
+def reflect(
+    desired_users: Sequence[UserSpec],
+    keys: Mapping[str, ApiKey],
+    settings: Settings,
+    *,
+    reload: bool,
+    check: bool,
+    mail_dir: Path | None = None,
+    templates_dir: Path | None = None,
+    hasher: Hasher | None = None,
+) -> MailReport:
+    """Render the mail files for `desired_users` and install them. With `check`, write nothing and
+    hash nothing: report the files that would change (the CLI exits 2 when there are any)."""
+    target = mail_dir_from(settings, mail_dir)
+    if hasher is None:
+        hasher = PendingHasher(settings.hash_scheme) if check else make_hasher(settings.hash_scheme)
+    rendered = _render(
+        desired_users, keys, settings, target, templates_dir=templates_dir, hasher=hasher, check=check
+    )
+    if check:
+        return MailReport(
+            target, installer.changed_files(rendered.files, target), users=rendered.users, check=True
+        )
+    probes = _probes(keys, rendered)
+    report = installer.install(rendered.files, target, settings, reload=reload, probes=probes)
+    return MailReport(target, report.changed, report.reloaded, report.smoke, rendered.hashes, rendered.users)
+
+
+def preview(
+    desired_users: Sequence[UserSpec],
+    keys: Mapping[str, ApiKey],
+    settings: Settings,
+    *,
+    mail_dir: Path | None = None,
+    templates_dir: Path | None = None,
+) -> tuple[str, ...]:
+    """Mail files (relative to the mail dir) that a render would change; for `plan`. Writes nothing."""
+    return reflect(
+        desired_users,
+        keys,
+        settings,
+        reload=False,
+        check=True,
+        mail_dir=mail_dir,
+        templates_dir=templates_dir,
+    ).changed
+
+
+def _render(
+    users: Sequence[UserSpec],
+    keys: Mapping[str, ApiKey],
+    settings: Settings,
+    mail_dir: Path,
+    *,
+    templates_dir: Path | None,
+    hasher: Hasher,
+    check: bool,
+) -> Rendered:
+    templates = template_environment((templates_dir or default_templates_dir()).resolve())
+    return render_mail(
+        users,
+        keys,
+        settings,
+        installer.read_previous(mail_dir),
+        secret=installer.fingerprint_secret(mail_dir, settings, create=not check),
+        hasher=hasher,
+        templates=templates,
+    )
+
+
+def _probes(keys: Mapping[str, ApiKey], rendered: Rendered) -> tuple[installer.AuthProbe, ...]:
+    # Only a user whose hash was computed in this run proves anything about the new passwd-file;
+    # one probe is enough (each costs a slow hash on the Dovecot side too).
+    return tuple(installer.AuthProbe(u, keys[u]) for u in rendered.rehashed[:1])

@@ -1,0 +1,251 @@
+"""Pure render: declared users + resolved keys -> the mail-server files, as values.
+
+Nothing here touches the disk or runs a command (the installer does); the only costly call is the
+hasher, and it runs only for a user whose key fingerprint differs from the previous render's.
+Every value that reaches a map or passwd line is re-checked here, even though the model validated
+it: a UserSpec can be built without validation, and one smuggled newline or colon would add a login.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import jinja2
+
+import reconciler
+from reconciler.config import Settings
+from reconciler.errors import MailServerError
+from reconciler.mail.hashing import CountingHasher, Hasher
+from reconciler.model import EMAIL_RE, SENDER_RE, UserSpec
+from reconciler.secrets import KEY_RE, ApiKey, fingerprint
+
+# Pinned file names under the mail directory (DESIGN.md), plus our own state file.
+PASSWD = "dovecot/users.passwd"  # noqa: S105 (a file name)
+SENDER_LOGIN_MAPS = "postfix/sender_login_maps"
+SASL_PASSWD = "postfix/sasl_passwd"  # noqa: S105 (a file name)
+SENDER_RELAYHOST_MAPS = "postfix/sender_relayhost_maps"
+STATE = "state/fingerprints.json"
+STATE_VERSION = 1
+
+Daemon = Literal["postfix", "dovecot"]
+
+# Whitespace (any Unicode kind), colons and control characters are field or line separators in
+# texthash maps and passwd-files; none may appear inside a value.
+_SEPARATORS = re.compile(r"[\s:\x00-\x1f\x7f-\x9f]")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_HASH_CHARS = re.compile(r"^\{[A-Z0-9-]+\}[A-Za-z0-9$./=,+-]+$")
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file under the mail directory. `content` is left out of repr: sasl_passwd holds keys."""
+
+    path: str
+    content: str = field(repr=False)
+    mode: int
+    group: str | None  # None: root's group
+    reloads: Daemon | None  # which daemon must be reloaded when the file changes
+
+    @property
+    def sensitive(self) -> bool:
+        return self.path == SASL_PASSWD
+
+
+@dataclass(frozen=True)
+class HashEntry:
+    """What the previous render stored for a user: the keyed fingerprint of its key and the hash."""
+
+    fingerprint: str
+    hash: str = field(repr=False)
+
+
+class Rendered(NamedTuple):
+    files: tuple[RenderedFile, ...]
+    hashes: int  # how many keys were hashed in this render
+    users: int  # how many users got lines
+    rehashed: tuple[str, ...]  # api_users whose hash was computed in this render
+
+
+class _SenderRow(NamedTuple):
+    sender: str
+    api_user: str
+    api_key: str
+
+
+def default_templates_dir() -> Path:
+    """`templates/` at the root of a checkout (also what an editable install sees); an installed
+    wheel carries a copy as package data in `reconciler/templates/`."""
+    package = Path(reconciler.__file__).resolve().parent
+    for candidate in (package.parent / "templates", package / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise MailServerError(
+        f"no templates directory found beside {package}; pass --templates DIR or set RECONCILER_TEMPLATES_DIR"
+    )
+
+
+@lru_cache(maxsize=8)
+def template_environment(templates_dir: Path) -> jinja2.Environment:
+    # Plain-text config files: HTML autoescaping would corrupt them, and every value is checked
+    # against the separators above before it reaches a template.
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_mail(
+    users: Sequence[UserSpec],
+    keys: Mapping[str, ApiKey],
+    settings: Settings,
+    previous: Mapping[str, HashEntry],
+    *,
+    secret: bytes,
+    hasher: Hasher,
+    templates: jinja2.Environment,
+) -> Rendered:
+    """Files for every unlocked user with SMTP access. `previous` comes from the last render's state
+    file: a user whose key fingerprint is unchanged keeps its hash, so only changed keys are hashed."""
+    smtp_users = sorted(
+        (u for u in users if u.access.smtp and not u.locked), key=lambda u: u.api_user.lower()
+    )
+    _refuse_duplicate_users(smtp_users)
+    user_keys = {u.api_user: _checked_key(u.api_user, keys) for u in smtp_users}
+    counting = CountingHasher(hasher)
+    entries = {
+        u.api_user: _hash_entry(u.api_user, user_keys[u.api_user], previous, secret, counting)
+        for u in smtp_users
+    }
+    rows = _sender_rows(smtp_users, user_keys)
+    next_hop = relay_next_hop(settings)
+    files = (
+        _render(templates, PASSWD, 0o640, settings.mail_file_group, "dovecot", entries=_passwd_rows(entries)),
+        _render(templates, SENDER_LOGIN_MAPS, 0o644, None, "postfix", rows=rows),
+        _render(templates, SASL_PASSWD, 0o600, None, "postfix", rows=rows),
+        _render(templates, SENDER_RELAYHOST_MAPS, 0o644, None, "postfix", rows=rows, next_hop=next_hop),
+        RenderedFile(STATE, dump_state(entries), 0o600, None, None),
+    )
+    rehashed = tuple(u for u, e in entries.items() if u not in previous or previous[u].hash != e.hash)
+    return Rendered(files, counting.calls, len(smtp_users), rehashed)
+
+
+def render_snippets(mail_dir: Path, settings: Settings, templates: jinja2.Environment) -> dict[str, str]:
+    """The lines an operator adds once to dovecot.conf and main.cf (docs/mail.md)."""
+    context = {"mail_dir": str(mail_dir), "next_hop": relay_next_hop(settings)}
+    return {
+        name: templates.get_template(f"snippets/{name}.j2").render(**context)
+        for name in ("dovecot-passdb.conf", "postfix-main.cf")
+    }
+
+
+def relay_next_hop(settings: Settings) -> str:
+    host = settings.relay_host
+    if not _HOSTNAME.match(host):
+        raise MailServerError(f"relay_host {host!r} must be a host name or an IPv4 address")
+    return f"[{host}]:{settings.relay_port}"
+
+
+def parse_state(text: str) -> dict[str, HashEntry]:
+    """The previous render's fingerprints and hashes; anything unreadable means "hash again"."""
+    try:
+        data = json.loads(text)
+        users = data["users"] if data.get("version") == STATE_VERSION else {}
+        return {str(u): HashEntry(str(e["fingerprint"]), str(e["hash"])) for u, e in users.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def dump_state(entries: Mapping[str, HashEntry]) -> str:
+    users = {u: {"fingerprint": e.fingerprint, "hash": e.hash} for u, e in sorted(entries.items())}
+    return json.dumps({"version": STATE_VERSION, "users": users}, indent=1) + "\n"
+
+
+def _hash_entry(
+    api_user: str, key: ApiKey, previous: Mapping[str, HashEntry], secret: bytes, hasher: Hasher
+) -> HashEntry:
+    fp = fingerprint(key, secret)
+    old = previous.get(api_user)
+    if old is not None and old.fingerprint == fp and old.hash.startswith("{" + hasher.scheme + "}"):
+        return HashEntry(fp, _checked_hash(api_user, old.hash))
+    return HashEntry(fp, _checked_hash(api_user, hasher(key)))
+
+
+def _passwd_rows(entries: Mapping[str, HashEntry]) -> list[dict[str, str]]:
+    return [{"api_user": u, "hash": e.hash} for u, e in entries.items()]
+
+
+def _sender_rows(users: Iterable[UserSpec], keys: Mapping[str, ApiKey]) -> list[_SenderRow]:
+    owners: dict[str, _SenderRow] = {}
+    for user in users:
+        for sender in user.senders():
+            # Postfix folds map keys to lower case, so two spellings are one key.
+            folded = _checked(sender, SENDER_RE, "smtp_senders entry", user.api_user).lower()
+            if folded in owners:
+                raise MailServerError(
+                    f"sender {folded} is claimed by both {owners[folded].api_user} and {user.api_user}: "
+                    "Postfix can relay each sender with only one API user's credentials"
+                )
+            owners[folded] = _SenderRow(folded, user.api_user, keys[user.api_user].reveal())
+    return sorted(owners.values(), key=lambda row: row.sender)
+
+
+def _refuse_duplicate_users(users: Sequence[UserSpec]) -> None:
+    seen: set[str] = set()
+    for user in users:
+        name = _checked(user.api_user, EMAIL_RE, "api_user", user.api_user).lower()
+        if name in seen:
+            raise MailServerError(f"api_user {user.api_user} is declared twice (names are case-insensitive)")
+        seen.add(name)
+
+
+def _checked(value: str, pattern: re.Pattern[str], what: str, owner: str) -> str:
+    if not isinstance(value, str) or _SEPARATORS.search(value) or not pattern.match(value):
+        raise MailServerError(
+            f"refusing to render {what} {value!r} of {owner!r}: only plain addresses are allowed "
+            "(no whitespace, colon or control character)"
+        )
+    return value
+
+
+def _checked_key(api_user: str, keys: Mapping[str, ApiKey]) -> ApiKey:
+    key = keys.get(api_user)
+    if key is None:
+        raise MailServerError(f"no key was resolved for {api_user}, which has SMTP access")
+    # The message must not show the key, only that it broke the rule.
+    if not isinstance(key, ApiKey) or not KEY_RE.match(key.reveal()):
+        raise MailServerError(f"refusing to render the key of {api_user}: it breaks the key rule")
+    return key
+
+
+def _checked_hash(api_user: str, value: str) -> str:
+    if not _HASH_CHARS.match(value) or _SEPARATORS.search(value):
+        raise MailServerError(f"refusing to render the password hash of {api_user}: unexpected characters")
+    return value
+
+
+def _render(
+    templates: jinja2.Environment,
+    path: str,
+    mode: int,
+    group: str | None,
+    reloads: Daemon | None,
+    **context: Any,
+) -> RenderedFile:
+    try:
+        content = templates.get_template(path + ".j2").render(**context)
+    except jinja2.TemplateError as exc:
+        # Template errors never include context values, so no key can leak through the message.
+        raise MailServerError(f"template {path}.j2 failed: {type(exc).__name__}: {exc}") from None
+    return RenderedFile(path, content, mode, group, reloads)

@@ -11,14 +11,21 @@ import hmac
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NoReturn
 
-from reconciler.errors import SecretError
+from reconciler.errors import Problem, SecretError, ValidationFailed
 from reconciler.model import KeyRef
+
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredState
 
 KEY_RE = re.compile(r"^(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{8,128}$")
 KEY_RULE = "8-128 characters of A-Z, a-z, 0-9 with at least one letter and one digit"
+MAX_KEY_FILE_BYTES = 4096  # a key is at most 128 characters; anything bigger is the wrong file
 
 
 class ApiKey:
@@ -43,7 +50,7 @@ class ApiKey:
     def __hash__(self) -> int:
         return hash(hashlib.sha256(self._value.encode()).digest())
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         # Keys must not end up in pickles (multiprocessing, caches) by accident.
         raise TypeError("ApiKey cannot be pickled")
 
@@ -62,15 +69,69 @@ def resolve(ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None = None) -
         if ref.from_env not in environ:
             raise SecretError(f"environment variable {ref.from_env} is not set")
         return check_key(environ[ref.from_env].strip(), f"env {ref.from_env}")
-    assert ref.from_file is not None
-    path = Path(ref.from_file)
-    if not path.is_absolute():
-        path = base_dir / path
+    path = key_file_path(ref, base_dir)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SecretError(f"cannot read key file {path}: {type(exc).__name__}") from None
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise SecretError(f"cannot read key file {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise SecretError(f"key file {path} is not UTF-8 text") from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise SecretError(f"key file {path} is too large to hold one key") from None
     return check_key(text.strip(), f"file {path}")
+
+
+def key_file_path(ref: KeyRef, base_dir: Path) -> Path:
+    """Where a `from_file` reference points; relative paths start at the declaring file's directory,
+    so a users repository works from any current directory."""
+    assert ref.from_file is not None
+    path = Path(ref.from_file).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+@dataclass(frozen=True)
+class ResolvedKeys:
+    """The keys of declared users, and everything that went wrong, collected in one pass.
+
+    `keys` maps api_user (as declared) -> key; `missing` has one located problem per user whose key
+    could not be read or breaks the key rule; `warnings` one per key file readable by group/others.
+    """
+
+    keys: Mapping[str, ApiKey]
+    missing: tuple[Problem, ...] = ()
+    warnings: tuple[Problem, ...] = ()
+
+    def raise_if_missing(self) -> None:
+        if self.missing:
+            raise ValidationFailed(list(self.missing))
+
+
+def resolve_all(
+    desired: DesiredState, env: Mapping[str, str] | None = None, names: Iterable[str] | None = None
+) -> ResolvedKeys:
+    """Resolve the keys of `names` (api_users, any case; default all declared users). Never raises
+    for a single user: the caller wants every problem of the run at once."""
+    wanted = None if names is None else {name.lower() for name in names}
+    keys: dict[str, ApiKey] = {}
+    missing: list[Problem] = []
+    warnings: list[Problem] = []
+    for user in desired.users:
+        if wanted is not None and user.api_user.lower() not in wanted:
+            continue
+        file = desired.files.get(user.api_user, Path(f"{user.api_user}.yaml"))
+        field = "api_key.from_env" if user.api_key.from_env is not None else "api_key.from_file"
+        line = desired.line(user.api_user, field) or desired.line(user.api_user, "api_key")
+        try:
+            keys[user.api_user] = resolve(user.api_key, file.parent, env)
+        except SecretError as exc:
+            missing.append(Problem(str(file), str(exc), line, field=field))
+            continue
+        if user.api_key.from_file is not None and loose_permissions(key_file_path(user.api_key, file.parent)):
+            message = "the key file is readable by group or others; chmod 600 it"
+            warnings.append(Problem(str(file), message, line, field=field))
+    return ResolvedKeys(MappingProxyType(keys), tuple(missing), tuple(warnings))
 
 
 def loose_permissions(path: Path) -> bool:

@@ -7,7 +7,7 @@ exported for tests and benchmarks.
 from __future__ import annotations
 
 from reconciler.mail.install import AuthProbe, CommandFailed, InstallReport, SmokeFailed, install
-from reconciler.mail.reflect import MailReport, preview, reflect
+from reconciler.mail.reflect import MailReport, keys_for_mail, preview, reflect
 from reconciler.mail.render import (
     PASSWD,
     SASL_PASSWD,
@@ -39,6 +39,7 @@ __all__ = [
     "SmokeFailed",
     "default_templates_dir",
     "install",
+    "keys_for_mail",
     "preview",
     "reflect",
     "render_mail",

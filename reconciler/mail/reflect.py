@@ -7,17 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.config import Settings
-from reconciler.errors import MailServerError
+from reconciler.desired import DesiredState
+from reconciler.errors import MailServerError, Problem, ReconcilerError, ValidationFailed
 from reconciler.mail import install as installer
 from reconciler.mail.hashing import Hasher, PendingHasher, make_hasher
 from reconciler.mail.render import (
     Rendered,
     default_templates_dir,
+    key_for,
+    needs_mail_lines,
     render_mail,
     template_environment,
 )
 from reconciler.model import UserSpec
-from reconciler.secrets import ApiKey
+from reconciler.secrets import ApiKey, resolve
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,24 @@ def preview(
     ).changed
 
 
+def keys_for_mail(desired: DesiredState, env: Mapping[str, str] | None = None) -> dict[str, ApiKey]:
+    """Resolve the keys of the users that get mail lines, and only those: a gateway need not hold
+    the keys of locked or HTTP-only users. Every unresolvable key is reported at once."""
+    keys: dict[str, ApiKey] = {}
+    problems: list[Problem] = []
+    for user in filter(needs_mail_lines, desired.users):
+        path = desired.files.get(user.api_user, Path(f"{user.api_user}.yaml"))
+        try:
+            keys[user.api_user] = resolve(user.api_key, path.parent, env)
+        except ReconcilerError as exc:
+            problems.append(
+                Problem(str(path), str(exc), desired.line(user.api_user, "api_key"), field="api_key")
+            )
+    if problems:
+        raise ValidationFailed(problems)
+    return keys
+
+
 def _render(
     users: Sequence[UserSpec],
     keys: Mapping[str, ApiKey],
@@ -114,4 +135,6 @@ def _render(
 def _probes(keys: Mapping[str, ApiKey], rendered: Rendered) -> tuple[installer.AuthProbe, ...]:
     # Only a user whose hash was computed in this run proves anything about the new passwd-file;
     # one probe is enough (each costs a slow hash on the Dovecot side too).
-    return tuple(installer.AuthProbe(u, keys[u]) for u in rendered.rehashed[:1])
+    return tuple(
+        installer.AuthProbe(u, key) for u in rendered.rehashed[:1] if (key := key_for(keys, u)) is not None
+    )

@@ -197,7 +197,7 @@ def _sender_rows(users: Iterable[UserSpec], keys: Mapping[str, ApiKey]) -> list[
                     f"sender {folded} is claimed by both {owners[folded].api_user} and {user.api_user}: "
                     "Postfix can relay each sender with only one API user's credentials"
                 )
-            owners[folded] = _SenderRow(folded, user.api_user, keys[user.api_user].reveal())
+            owners[folded] = _SenderRow(folded, user.api_user, _checked_key(user.api_user, keys).reveal())
     return sorted(owners.values(), key=lambda row: row.sender)
 
 
@@ -219,8 +219,17 @@ def _checked(value: str, pattern: re.Pattern[str], what: str, owner: str) -> str
     return value
 
 
+def key_for(keys: Mapping[str, ApiKey], api_user: str) -> ApiKey | None:
+    """Keys may be keyed by api_user as written or in lower case (the engine's ResolvedKeys)."""
+    return keys.get(api_user) or keys.get(api_user.lower())
+
+
+def needs_mail_lines(user: UserSpec) -> bool:
+    return user.access.smtp and not user.locked
+
+
 def _checked_key(api_user: str, keys: Mapping[str, ApiKey]) -> ApiKey:
-    key = keys.get(api_user)
+    key = key_for(keys, api_user)
     if key is None:
         raise MailServerError(f"no key was resolved for {api_user}, which has SMTP access")
     # The message must not show the key, only that it broke the rule.

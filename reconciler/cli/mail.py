@@ -1,0 +1,90 @@
+"""`reconciler render`: reflect users/ on this mail gateway (Postfix + Dovecot), without the service.
+
+A fleet of gateways each runs this from its own checkout (pull model); `reconcile` runs the same
+step after applying to the service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reconciler.cli.common import handle_errors, users_option
+from reconciler.config import load_settings
+from reconciler.desired import load_users
+from reconciler.errors import ExitCode
+from reconciler.mail import MailReport, keys_for_mail, reflect
+
+templates_option = click.option(
+    "--templates",
+    "templates_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    envvar="RECONCILER_TEMPLATES_DIR",
+    help="Jinja templates for the mail files [default: templates/ of the reconciler checkout].",
+)
+
+
+@click.command("render")
+@users_option
+@click.option(
+    "--mail-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Where dovecot/, postfix/ and state/ are written.",
+)
+@click.option("--no-reload", is_flag=True, help="Write the files but do not reload Postfix/Dovecot.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 2 when files would change, 0 when none.")
+@templates_option
+@handle_errors
+def render(
+    *, users_dir: Path, mail_dir: Path, no_reload: bool, check: bool, templates_dir: Path | None
+) -> int:
+    """Render the Postfix/Dovecot files for SMTP users, validate, swap and reload.
+
+    Only files that changed are written, and Postfix/Dovecot are reloaded only then; on a failed
+    validation, reload or smoke check the previous files are put back. Exit codes: 0 done (or, with
+    --check, nothing to do), 2 with --check when files would change, 1 error.
+
+    \b
+    Example:
+      reconciler render --users users --mail-dir /etc/reconciler/mail
+    """
+    settings = load_settings(users_dir)
+    desired = load_users(users_dir)
+    report = reflect(
+        desired.users,
+        keys_for_mail(desired),
+        settings,
+        reload=not no_reload,
+        check=check,
+        mail_dir=mail_dir,
+        templates_dir=templates_dir,
+    )
+    _show(report)
+    if check and report.changed:
+        return ExitCode.CHANGES_PENDING
+    return ExitCode.OK
+
+
+def _show(report: MailReport) -> None:
+    verb = "would change" if report.check else "changed"
+    if not report.changed:
+        click.echo(
+            f"Mail files in {report.mail_dir} are up to date ({report.users} SMTP users); nothing reloaded."
+        )
+        return
+    for name in report.changed:
+        click.echo(f"  {verb}: {name}")
+    if report.check:
+        click.echo(f"{len(report.changed)} mail file(s) would change ({report.users} SMTP users).")
+        return
+    reloaded = ", ".join(report.reloaded) or "nothing (--no-reload)"
+    click.echo(
+        f"{len(report.changed)} mail file(s) changed, {report.hashes} key(s) hashed; reloaded: {reloaded}."
+    )
+    for check in report.smoke:
+        click.echo(f"  smoke check passed: {check}")
+
+
+COMMANDS = (render,)

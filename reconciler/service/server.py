@@ -95,8 +95,10 @@ class EmbeddedService:
             self.options.host, self.options.port, app, threaded=True, request_handler=_Handler
         )
         # A short poll interval makes stop() quick: tests start and stop a service each.
-        serve = lambda: self._http.serve_forever(poll_interval=0.02)  # type: ignore[union-attr]  # noqa: E731
-        self._thread = threading.Thread(target=serve, name="service-http", daemon=True)
+        server = self._http
+        self._thread = threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.02), name="service-http", daemon=True
+        )
         self._thread.start()
         if self.options.smtp_port is not None:
             from reconciler.service.relay import start_relay

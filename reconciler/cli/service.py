@@ -1,0 +1,176 @@
+"""`service run` (the embedded service), `service messages` and `live`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from reconciler.cli.common import err, handle_errors, users_option
+from reconciler.config import load_settings
+from reconciler.errors import ConfigError, ExitCode
+from reconciler.model import EMAIL_RE, LiveUser
+from reconciler.secrets import KEY_RE, KEY_RULE
+from reconciler.service.client import ServiceClient
+from reconciler.service.faults import FaultConfig
+from reconciler.service.server import EmbeddedService, ServiceOptions
+
+ADMIN_KEY_ENV = "RECONCILER_SERVICE_ADMIN_KEY"
+Rate = click.FloatRange(0.0, 1.0)
+
+
+@click.group("service")
+def service() -> None:
+    """The embedded service: the API-users HTTP API (and SMTP relay) on loopback."""
+
+
+@service.command("run")
+@click.option("--db", "db_path", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8725, show_default=True)
+@click.option("--smtp-port", type=click.IntRange(1, 65535), help="Also run the SMTP relay on this port.")
+@click.option(
+    "--admin-user", required=True, help=f"First admin, created if absent; key from {ADMIN_KEY_ENV}."
+)
+@click.option("--latency-ms", type=click.FloatRange(0), default=0.0, help="Delay every API-users request.")
+@click.option("--fault-5xx-rate", type=Rate, default=0.0, help="Share of requests answered 503.")
+@click.option(
+    "--fault-429-rate", type=Rate, default=0.0, help="Share of requests answered 429 + Retry-After."
+)
+@click.option("--fault-drop-rate", type=Rate, default=0.0, help="Share of responses lost (connection cut).")
+@click.option("--fault-retry-after", type=click.IntRange(0, 3600), default=1, show_default=True)
+@click.option("--fault-seed", type=int, help="Seed for reproducible faults.")
+@click.option("--fail-writes-for", multiple=True, metavar="EMAIL", help="Writes to this api_user answer 500.")
+@handle_errors
+def run(
+    *,
+    db_path: Path,
+    host: str,
+    port: int,
+    smtp_port: int | None,
+    admin_user: str,
+    latency_ms: float,
+    fault_5xx_rate: float,
+    fault_429_rate: float,
+    fault_drop_rate: float,
+    fault_retry_after: int,
+    fault_seed: int | None,
+    fail_writes_for: tuple[str, ...],
+) -> int:
+    """Run the embedded service until SIGTERM or Ctrl-C.
+
+    \b
+    Example:
+      RECONCILER_SERVICE_ADMIN_KEY=... reconciler service run --db service.sqlite \\
+          --admin-user admin@example.com --smtp-port 2525
+    """
+    admin_key = _admin_key(admin_user)
+    faults = FaultConfig(
+        latency_ms=latency_ms,
+        rate_5xx=fault_5xx_rate,
+        rate_429=fault_429_rate,
+        rate_drop=fault_drop_rate,
+        retry_after_s=fault_retry_after,
+        seed=fault_seed,
+        fail_writes_for={e.lower() for e in fail_writes_for},
+    )
+    options = ServiceOptions(host=host, port=port, smtp_port=smtp_port, faults=faults)
+    embedded = EmbeddedService(db_path, options)
+    embedded.ensure_admin(admin_user, admin_key)
+    try:
+        embedded.start()
+    except OSError as exc:
+        embedded.stop()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    _serve_until_signal(embedded)
+    return ExitCode.OK
+
+
+def _admin_key(admin_user: str) -> str:
+    if not EMAIL_RE.match(admin_user):
+        raise ConfigError("--admin-user must be an email address like admin@example.com")
+    key = os.environ.get(ADMIN_KEY_ENV, "").strip()
+    if not key:
+        raise ConfigError(
+            f"set {ADMIN_KEY_ENV} to the first admin's key (never pass a key on the command line)"
+        )
+    if not KEY_RE.match(key):
+        raise ConfigError(f"{ADMIN_KEY_ENV} is not a valid key: it must be {KEY_RULE}")
+    return key
+
+
+def _serve_until_signal(embedded: EmbeddedService) -> None:
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    relay = f", SMTP relay on {embedded.options.host}:{embedded.smtp_port}" if embedded.smtp_port else ""
+    click.echo(f"listening on {embedded.base_url}{relay}", err=False)
+    while not stopping.wait(0.5):
+        pass
+    err("stopping")
+    embedded.stop()
+
+
+@service.command("messages")
+@users_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def messages(*, users_dir: Path, fmt: str) -> int:
+    """List the messages the service's SMTP relay accepted (admin only)."""
+    with ServiceClient.from_settings(load_settings(users_dir)) as client:
+        found = client.relay_messages()
+    if fmt == "json":
+        click.echo(json.dumps(found, indent=2))
+        return ExitCode.OK
+    for m in found:
+        click.echo(f"{m['received_at']}  {m['api_user']}  {m['mail_from']} -> {', '.join(m['rcpt_tos'])}")
+    return ExitCode.OK
+
+
+@click.command("live")
+@users_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def live(*, users_dir: Path, fmt: str) -> int:
+    """List the API users the service has now (JSON: a list of user objects)."""
+    with ServiceClient.from_settings(load_settings(users_dir)) as client:
+        users = client.list_users()
+    if fmt == "json":
+        click.echo(json.dumps([u.model_dump(mode="json") for u in users], indent=2))
+    else:
+        click.echo(_table(users))
+    return ExitCode.OK
+
+
+def _table(users: list[LiveUser]) -> str:
+    header = ("API_USER", "ROLE", "HTTP", "SMTP", "LOCKED", "KEY_UPDATED_AT")
+    rows = [header] + [
+        (
+            u.api_user,
+            u.role,
+            _yes(u.access.http_api),
+            _yes(u.access.smtp),
+            _yes(u.locked),
+            u.key_updated_at.isoformat(timespec="seconds") if u.key_updated_at else "-",
+        )
+        for u in users
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join([*lines, f"{len(users)} API user(s)"])
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+COMMANDS = (service, live)

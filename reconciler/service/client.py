@@ -1,0 +1,410 @@
+"""`ServiceClient`: the only code that speaks HTTP to the service (the contract: openapi.json).
+
+What it does against production networks:
+- one `requests.Session` whose connection pool is as large as the engine's concurrency, so it can
+  be shared by a thread pool;
+- connect and read timeouts on every call;
+- retries through urllib3's `Retry` (backoff, Retry-After honoured) for idempotent calls on network
+  errors and 429/502/503/504; a POST is retried only on 429/503, which the service sends before
+  doing anything;
+- a create whose response was lost is settled by reading the user back, never by a blind retry;
+- TLS verification on; plain http only to loopback unless explicitly allowed;
+- errors are the project's own classes, with truncated bodies and never a credential.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from reconciler.config import Settings
+from reconciler.errors import (
+    AuthError,
+    ConfigError,
+    Conflict,
+    NotFound,
+    ServiceError,
+    ServiceUnavailable,
+)
+from reconciler.model import LiveUser, UserAttributes
+from reconciler.secrets import ApiKey
+
+log = logging.getLogger("reconciler.service.client")
+
+PAGE_ROWS = 100  # the contract's maximum
+MAX_DETAIL = 300  # characters of a response body quoted in an error message
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+POST_RETRY_STATUSES = frozenset({429, 503})  # answered before the service did anything
+AMBIGUOUS_STATUSES = frozenset({502, 504})  # a gateway gave up: the request may have been applied
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+
+
+class _Retry(Retry):
+    """urllib3's Retry, plus: a POST is retried on 429/503 only, and never after a network error
+    once it may have been sent (POST is left out of `allowed_methods`, so read errors raise)."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if method.upper() == "POST":
+            return status_code in POST_RETRY_STATUSES
+        return super().is_retry(method, status_code, has_retry_after)
+
+
+class _Page(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    api_users: list[LiveUser]
+    total: int
+
+
+class _Ambiguous(Exception):
+    """A write whose outcome is unknown: sent, but the answer was lost."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ServiceClient:
+    """Thread-safe client of the API-users service. Use as a context manager or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_user: str,
+        api_key: SecretStr,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        retries: int = 5,
+        concurrency: int = 8,
+        ca_bundle: str | None = None,
+        allow_insecure_http: bool = False,
+        backoff_factor: float = 0.1,
+    ) -> None:
+        self.base_url = _checked_url(base_url, allow_insecure_http)
+        self.api_user = api_user
+        self._key = api_key
+        self.timeout = (connect_timeout, read_timeout)
+        self.concurrency = concurrency
+        self.session = _session(
+            api_user,
+            api_key,
+            retries=retries,
+            concurrency=concurrency,
+            ca_bundle=ca_bundle,
+            backoff_factor=backoff_factor,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServiceClient:
+        if not settings.api_user or settings.api_key is None:
+            raise ConfigError(
+                "the service credentials are not set: set RECONCILER_API_USER and RECONCILER_API_KEY"
+            )
+        return cls(
+            settings.api_url,
+            settings.api_user,
+            settings.api_key,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            retries=settings.retries,
+            concurrency=settings.concurrency,
+            ca_bundle=settings.ca_bundle,
+            allow_insecure_http=settings.allow_insecure_http,
+        )
+
+    # Reading
+
+    def list_users(self) -> list[LiveUser]:
+        """Every live user, ordered by api_user (case-insensitive). Page 0 tells the total; the
+        other pages are then fetched concurrently (on loopback the service, not the network, is
+        the bottleneck, and it serves requests in parallel threads)."""
+        first = self._page(0)
+        pages = -(-first.total // PAGE_ROWS)
+        rest: list[_Page] = []
+        if pages > 1:
+            with ThreadPoolExecutor(min(self.concurrency, pages - 1), thread_name_prefix="list") as pool:
+                rest = list(pool.map(self._page, range(1, pages)))
+        return _merge_pages([first, *rest])
+
+    def get_user(self, api_user: str) -> LiveUser | None:
+        try:
+            return _live(self._call("GET", _user_path(api_user)))
+        except NotFound:
+            return None
+
+    def relay_messages(self) -> list[dict[str, Any]]:
+        body = _json(self._call("GET", "/relay/messages"))
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list):
+            raise ServiceError("GET /relay/messages: unexpected response shape")
+        return messages
+
+    # Writing
+
+    def create_user(
+        self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]
+    ) -> LiveUser:
+        body = {**attributes, "api_user": api_user, "api_key": api_key.reveal(), "annotations": annotations}
+        try:
+            return _live(self._call("POST", "/api_users", json=body, ambiguous_raises=True))
+        except _Ambiguous as lost:
+            log.warning("POST /api_users for %s: %s; settling by reading it back", api_user, lost.reason)
+            return self._settle_create(api_user, attributes, annotations, body)
+
+    def update_user(
+        self,
+        api_user: str,
+        changes: dict[str, Any],
+        api_key: ApiKey | None = None,
+        annotations: dict[str, str | None] | None = None,
+    ) -> LiveUser:
+        # PATCH is idempotent here (same body, same result), so urllib3 may retry it.
+        body: dict[str, Any] = dict(changes)
+        if api_key is not None:
+            body["api_key"] = api_key.reveal()
+        if annotations:
+            body["annotations"] = annotations
+        return _live(self._call("PATCH", _user_path(api_user), json=body))
+
+    def delete_user(self, api_user: str) -> None:
+        path = _user_path(api_user)
+        response = self._call("DELETE", path, tolerate=404)
+        # A retried DELETE whose first answer was lost finds the user already gone: that is done.
+        if response.status_code == 404 and not _retried_after_lost_answer(response):
+            raise self._error("DELETE", path, response)
+
+    # Lifecycle
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ServiceClient({self.base_url!r}, api_user={self.api_user!r})"
+
+    # Internals
+
+    def _page(self, page: int) -> _Page:
+        response = self._call("GET", "/api_users", params={"p": page, "r": PAGE_ROWS})
+        try:
+            return _Page.model_validate_json(response.content)
+        except ValidationError:
+            raise ServiceError(f"GET /api_users page {page}: unexpected response shape") from None
+
+    def _settle_create(
+        self, api_user: str, attributes: dict[str, Any], annotations: dict[str, str], body: dict[str, Any]
+    ) -> LiveUser:
+        found = self.get_user(api_user)
+        if found is None:
+            # It did not happen, so sending it again cannot create it twice; a late landing of the
+            # first attempt would answer 409, which we settle the same way.
+            try:
+                return _live(self._call("POST", "/api_users", json=body))
+            except Conflict:
+                found = self.get_user(api_user)
+        if found is not None and _matches(found, attributes, annotations):
+            return found
+        raise Conflict(
+            f"POST /api_users: the answer was lost and {api_user} now differs from what was sent; "
+            "run the plan again",
+            status=409,
+            code="ambiguous_create",
+        )
+
+    def _call(
+        self, method: str, path: str, *, ambiguous_raises: bool = False, tolerate: int = 0, **kwargs: Any
+    ) -> requests.Response:
+        started = time.perf_counter()
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            if ambiguous_raises and not _never_sent(exc):
+                raise _Ambiguous(type(exc).__name__) from None
+            raise self._unreachable(method, path, exc) from None
+        log.debug("%s %s -> %d in %.1f ms", method, path, response.status_code, _ms(started))
+        if ambiguous_raises and response.status_code in AMBIGUOUS_STATUSES:
+            raise _Ambiguous(f"HTTP {response.status_code}")
+        if response.status_code >= 400 and response.status_code != tolerate:
+            raise self._error(method, path, response)
+        return response
+
+    def _unreachable(self, method: str, path: str, exc: requests.RequestException) -> ServiceError:
+        # The exception text may carry URLs and internals; its class and cause name are enough.
+        cause = type(_root(exc)).__name__
+        if isinstance(exc, requests.exceptions.SSLError):
+            return ServiceError(f"{method} {path}: TLS verification failed ({cause})")
+        return ServiceUnavailable(f"{method} {path}: cannot reach the service at {self.base_url} ({cause})")
+
+    def _error(self, method: str, path: str, response: requests.Response) -> ServiceError:
+        status = response.status_code
+        code, detail = _error_detail(response)
+        message = self._redact(f"{method} {path}: HTTP {status}: {detail}")
+        cls = _ERROR_CLASSES.get(
+            status, ServiceUnavailable if status >= 500 or status == 429 else ServiceError
+        )
+        return cls(message, status=status, code=code)
+
+    def _redact(self, text: str) -> str:
+        key = self._key.get_secret_value()
+        return text.replace(key, "**********") if key else text
+
+
+_ERROR_CLASSES: dict[int, type[ServiceError]] = {401: AuthError, 403: AuthError, 404: NotFound, 409: Conflict}
+
+
+def _session(
+    api_user: str,
+    api_key: SecretStr,
+    *,
+    retries: int,
+    concurrency: int,
+    ca_bundle: str | None,
+    backoff_factor: float,
+) -> requests.Session:
+    retry = _Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        allowed_methods=IDEMPOTENT,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff_factor,
+        backoff_max=10,
+        backoff_jitter=backoff_factor / 2,
+        respect_retry_after_header=True,
+        retry_after_max=60,
+        raise_on_status=False,  # the last answer is mapped to our errors, with its body
+    )
+    # The engine applies changes from a thread pool of `concurrency` workers.
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(concurrency, 1), max_retries=retry)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.auth = (api_user, api_key.get_secret_value())
+    session.verify = ca_bundle or True
+    session.trust_env = False  # no proxy or .netrc surprises: the settings say where the service is
+    session.headers.update({"Accept": "application/json", "User-Agent": "reconciler"})
+    return session
+
+
+def _checked_url(url: str, allow_insecure_http: bool) -> str:
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise ConfigError("RECONCILER_API_URL must not contain credentials; use RECONCILER_API_USER/KEY")
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError("RECONCILER_API_URL must be an http(s) URL such as https://host/api/v2")
+    if parts.scheme == "http" and not (_is_loopback(parts.hostname) or allow_insecure_http):
+        raise ConfigError(
+            f"refusing plain http to {parts.hostname}: use https, or set RECONCILER_ALLOW_INSECURE_HTTP=true"
+        )
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _user_path(api_user: str) -> str:
+    return "/api_users/" + quote(api_user, safe="@+")
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise ServiceError(f"the service answered HTTP {response.status_code} without JSON") from None
+
+
+def _live(response: requests.Response) -> LiveUser:
+    try:
+        return LiveUser.model_validate_json(response.content)
+    except ValidationError:
+        raise ServiceError(f"HTTP {response.status_code}: the answer is not a user object") from None
+
+
+def _merge_pages(pages: list[_Page]) -> list[LiveUser]:
+    # Users created or deleted during the listing shift page boundaries; never report one twice.
+    seen: dict[str, LiveUser] = {}
+    for page in pages:
+        for user in page.api_users:
+            seen.setdefault(user.api_user.lower(), user)
+    return [seen[name] for name in sorted(seen)]
+
+
+def _matches(user: LiveUser, attributes: dict[str, Any], annotations: dict[str, str]) -> bool:
+    if any(user.annotations.get(k) != v for k, v in annotations.items()):
+        return False
+    try:
+        wanted = UserAttributes.model_validate(attributes).model_dump(mode="json")
+    except ValidationError:
+        return False
+    live = user.model_dump(mode="json")
+    return all(live.get(name) == value for name, value in wanted.items() if name in attributes)
+
+
+def _error_detail(response: requests.Response) -> tuple[str | None, str]:
+    """The error's code and a short, safe description (the service never echoes input values)."""
+    try:
+        errors = response.json()["errors"]
+        code = str(errors[0].get("code"))
+        text = "; ".join(
+            f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
+            for e in errors
+        )
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        code, text = None, response.text
+    text = " ".join(text.split())
+    return code, text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL] + "... (truncated)"
+
+
+def _retried_after_lost_answer(response: requests.Response) -> bool:
+    retries = getattr(response.raw, "retries", None)
+    history = getattr(retries, "history", ())
+    return any(h.error is not None or h.status in AMBIGUOUS_STATUSES for h in history)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request cannot have reached the service (the connection was never made)."""
+    return any(type(e).__name__ in {"NewConnectionError", "ConnectTimeoutError"} for e in _chain(exc))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    # requests wraps urllib3's MaxRetryError, whose `reason` is the real cause.
+    chain = [exc]
+    while len(chain) < 10:
+        last = chain[-1]
+        reason = getattr(last, "reason", None)
+        nxt = reason if isinstance(reason, BaseException) else (last.__cause__ or last.__context__)
+        if nxt is None or nxt in chain:
+            break
+        chain.append(nxt)
+    return chain
+
+
+def _root(exc: BaseException) -> BaseException:
+    return _chain(exc)[-1]
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

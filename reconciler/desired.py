@@ -77,8 +77,12 @@ def load_users(users_dir: Path) -> DesiredState:
         problems += [p for r in results for p in r.problems]
         problems += cross_file_problems(results)
         if problems:
-            raise ValidationFailed(problems)
+            raise ValidationFailed(sorted(problems, key=_reading_order))
         return _state(results)
+
+
+def _reading_order(problem: Problem) -> tuple[str, int, int]:
+    return (problem.file, problem.line or 0, problem.column or 0)
 
 
 @contextmanager

@@ -79,7 +79,7 @@ def _check_description(value: str) -> str:
 
 def _refuse_literal_key(value: Any) -> Any:
     # The message must not echo the value: it is probably a real key.
-    if isinstance(value, str | int):
+    if isinstance(value, str | int | float):
         raise PydanticCustomError(
             "literal_key",
             "a literal key is not allowed here; use {from_env: NAME} or {from_file: PATH}",
@@ -87,21 +87,42 @@ def _refuse_literal_key(value: Any) -> Any:
     return value
 
 
-Email = Annotated[StrictStr, AfterValidator(_check_email)]
-Sender = Annotated[StrictStr, AfterValidator(_check_sender)]
-Timezone = Annotated[StrictStr, AfterValidator(_check_timezone)]
-Description = Annotated[StrictStr, AfterValidator(_check_description)]
+# The JSON Schema hints (pattern, maxLength) let editors flag mistakes as people type; the
+# validators remain the authority and give the messages.
+Email = Annotated[
+    StrictStr,
+    AfterValidator(_check_email),
+    Field(json_schema_extra={"format": "email", "pattern": EMAIL_RE.pattern, "maxLength": MAX_EMAIL}),
+]
+Sender = Annotated[
+    StrictStr,
+    AfterValidator(_check_sender),
+    Field(json_schema_extra={"pattern": SENDER_RE.pattern, "maxLength": MAX_EMAIL}),
+]
+Timezone = Annotated[
+    StrictStr, AfterValidator(_check_timezone), Field(json_schema_extra={"examples": ["Asia/Tokyo", "UTC"]})
+]
+Description = Annotated[
+    StrictStr,
+    AfterValidator(_check_description),
+    Field(json_schema_extra={"maxLength": MAX_DESCRIPTION, "pattern": "^[^\\r\\n]*$"}),
+]
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, use_attribute_docstrings=True)
 
 
 class KeyRef(BaseModel):
     """Where the key lives: an environment variable or a file. Never the key itself."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={"oneOf": [{"required": ["from_env"]}, {"required": ["from_file"]}]},
+    )
 
     from_env: Annotated[StrictStr, Field(pattern=ENV_NAME_RE.pattern, max_length=128)] | None = None
+    """Name of the environment variable that holds the key (e.g. BILLING_API_KEY)."""
     from_file: Annotated[StrictStr, Field(min_length=1, max_length=4096)] | None = None
+    """File that holds the key; a relative path starts at the directory of this YAML file."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> KeyRef:
@@ -119,8 +140,11 @@ class Access(BaseModel):
     model_config = _STRICT
 
     http_api: StrictBool = False
+    """May use the HTTP API (console: HTTP API)."""
     smtp: StrictBool = False
+    """May send through the SMTP relay; the mail gateway gets a login for it (console: SMTP)."""
     own_data_only: StrictBool = False
+    """Only refer to this user's own sending data; requires http_api: true."""
 
     @model_validator(mode="after")
     def _own_data_needs_http(self) -> Access:
@@ -135,18 +159,27 @@ class UserAttributes(BaseModel):
     model_config = _STRICT
 
     role: Role
+    """admin or normal (console: Authorization)."""
     operation: StrictBool = False
+    """May view and download data that includes email addresses (console: Operation Authorization)."""
     access: Access = Access()
+    """What the user may use (console: Access Authorization)."""
     timezone: Timezone = DEFAULT_TIMEZONE
+    """IANA time zone name, e.g. Asia/Tokyo or UTC."""
     locked: StrictBool = False
+    """Lock the account: no HTTP API and no SMTP (console: Lock this account)."""
     smtp_senders: Annotated[tuple[Sender, ...], Field(min_length=1, max_length=100)] | None = None
+    """Envelope senders this SMTP login may use (addresses or @domain); default [api_user]; needs smtp."""
     description: Description | None = None
+    """One line of free text, at most 200 characters: what it is for and who owns it."""
 
     @model_validator(mode="after")
     def _senders_need_smtp(self) -> UserAttributes:
         if self.smtp_senders is not None:
             if not self.access.smtp:
-                raise PydanticCustomError("smtp_senders", "smtp_senders is only allowed with access.smtp: true")
+                raise PydanticCustomError(
+                    "smtp_senders", "smtp_senders is only allowed with access.smtp: true"
+                )
             lowered = [s.lower() for s in self.smtp_senders]
             if len(set(lowered)) != len(lowered):
                 raise PydanticCustomError("smtp_senders", "smtp_senders lists the same sender twice")
@@ -157,7 +190,9 @@ class UserSpec(UserAttributes):
     """One file in users/: the declared state of one API user (pinned schema, DESIGN.md)."""
 
     api_user: Email
+    """The API user's name, an email address; must equal this file's name without .yaml."""
     api_key: Annotated[KeyRef, BeforeValidator(_refuse_literal_key)]
+    """Where the key lives ({from_env: NAME} or {from_file: PATH}); never the key itself."""
 
     def senders(self) -> tuple[str, ...]:
         """Envelope senders this login may use; the api_user itself unless declared."""
@@ -196,6 +231,21 @@ class LiveUser(BaseModel):
 
 def effective_senders(api_user: str, declared: tuple[str, ...] | None) -> tuple[str, ...]:
     return declared if declared else (api_user,)
+
+
+SCHEMA_ID = "urn:reconciler:schema:user:v1"
+
+
+def user_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a users/<api_user>.yaml file, for editors (yaml-language-server) and CI."""
+    schema = UserSpec.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **schema,
+        "title": "API user",
+        "description": "One file in users/: the declared state of one API user of the email service.",
+    }
 
 
 # Field paths people see in plans, in the order they appear in a user file.

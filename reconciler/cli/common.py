@@ -3,16 +3,17 @@ prints or prompts; domain modules return values or raise `ReconcilerError`s."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed, exit_code_for
+from reconciler.errors import ExitCode, Problem, ReconcilerError, ValidationFailed, exit_code_for
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -42,22 +43,85 @@ def err(message: str) -> None:
 
 
 def handle_errors(fn: Callable[P, int]) -> Callable[P, int]:
-    """Turn domain errors into a message on stderr and the pinned exit code."""
+    """Turn domain errors into a message on stderr (or JSON on stdout with `--format json`) and
+    the pinned exit code."""
 
     @wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> int:
         try:
             return fn(*args, **kwargs)
         except ValidationFailed as exc:
-            for problem in exc.problems:
-                err(f"error: {problem}")
-            err(f"{len(exc.problems)} error(s); nothing was changed.")
+            report_problems(exc.problems, output_format())
             return ExitCode.ERROR
         except ReconcilerError as exc:
-            err(f"error: {exc}")
+            if output_format() == "json":
+                click.echo(json.dumps({"ok": False, "error": str(exc), "problems": []}, indent=2))
+            else:
+                err(f"error: {exc}")
             return exit_code_for(exc)
 
     return wrapper
+
+
+def output_format() -> str:
+    """The running command's `--format` (parameter `fmt`), or text."""
+    ctx = click.get_current_context(silent=True)
+    value = ctx.params.get("fmt") if ctx else None
+    return value if isinstance(value, str) else "text"
+
+
+def report_problems(problems: Sequence[Problem], fmt: str = "text", *, severity: str = "error") -> None:
+    """Every problem of a run, located: text on stderr or JSON on stdout, plus GitHub annotations
+    when running in GitHub Actions so a pull request shows each error on its line."""
+    if fmt == "json" and severity == "error":
+        document = {"ok": False, "error": _summary(problems), "problems": [problem_json(p) for p in problems]}
+        click.echo(json.dumps(document, indent=2))
+    else:
+        for problem in problems:
+            err(f"{severity}: {problem}")
+        if severity == "error":
+            err(_summary(problems))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for problem in problems:
+            click.echo(github_annotation(problem, severity), err=fmt == "json")
+
+
+def _summary(problems: Sequence[Problem]) -> str:
+    files = len({p.file for p in problems})
+    return f"{len(problems)} error(s) in {files} file(s); nothing was changed."
+
+
+def problem_json(problem: Problem) -> dict[str, Any]:
+    return {
+        "file": problem.file,
+        "line": problem.line,
+        "column": problem.column,
+        "field": problem.field,
+        "message": problem.message,
+    }
+
+
+def github_annotation(problem: Problem, severity: str = "error") -> str:
+    """`::error file=...,line=...,col=...,title=...::message`, escaped as the runner expects."""
+    props = {"file": _repo_relative(problem.file), "line": problem.line, "col": problem.column}
+    if problem.field:
+        props["title"] = problem.field
+    rendered = ",".join(f"{k}={_escape(str(v), prop=True)}" for k, v in props.items() if v is not None)
+    return f"::{severity} {rendered}::{_escape(problem.message)}"
+
+
+def _escape(value: str, *, prop: bool = False) -> str:
+    value = value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return value.replace(":", "%3A").replace(",", "%2C") if prop else value
+
+
+def _repo_relative(file: str) -> str:
+    # Annotations attach to paths relative to the checkout; ours may be absolute.
+    workspace = os.environ.get("GITHUB_WORKSPACE")
+    path = Path(file)
+    if workspace and path.is_absolute() and path.is_relative_to(workspace):
+        return str(path.relative_to(workspace))
+    return file
 
 
 def exit_with(code: int) -> Any:

@@ -1,0 +1,105 @@
+"""`validate` and `schema`: the commands that need no service and no secrets, so they run on any
+pull request, even from a fork."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.cli.common import handle_errors, users_option
+from reconciler.desired import DesiredState, load_users
+from reconciler.errors import ExitCode, Problem, ValidationFailed
+from reconciler.model import UserSpec, user_json_schema
+
+DESCRIPTION_WIDTH = 40
+
+
+@click.command()
+@users_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output."
+)
+@click.option(
+    "--table/--no-table",
+    default=None,
+    help="Show a table of the declared users (default: on a terminal, in text mode).",
+)
+@handle_errors
+def validate(users_dir: Path, fmt: str, table: bool | None) -> int:
+    """Check every users/<api_user>.yaml without contacting the service or reading any key.
+
+    \b
+    Exit 0 when valid, 1 when not; every error names file:line:column and the field.
+      reconciler validate
+      reconciler validate --users path/to/users --format json
+    """
+    if not users_dir.is_dir():
+        raise ValidationFailed([Problem(str(users_dir), "the users directory does not exist")])
+    desired = load_users(users_dir)
+    if fmt == "json":
+        click.echo(json.dumps(_as_json(desired), indent=2))
+        return ExitCode.OK
+    if table if table is not None else sys.stdout.isatty():
+        click.echo(users_table(desired))
+    click.echo(f"{len(desired.users)} user(s) valid in {users_dir}.")
+    return ExitCode.OK
+
+
+@click.command()
+def schema() -> int:
+    """Print the JSON Schema of a user file (the example users point editors at schema/user.schema.json).
+
+    \b
+      reconciler schema > schema/user.schema.json
+    """
+    click.echo(schema_text(), nl=False)
+    return ExitCode.OK
+
+
+def schema_text() -> str:
+    return json.dumps(user_json_schema(), indent=2) + "\n"
+
+
+def _as_json(desired: DesiredState) -> dict[str, Any]:
+    users = [
+        {"file": str(desired.files[user.api_user]), **user.model_dump(mode="json", exclude_none=True)}
+        for user in desired.users
+    ]
+    return {"ok": True, "count": len(users), "digest": desired.digest, "users": users}
+
+
+def users_table(desired: DesiredState) -> str:
+    """A plain-text overview: who can do what, at a glance."""
+    header = ("API USER", "ROLE", "HTTP", "SMTP", "LOCKED", "SENDERS", "DESCRIPTION")
+    rows = [header, *(_row(user) for user in desired.users)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _row(user: UserSpec) -> tuple[str, ...]:
+    description = user.description or ""
+    if len(description) > DESCRIPTION_WIDTH:
+        description = description[: DESCRIPTION_WIDTH - 3] + "..."
+    senders = ", ".join(user.senders()) if user.access.smtp else "-"
+    return (
+        user.api_user,
+        user.role,
+        _yes(user.access.http_api) + (" (own)" if user.access.own_data_only else ""),
+        _yes(user.access.smtp),
+        _yes(user.locked),
+        senders,
+        description,
+    )
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+COMMANDS = (validate, schema)

@@ -1,0 +1,282 @@
+"""Scenarios through the CLI against the real embedded service over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+from reconciler.secrets import ApiKey
+from reconciler.state import lock_path, reconcile_lock
+from tests.engine.conftest import Repo
+from tests.fixtures.service import new_key
+
+APPS = ("a@example.com", "b@example.com", "c@example.com")
+
+
+def seed(repo: Repo, names: tuple[str, ...] = APPS) -> None:
+    for name in names:
+        repo.write(name, access={"http_api": True, "smtp": True}, timezone="Asia/Tokyo")
+    assert repo.run("apply", "--auto-approve").code == 0
+
+
+def test_create_all_then_nothing_to_do(repo: Repo) -> None:
+    for name in APPS:
+        repo.write(name, access={"smtp": True}, description=f"app {name}")
+    planned = repo.run("plan")
+    assert planned.code == 2
+    assert "+ create a@example.com" in planned.stdout
+    applied = repo.run("apply", "--auto-approve")
+    assert applied.code == 0, applied.output
+    assert "4 of 4 changes applied" in applied.stdout  # 3 creates + the admin's first key record
+    live = repo.live()
+    assert live["b@example.com"].description == "app b@example.com"
+    assert live["b@example.com"].access.smtp is True
+    again = repo.run("plan")
+    assert (again.code, again.stdout.strip()) == (0, "No changes. The service matches users/.")
+    assert repo.run("apply", "--auto-approve").stdout.strip() == "No changes to the service."
+
+
+def test_edit_one_field_updates_only_that_field(repo: Repo) -> None:
+    seed(repo)
+    repo.write("b@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
+    planned = repo.run("plan")
+    assert planned.code == 2
+    assert '~ timezone:  "Asia/Tokyo" -> "UTC"' in planned.stdout
+    assert "Plan: 0 to create, 1 to update (0 key changes)" in planned.stdout
+    assert repo.run("apply", "--auto-approve").code == 0
+    assert repo.live()["b@example.com"].timezone == "UTC"
+    assert repo.run("plan").code == 0
+
+
+def _can_login(repo: Repo, name: str, key: str) -> bool:
+    with repo.service.client(name, key, retries=0) as client:
+        try:
+            client.get_user(name)
+        except Exception:
+            return False
+    return True
+
+
+def test_key_changed_in_yaml_is_applied_without_showing_it(repo: Repo) -> None:
+    seed(repo)
+    old = repo.keys["a@example.com"]
+    repo.keys["a@example.com"] = new = new_key()
+    planned = repo.run("plan")
+    assert "~ api_key:  (sensitive) will change  # declared key changed" in planned.stdout
+    assert repo.run("apply", "--auto-approve").code == 0
+    assert _can_login(repo, "a@example.com", new)
+    assert not _can_login(repo, "a@example.com", old)
+    assert repo.run("plan").code == 0
+
+
+def test_key_changed_in_the_console_is_set_back(repo: Repo) -> None:
+    seed(repo)
+    console_key = new_key()
+    with repo.service.client() as client:
+        client.update_user("c@example.com", {}, api_key=ApiKey(console_key))
+    planned = repo.run("plan")
+    assert planned.code == 2
+    assert "(sensitive) will change  # changed outside the reconciler" in planned.stdout
+    assert repo.run("apply", "--auto-approve").code == 0
+    assert _can_login(repo, "c@example.com", repo.keys["c@example.com"])
+    assert not _can_login(repo, "c@example.com", console_key)
+    assert repo.run("plan").code == 0
+
+
+def test_lock_then_unlock(repo: Repo) -> None:
+    seed(repo)
+    repo.write("a@example.com", access={"http_api": True, "smtp": True}, locked=True)
+    planned = repo.run("plan")
+    assert "! lock a@example.com" in planned.stdout
+    assert repo.run("apply", "--auto-approve").code == 0
+    assert repo.live()["a@example.com"].locked
+    assert not _can_login(repo, "a@example.com", repo.keys["a@example.com"])
+    repo.write("a@example.com", access={"http_api": True, "smtp": True}, locked=False)
+    assert "~ unlock a@example.com" in repo.run("plan").stdout
+    assert repo.run("apply", "--auto-approve").code == 0
+    assert _can_login(repo, "a@example.com", repo.keys["a@example.com"])
+
+
+def test_delete_one(repo: Repo) -> None:
+    seed(repo)
+    repo.remove("c@example.com")
+    assert "- delete c@example.com" in repo.run("plan").stdout
+    assert repo.run("apply", "--auto-approve").code == 0
+    assert "c@example.com" not in repo.live()
+
+
+def test_too_many_deletes_are_refused_and_nothing_changes(repo: Repo) -> None:
+    names = tuple(f"u{i}@example.com" for i in range(6))
+    seed(repo, names)
+    for name in names[:4]:
+        repo.remove(name)
+    planned = repo.run("plan")
+    assert planned.code == 3
+    assert "too many deletes: 4 of 7 live users (57.1%)" in planned.stdout
+    assert "--allow-deletes 4" in planned.stdout
+    refused = repo.run("apply", "--auto-approve")
+    assert refused.code == 3
+    assert len(repo.live()) == 7
+    assert repo.run("apply", "--auto-approve", "--allow-deletes", "4").code == 0
+    assert len(repo.live()) == 3
+
+
+@pytest.mark.parametrize("how", ["delete", "lock"])
+def test_reconciler_refuses_to_remove_itself(repo: Repo, how: str) -> None:
+    seed(repo)
+    admin = repo.service.admin_user
+    if how == "delete":
+        repo.remove(admin)
+    else:
+        repo.write(admin, role="admin", access={"http_api": True}, locked=True)
+    result = repo.run("apply", "--auto-approve", "--allow-deletes", "1", "--allow-locks", "1")
+    assert result.code == 3
+    assert f"refusing to {how} {admin}: the reconciler authenticates as this API user" in result.stderr
+    assert repo.live()[admin].locked is False
+
+
+def test_last_unlocked_admin_is_kept(repo: Repo) -> None:
+    repo.write(repo.service.admin_user, role="normal", access={"http_api": True})
+    result = repo.run("plan")
+    assert result.code == 3
+    assert "leaves no unlocked admin" in result.stdout
+
+
+@pytest.mark.parametrize("state", ["empty", "missing"])
+def test_empty_or_missing_users_dir_is_refused(repo: Repo, state: str) -> None:
+    seed(repo)
+    for path in repo.users.iterdir():
+        path.unlink()
+    if state == "missing":
+        repo.users.rmdir()
+    result = repo.run("apply", "--auto-approve", "--allow-deletes", "10")
+    assert result.code == 3
+    assert ("declares no users" if state == "empty" else "does not exist") in result.output
+    assert len(repo.live()) == 4
+
+
+def test_saved_plan_is_applied_exactly_or_refused_when_stale(repo: Repo) -> None:
+    seed(repo)
+    repo.write("a@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
+    assert repo.run("plan", "--out", "plan.json").code == 2
+    saved = json.loads((repo.root / "plan.json").read_text())
+    assert [c["api_user"] for c in saved["changes"]] == ["a@example.com"]
+    with repo.service.client() as client:
+        client.update_user("b@example.com", {"description": "edited in the console"})
+    stale = repo.run("apply", "plan.json")
+    assert stale.code == 3
+    assert "stale" in stale.stderr and "b@example.com" in stale.stderr
+    assert repo.live()["a@example.com"].timezone == "Asia/Tokyo"
+    repo.write("b@example.com", access={"http_api": True, "smtp": True}, timezone="Asia/Tokyo")
+    assert repo.run("plan", "--out", "plan.json").code == 2
+    repo.write("c@example.com", access={"http_api": True, "smtp": True}, timezone="Europe/Paris")
+    moved = repo.run("apply", "plan.json")
+    assert moved.code == 3 and "the files in users/ changed" in moved.stderr
+    repo.write("c@example.com", access={"http_api": True, "smtp": True}, timezone="Asia/Tokyo")
+    assert repo.run("apply", "plan.json").code == 0
+    assert repo.live()["a@example.com"].timezone == "UTC"
+
+
+def test_second_apply_fails_fast_naming_the_holder(repo: Repo) -> None:
+    repo.write("a@example.com")
+    state = repo.root / ".reconciler"
+    with reconcile_lock(state, repo.service.base_url, "apply"):
+        result = repo.run("apply", "--auto-approve")
+    assert result.code == 1
+    assert "another reconcile holds the lock" in result.stderr and f"pid {os.getpid()}" in result.stderr
+    assert "a@example.com" not in repo.live()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(repo: Repo) -> None:
+    repo.write("a@example.com")
+    path = lock_path(repo.root / ".reconciler", repo.service.base_url)
+    path.parent.mkdir(parents=True)
+    dead = {
+        "holder": "ci",
+        "host": socket.gethostname(),
+        "pid": 2**22 + 1,
+        "started_at": "2026-11-27T00:00:00+00:00",
+        "command": "apply",
+        "service": repo.service.base_url,
+    }
+    path.write_text(json.dumps(dead))
+    assert repo.run("apply", "--auto-approve").code == 0
+    assert not path.exists()
+
+
+def test_one_change_failing_mid_run_leaves_the_others_applied_and_a_rerun_converges(repo: Repo) -> None:
+    seed(repo)
+    for name in APPS:
+        repo.write(name, access={"http_api": True, "smtp": True}, timezone="UTC")
+    repo.service.faults.fail_writes_for = {"b@example.com"}
+    result = repo.run("apply", "--auto-approve")
+    assert result.code == 1
+    assert "2 of 3 changes applied" in result.stdout
+    live = repo.live()
+    assert (
+        live["a@example.com"].timezone,
+        live["b@example.com"].timezone,
+        live["c@example.com"].timezone,
+    ) == ("UTC", "Asia/Tokyo", "UTC")
+    repo.service.faults.fail_writes_for = set()
+    assert repo.run("apply", "--auto-approve").code == 0
+    assert repo.run("plan").code == 0
+
+
+def test_apply_needs_approval_off_a_terminal(repo: Repo) -> None:
+    repo.write("a@example.com")
+    result = repo.run("apply")
+    assert result.code == 1
+    assert "--auto-approve" in result.stderr
+    assert "a@example.com" not in repo.live()
+
+
+def test_missing_secret_applies_nothing_and_names_file_and_line(repo: Repo) -> None:
+    repo.write("a@example.com")
+    repo.write("b@example.com")
+    env = repo.env()
+    del env[repo.var("b@example.com")]
+    result = repo.run("apply", "--auto-approve", env=env)
+    assert result.code == 1
+    assert (
+        "users/b@example.com.yaml:2: api_key: environment variable" in result.stderr
+        and repo.var("b@example.com") in result.stderr
+    )
+    assert set(repo.live()) == {repo.service.admin_user}
+
+
+def test_plan_without_secrets_skips_key_checks(repo: Repo) -> None:
+    seed(repo)
+    env = {k: v for k, v in repo.env().items() if not k.startswith("KEY_")}
+    result = repo.run("plan", env=env)
+    assert result.code == 0
+    assert "Key checks were skipped" in result.stdout
+
+
+def test_audit_log_records_changes_and_outcomes_never_keys(repo: Repo) -> None:
+    seed(repo)
+    lines = (repo.root / ".reconciler" / "audit.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    created = {e["api_user"] for e in entries if e["action"] == "create" and e["outcome"] == "ok"}
+    assert created == set(APPS)
+    assert all(e["service"] == repo.service.base_url and e["actor"] for e in entries)
+    text = "\n".join(lines)
+    assert not any(secret in text for secret in repo.secrets())
+
+
+def test_markdown_and_json_plans_through_the_cli(repo: Repo) -> None:
+    repo.write("a@example.com", access={"smtp": True})
+    md = repo.run("plan", "--format", "markdown")
+    assert md.stdout.startswith("<!-- reconciler-plan -->") and "#### Create (1)" in md.stdout
+    data = json.loads(repo.run("plan", "--format", "json").stdout)
+    assert data["summary"]["create"] == 1
+
+
+def test_target_limits_apply(repo: Repo) -> None:
+    repo.write("a@example.com")
+    repo.write("b@example.com")
+    assert repo.run("apply", "--auto-approve", "--target", "a@*").code == 0
+    assert "b@example.com" not in repo.live() and "a@example.com" in repo.live()

@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError
+from pydantic_core import ErrorDetails
 
-from reconciler.errors import ConfigError, Problem, ValidationFailed
+from reconciler import yamlfile
+from reconciler.desired import map_error
+from reconciler.errors import Problem, ValidationFailed
 from reconciler.model import KeyRef
+from reconciler.yamlfile import YamlMapping
 
 ENV_PREFIX = "RECONCILER_"
 CONFIG_FILE = "reconciler.yaml"
 DEFAULT_API_URL = "http://127.0.0.1:8725/api/v2"
+ENVIRONMENT = "(environment)"  # the `file` of problems that come from RECONCILER_* variables
+_BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 Percent = Annotated[float, Field(ge=0, le=100)]
 
@@ -64,54 +70,72 @@ class Settings(BaseModel):
     submission_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], list[Problem]]:
     values: dict[str, Any] = {}
+    problems: list[Problem] = []
     for name in Settings.model_fields:
-        raw = env.get(ENV_PREFIX + name.upper())
-        if raw is not None and name != "api_key_ref":
+        raw = env.get(env_name(name))
+        if raw is None or name == "api_key_ref":
+            continue
+        try:
             values[name] = _coerce(name, raw)
-    return values
+        except ValueError as exc:
+            problems.append(Problem(ENVIRONMENT, str(exc), field=env_name(name)))
+    return values, problems
 
 
 def _coerce(name: str, raw: str) -> Any:
-    annotation = Settings.model_fields[name].annotation
-    if annotation is bool:
+    # Environment values are always strings; only booleans need a spelling rule of their own
+    # (pydantic's lax parsing turns "5" into 5 for the number settings).
+    if Settings.model_fields[name].annotation is bool:
         lowered = raw.strip().lower()
-        if lowered not in {"1", "0", "true", "false", "yes", "no"}:
-            raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be true or false")
-        return lowered in {"1", "true", "yes"}
+        if lowered not in _BOOLEAN_WORDS:
+            raise ValueError("expected true or false (or 1/0, yes/no)")
+        return _BOOLEAN_WORDS[lowered]
     return raw
 
 
 def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `reconciler.yaml` beside `users_dir`, then the environment on top."""
+    """Settings from `reconciler.yaml` beside `users_dir`, then the environment on top. Every
+    problem of the file and the environment is reported at once, located."""
     environ = os.environ if env is None else env
     config_path = users_dir.parent / CONFIG_FILE
-    values: dict[str, Any] = {}
-    lines: dict[str, int] = {}
-    if config_path.is_file():
-        values, lines = _read_config_file(config_path)
-        if "api_key" in values:
-            raise ValidationFailed(
-                [Problem(str(config_path), "a literal key is not allowed; use api_key_ref", lines.get("api_key"))]
-            )
-    values.update(_from_env(environ))
+    doc = load_mapping(config_path) if config_path.is_file() else YamlMapping({})
+    problems = _literal_key(str(config_path), doc)
+    from_env, env_problems = _from_env(environ)
+    problems += env_problems
+    values = {**doc.data, **from_env}
     try:
-        return Settings.model_validate(values)
+        settings = Settings.model_validate(values)
     except ValidationError as exc:
-        problems = [
-            Problem(
-                str(config_path) if str(err["loc"][0]) in lines else "environment",
-                err["msg"],
-                lines.get(str(err["loc"][0])),
-                field=".".join(str(p) for p in err["loc"]),
-            )
-            for err in exc.errors()
-        ]
-        raise ValidationFailed(problems) from None
+        problems += [_locate(str(config_path), doc, from_env, err) for err in exc.errors()]
+    if problems:
+        raise ValidationFailed(problems)
+    return settings
 
 
-def _read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    from reconciler.desired import load_mapping_with_lines
+def _literal_key(file: str, doc: YamlMapping) -> list[Problem]:
+    # A file in git must not hold the reconciler's own key; the message must not repeat it.
+    if "api_key" not in doc.data:
+        return []
+    line, column = doc.position("api_key", key=True) or (None, None)
+    message = "a literal key is not allowed in a file; set RECONCILER_API_KEY or use api_key_ref"
+    doc.data.pop("api_key")
+    return [Problem(file, message, line, column, "api_key")]
 
-    return load_mapping_with_lines(path)
+
+def _locate(file: str, doc: YamlMapping, from_env: Mapping[str, Any], err: ErrorDetails) -> Problem:
+    name = str(err["loc"][0]) if err["loc"] else ""
+    if name in from_env:
+        message = map_error(ENVIRONMENT, YamlMapping({}), err, Settings).message
+        return Problem(ENVIRONMENT, message, field=env_name(name))
+    return map_error(file, doc, err, Settings)
+
+
+def load_mapping(path: Path) -> YamlMapping:
+    doc, _ = yamlfile.load_mapping(path)
+    return doc

@@ -19,20 +19,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconciler.errors import Problem, ValidationFailed
-from reconciler.model import Access, KeyRef, UserSpec
+from reconciler.model import UserSpec
 from reconciler.yamlfile import YamlMapping, load_mapping, type_name
 
 SUFFIX = ".yaml"
 PARALLEL_THRESHOLD = 2000  # files; measured with benchmarks/validate.py
 # Custom model-level errors that are about one field: point at that field, not the whole mapping.
 _ERROR_FIELD = {"own_data_only": "own_data_only", "smtp_senders": "smtp_senders"}
-_NESTED_MODELS: dict[str, type[BaseModel]] = {"access": Access, "api_key": KeyRef}
 
 
 @dataclass(frozen=True)
@@ -209,7 +208,7 @@ def _name_mismatch(path: Path, user: UserSpec, doc: YamlMapping) -> Problem | No
     return Problem(str(path), message, line, column, "api_user")
 
 
-def map_error(file: str, doc: YamlMapping, err: ErrorDetails) -> Problem:
+def map_error(file: str, doc: YamlMapping, err: ErrorDetails, model: type[BaseModel] = UserSpec) -> Problem:
     """A pydantic error as a located problem. Never uses `input`: it may be a literal key."""
     loc = tuple(err["loc"])
     if err["type"] in _ERROR_FIELD:
@@ -222,7 +221,7 @@ def map_error(file: str, doc: YamlMapping, err: ErrorDetails) -> Problem:
         return Problem(file, "is required but missing", line, column, path)
     at_key = err["type"] == "extra_forbidden"
     line, column = doc.position(path, key=at_key) or (None, None)
-    return Problem(file, _message(err, loc, doc.data), line, column, path)
+    return Problem(file, _message(err, loc, doc.data, model), line, column, path)
 
 
 _MESSAGES = {
@@ -237,10 +236,12 @@ _MESSAGES = {
 }
 
 
-def _message(err: ErrorDetails, loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+def _message(
+    err: ErrorDetails, loc: tuple[int | str, ...], data: dict[str, Any], model: type[BaseModel]
+) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"unknown key; expected one of: {', '.join(_allowed_keys(loc[:-1]))}"
+        return f"unknown key; expected one of: {', '.join(_allowed_keys(model, loc[:-1]))}"
     if kind == "string_pattern_mismatch" and loc and loc[-1] == "from_env":
         return "expected an environment variable name like BILLING_API_KEY"
     if kind in _MESSAGES:
@@ -269,11 +270,23 @@ def _lookup(data: Any, loc: tuple[int | str, ...]) -> Any:
     return data
 
 
-def _allowed_keys(parent: tuple[int | str, ...]) -> list[str]:
-    model: type[BaseModel] = UserSpec
-    if parent and isinstance(parent[0], str) and parent[0] in _NESTED_MODELS:
-        model = _NESTED_MODELS[parent[0]]
+def _allowed_keys(model: type[BaseModel], parent: tuple[int | str, ...]) -> list[str]:
+    """The keys the mapping at `parent` may have, found by walking the model's field types."""
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        field_info = model.model_fields.get(part)
+        nested = _model_in(field_info.annotation) if field_info else None
+        if nested is None:
+            break
+        model = nested
     return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
 
 
 def cross_file_problems(results: list[_FileResult]) -> list[Problem]:

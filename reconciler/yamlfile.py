@@ -35,6 +35,7 @@ from ruamel.yaml.events import (
 from reconciler.errors import Problem, ValidationFailed
 
 MAX_FILE_BYTES = 64 * 1024
+_EMPTY = "the file is empty; expected a mapping of keys to values"
 
 _SPECIAL: dict[str, Any] = {
     **dict.fromkeys(("", "~", "null", "Null", "NULL")),
@@ -209,7 +210,7 @@ class _Builder:
         parser.get_event()  # StreamStart
         event = parser.get_event()
         if type(event) is StreamEndEvent:
-            raise _fail(self.name, "the file is empty; expected a mapping with api_user, api_key, role, ...")
+            raise _fail(self.name, _EMPTY)
         assert type(event) is DocumentStartEvent
         root_event = parser.get_event()
         root = self.node(parser, root_event, "")
@@ -223,7 +224,7 @@ class _Builder:
 
     def check_root(self, event: Event, root: Any) -> YamlMapping:
         if root is None and type(event) is ScalarEvent:
-            raise _fail(self.name, "the file is empty; expected a mapping with api_user, api_key, role, ...")
+            raise _fail(self.name, _EMPTY)
         if type(root) is not dict:
             line, column = _pos(event)
             raise _fail(

@@ -245,7 +245,7 @@ class ServiceClient:
 
     def _unreachable(self, method: str, path: str, exc: requests.RequestException) -> ServiceError:
         # The exception text may carry URLs and internals; its class and cause name are enough.
-        cause = type(_root(exc)).__name__
+        cause = _cause_name(exc)
         if isinstance(exc, requests.exceptions.SSLError):
             return ServiceError(f"{method} {path}: TLS verification failed ({cause})")
         return ServiceUnavailable(f"{method} {path}: cannot reach the service at {self.base_url} ({cause})")
@@ -402,8 +402,14 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def _root(exc: BaseException) -> BaseException:
-    return _chain(exc)[-1]
+def _cause_name(exc: BaseException) -> str:
+    """The most telling class in the chain: urllib3's own error (ReadTimeoutError,
+    NewConnectionError, ProtocolError...) rather than requests' wrapper or a bare OSError."""
+    chain = _chain(exc)
+    for error in chain:
+        if type(error).__module__.startswith("urllib3") and type(error).__name__ != "MaxRetryError":
+            return type(error).__name__
+    return type(chain[-1]).__name__
 
 
 def _ms(started: float) -> float:

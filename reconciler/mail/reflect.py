@@ -9,8 +9,8 @@ from pathlib import Path
 from reconciler.config import Settings
 from reconciler.desired import DesiredState
 from reconciler.errors import MailServerError, Problem, ReconcilerError, ValidationFailed
-from reconciler.mail import install as installer
 from reconciler.mail.hashing import Hasher, PendingHasher, make_hasher
+from reconciler.mail.install import AuthProbe, changed_files, fingerprint_secret, install, read_previous
 from reconciler.mail.render import (
     Rendered,
     default_templates_dir,
@@ -64,11 +64,9 @@ def reflect(
         desired_users, keys, settings, target, templates_dir=templates_dir, hasher=hasher, check=check
     )
     if check:
-        return MailReport(
-            target, installer.changed_files(rendered.files, target), users=rendered.users, check=True
-        )
+        return MailReport(target, changed_files(rendered.files, target), users=rendered.users, check=True)
     probes = _probes(keys, rendered)
-    report = installer.install(rendered.files, target, settings, reload=reload, probes=probes)
+    report = install(rendered.files, target, settings, reload=reload, probes=probes)
     return MailReport(target, report.changed, report.reloaded, report.smoke, rendered.hashes, rendered.users)
 
 
@@ -125,16 +123,14 @@ def _render(
         users,
         keys,
         settings,
-        installer.read_previous(mail_dir),
-        secret=installer.fingerprint_secret(mail_dir, settings, create=not check),
+        read_previous(mail_dir),
+        secret=fingerprint_secret(mail_dir, settings, create=not check),
         hasher=hasher,
         templates=templates,
     )
 
 
-def _probes(keys: Mapping[str, ApiKey], rendered: Rendered) -> tuple[installer.AuthProbe, ...]:
+def _probes(keys: Mapping[str, ApiKey], rendered: Rendered) -> tuple[AuthProbe, ...]:
     # Only a user whose hash was computed in this run proves anything about the new passwd-file;
     # one probe is enough (each costs a slow hash on the Dovecot side too).
-    return tuple(
-        installer.AuthProbe(u, key) for u in rendered.rehashed[:1] if (key := key_for(keys, u)) is not None
-    )
+    return tuple(AuthProbe(u, key) for u in rendered.rehashed[:1] if (key := key_for(keys, u)) is not None)

@@ -1,0 +1,126 @@
+"""`reconciler service run` as a real subprocess, and `reconciler live` against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from reconciler.service.server import free_port
+from tests.fixtures.service import RunningService, new_key
+
+RECONCILER = str(Path(sys.executable).with_name("reconciler"))
+
+
+@dataclass
+class Subprocess:
+    proc: subprocess.Popen[str]
+    url: str
+    key: str
+    smtp_port: int
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "RECONCILER_API_URL": self.url,
+            "RECONCILER_API_USER": "root@example.com",
+            "RECONCILER_API_KEY": self.key,
+        }
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Subprocess]:
+    key, port, smtp_port = new_key(), free_port(), free_port()
+    env = {**os.environ, "RECONCILER_SERVICE_ADMIN_KEY": key}
+    args = ["--db", str(tmp_path / "s.sqlite"), "--port", str(port), "--smtp-port", str(smtp_port)]
+    proc = subprocess.Popen(
+        [RECONCILER, "service", "run", *args, "--admin-user", "root@example.com"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()  # blocks until the service says it listens
+    assert ready.startswith(f"listening on http://127.0.0.1:{port}/api/v2"), ready
+    assert f"127.0.0.1:{smtp_port}" in ready
+    yield Subprocess(proc, f"http://127.0.0.1:{port}/api/v2", key, smtp_port)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_live_lists_users_of_a_real_service_process(served: Subprocess, tmp_path: Path) -> None:
+    users_dir = tmp_path / "users"
+    out = subprocess.run(
+        [RECONCILER, "live", "--format", "json", "--users", str(users_dir)],
+        env=served.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    users = json.loads(out.stdout)
+    assert [u["api_user"] for u in users] == ["root@example.com"]
+    assert users[0]["role"] == "admin" and users[0]["access"]["http_api"] is True
+    table = subprocess.run(
+        [RECONCILER, "live", "--users", str(users_dir)],
+        env=served.env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert table.returncode == 0 and "root@example.com  admin" in table.stdout
+
+
+def test_sigterm_stops_cleanly_and_nothing_printed_a_key(served: Subprocess) -> None:
+    served.proc.send_signal(signal.SIGTERM)
+    stdout, stderr = served.proc.communicate(timeout=10)
+    assert served.proc.returncode == 0
+    assert served.key not in stdout + stderr
+
+
+def test_live_with_bad_key_fails_with_exit_1(served: Subprocess, tmp_path: Path) -> None:
+    env = {**served.env(), "RECONCILER_API_KEY": "wrongKey123"}
+    out = subprocess.run(
+        [RECONCILER, "live", "--users", str(tmp_path / "users")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "HTTP 401" in out.stderr and "wrongKey123" not in out.stderr
+
+
+def test_admin_key_comes_only_from_the_environment(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RECONCILER_SERVICE_ADMIN_KEY"}
+    out = subprocess.run(
+        [RECONCILER, "service", "run", "--db", str(tmp_path / "s.sqlite"), "--admin-user", "a@example.com"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=20,
+    )
+    assert out.returncode == 1
+    assert "RECONCILER_SERVICE_ADMIN_KEY" in out.stderr
+
+
+def test_live_against_the_fixture_service(service: RunningService, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [RECONCILER, "live", "--format", "json", "--users", str(tmp_path / "users")],
+        env={**os.environ, **service.env()},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert [u["api_user"] for u in json.loads(out.stdout)] == [service.admin_user]

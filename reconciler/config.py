@@ -114,7 +114,7 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
     except ValidationError as exc:
         problems += [_locate(str(config_path), doc, from_env, err) for err in exc.errors()]
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(sorted(problems, key=lambda p: (p.file, p.line or 0, p.field or "")))
     return settings
 
 

@@ -48,6 +48,7 @@ _SPECIAL: dict[str, Any] = {
 _INT = re.compile(r"^[-+]?[0-9]+$")
 _INT_OTHER = re.compile(r"^0o[0-7]+$|^0x[0-9a-fA-F]+$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_NUMBER_START = frozenset("0123456789+-.")
 _NUMBERS: tuple[tuple[re.Pattern[str], Callable[[str], Any]], ...] = (
     (_INT, int),
     (_INT_OTHER, lambda text: int(text, 0)),
@@ -181,8 +182,8 @@ def resolve_scalar(event: ScalarEvent) -> Any:
         return value
     if value in _SPECIAL:
         return _SPECIAL[value]
-    if value.isalpha():
-        return value  # the common case: a word, not a number
+    if value[0] not in _NUMBER_START:
+        return value  # the common case: a word or an address, never a number
     for pattern, convert in _NUMBERS:
         if pattern.match(value):
             return convert(value)

@@ -201,8 +201,9 @@ class ServiceApp:
     def list_users(self, request: Request, caller: Caller) -> Response:
         page = _int_arg(request, "p", 0, 0, 10**9)
         rows = _int_arg(request, "r", MAX_ROWS, 1, MAX_ROWS)
-        users, total = self.store.page(page * rows, rows)
-        return json_response({"api_users": [u.public() for u in users], "total": total})
+        users, total = self.store.page_json(page * rows, rows)
+        body = '{"api_users": [' + ", ".join(users) + f'], "total": {total}}}'
+        return Response(body, content_type="application/json")
 
     def get_user(self, request: Request, caller: Caller, api_user: str) -> Response:
         return json_response(self._existing(api_user).public())

@@ -41,6 +41,13 @@ CREATE TABLE IF NOT EXISTS messages (
     received_at TEXT NOT NULL
 );
 """
+# The same object as StoredUser.public(), built by SQLite's JSON1 (a test pins that they agree).
+_PUBLIC_JSON_SQL = """
+SELECT json_patch(attributes, json_object(
+    'api_user', api_user, 'annotations', json(annotations), 'key_updated_at', key_updated_at,
+    'created_at', created_at, 'updated_at', updated_at))
+FROM users ORDER BY api_user LIMIT ? OFFSET ?
+"""
 DEFAULT_SCRYPT_N = 2**14  # ~50 ms per hash: slow for guessing, fine for one login
 FAST_SCRYPT_N = 2**10  # tests and benchmarks seed many users; the format records n per hash
 _CACHE_LIMIT = 10_000
@@ -172,17 +179,17 @@ class Store:
         row = self._conn().execute("SELECT * FROM users WHERE api_user = ?", (api_user,)).fetchone()
         return StoredUser.from_row(row) if row else None
 
-    def page(self, offset: int, limit: int) -> tuple[list[StoredUser], int]:
+    def page_json(self, offset: int, limit: int) -> tuple[list[str], int]:
+        """`page`, with each user already rendered as the contract's JSON object by SQLite: the
+        list endpoint then only joins strings (a third of its time went to json.loads/dumps)."""
         conn = self._conn()
-        conn.execute("BEGIN")  # one snapshot, so rows and total agree
+        conn.execute("BEGIN")
         try:
-            rows = conn.execute(
-                "SELECT * FROM users ORDER BY api_user LIMIT ? OFFSET ?", (limit, offset)
-            ).fetchall()
+            rows = conn.execute(_PUBLIC_JSON_SQL, (limit, offset)).fetchall()
             total = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
         finally:
             conn.execute("COMMIT")
-        return [StoredUser.from_row(r) for r in rows], int(total)
+        return [r[0] for r in rows], int(total)
 
     def create(
         self, api_user: str, attributes: dict[str, Any], key: str, annotations: dict[str, str]

@@ -215,3 +215,13 @@ def test_concurrent_creates_of_one_name_create_it_once(service: RunningService) 
     for t in threads:
         t.join()
     assert sorted(statuses) == [201] + [409] * 7
+
+
+def test_list_page_json_equals_the_user_objects(service: RunningService) -> None:
+    # The list endpoint renders users in SQL; it must say exactly what GET of each user says.
+    create(service, "a@example.com", annotations={"k": "v"}, smtp_senders=["@a.example.com"], description="d")
+    create(service, "b@example.com", access={"http_api": False, "smtp": False})
+    listed = raw(service, "GET", "/api_users").json()["api_users"]
+    for user in listed:
+        assert user == raw(service, "GET", f"/api_users/{user['api_user']}").json()
+    assert len(listed) == 3

@@ -144,7 +144,7 @@ class TestFaults:
             assert client.get_user("admin@example.com") is not None
 
     def test_lost_create_response_is_settled_by_reading_back(
-        self, start_service: Callable[..., RunningService]
+        self, start_service: Callable[..., RunningService], caplog: pytest.LogCaptureFixture
     ) -> None:
         svc = start_service(smtp=False)
         svc.faults.next_faults.append(Fault.DROP)  # the POST is applied, its answer is lost
@@ -152,6 +152,7 @@ class TestFaults:
             user = client.create_user("app@example.com", attrs(), ApiKey(new_key()), {"set-at": "t1"})
             assert user.api_user == "app@example.com" and user.annotations == {"set-at": "t1"}
             assert len(client.list_users()) == 2  # created exactly once
+        assert "settling by reading it back" in caplog.text
 
     def test_lost_create_that_differs_is_a_conflict(
         self, start_service: Callable[..., RunningService]
@@ -257,3 +258,12 @@ class TestConfiguration:
     def test_repr_has_no_key(self, service: RunningService) -> None:
         with service.client() as client:
             assert service.admin_key not in repr(client)
+
+
+def test_fixture_starts_fast(start_service: Callable[..., RunningService]) -> None:
+    start_service()  # the first start pays imports
+    started = time.perf_counter()
+    svc = start_service()
+    assert time.perf_counter() - started < 0.1
+    with svc.client() as client:
+        assert client.get_user(svc.admin_user) is not None

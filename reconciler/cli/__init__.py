@@ -23,9 +23,9 @@ def group(no_color: bool) -> None:
 
 def _register() -> None:
     # Imported here so that `reconciler --help` stays fast and each verb stays in its own module.
-    from reconciler.cli import engine, mail, service, validate
+    from reconciler.cli import engine, mail, ops, service, validate
 
-    for module in (validate, engine, mail, service):
+    for module in (validate, engine, mail, service, ops):
         for command in module.COMMANDS:
             group.add_command(command)
 

@@ -1,0 +1,291 @@
+"""Operator commands: `import` (adopt an account), `status` (on-call overview), `secret encrypt`
+(age-encrypted keys in the repo) and `completion` (shell completion scripts)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from click.shell_completion import get_completion_class
+
+from reconciler import agekeys, engine, importer
+from reconciler.cli.common import err, handle_errors, users_option
+from reconciler.config import Settings, load_settings
+from reconciler.desired import load_users
+from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed
+from reconciler.output import summary_line
+from reconciler.secrets import check_key
+from reconciler.service.client import ServiceClient
+from reconciler.state import STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
+
+AUDIT_ENTRIES = 10
+
+# --- import ---------------------------------------------------------------------------------------
+
+
+@click.command("import")
+@users_option
+@click.option("--force", is_flag=True, help="Also update existing files (comments and key order are kept).")
+@handle_errors
+def import_(users_dir: Path, force: bool) -> int:
+    """Write users/<api_user>.yaml for every API user on the service, to adopt an existing account.
+
+    Keys cannot be read from the service: each new file refers to an environment variable named
+    after the user (BILLING_EXAMPLE_COM_API_KEY), listed at the end. Existing files are never
+    touched without --force. Right after an import, `reconciler plan` shows no change.
+
+    \b
+    Example:
+      reconciler import --users users && git add users && reconciler plan
+    """
+    settings = load_settings(users_dir)
+    with ServiceClient.from_settings(settings) as client:
+        live = client.list_users()
+    users_dir.mkdir(parents=True, exist_ok=True)
+    files = importer.import_users(live, _existing_files(users_dir))
+    for imported in files:
+        click.echo(f"{_import_one(users_dir, imported, force):<10} {users_dir / imported.file_name}")
+    _import_summary(files, force, settings)
+    return ExitCode.OK
+
+
+def _existing_files(users_dir: Path) -> dict[str, str]:
+    # Symlinks are refused by `validate`; never follow one to write somewhere else.
+    paths = [p for p in users_dir.glob("*" + importer.SUFFIX) if p.is_file() and not p.is_symlink()]
+    return {p.name: p.read_text(encoding="utf-8") for p in paths}
+
+
+def _import_one(users_dir: Path, imported: importer.ImportedFile, force: bool) -> str:
+    if not imported.changed:
+        return "unchanged"
+    if imported.existing and not force:
+        return "kept"
+    _write_atomically(users_dir / imported.file_name, imported.text)
+    return "updated" if imported.existing else "created"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A reader (an editor, a concurrent validate) sees the old file or the new one, never half.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".import-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _import_summary(files: list[importer.ImportedFile], force: bool, settings: Settings) -> None:
+    kept = [f for f in files if f.existing and f.changed and not force]
+    click.echo(f"\n{len(files)} live user(s); {len(kept)} existing file(s) differ and were kept.")
+    if kept:
+        click.echo("Run again with --force to update them (comments and key order are kept).")
+    env_refs = [f for f in files if f.key_ref.startswith("env ")]
+    if not env_refs:
+        return
+    click.echo("\nSet these variables to each user's CURRENT key before `reconciler apply`:")
+    me = (settings.api_user or "").lower()
+    for f in env_refs:
+        note = (
+            "  (the reconciler's own user: same key as RECONCILER_API_KEY)"
+            if f.api_user.lower() == me
+            else ""
+        )
+        click.echo(f"  {f.key_ref.removeprefix('env '):<40} {f.api_user}{note}")
+    click.echo(
+        "Without them, `reconciler plan` skips key checks. With them, each key shows once as "
+        "'not set by the reconciler yet': apply sends the same key and records its fingerprint. "
+        "A variable holding a different key would change that user's key on the service."
+    )
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Section:
+    lines: tuple[str, ...]
+    ok: bool = True
+
+
+@click.command()
+@users_option
+@click.option(
+    "--entries",
+    type=click.IntRange(0, 1000),
+    default=AUDIT_ENTRIES,
+    show_default=True,
+    help="How many audit log entries to show.",
+)
+@handle_errors
+def status(users_dir: Path, entries: int) -> int:
+    """Summarise desired vs live state, the reconcile lock and the last audit entries.
+
+    Read-only, and each part is shown even when another fails (a broken users/ file or an
+    unreachable service), so it is the first command to run when paged.
+
+    \b
+    Example:
+      reconciler status --users users --entries 20
+    """
+    settings = load_settings(users_dir)
+    state_dir = users_dir.parent / settings.state_dir
+    sections = [
+        _drift_section(users_dir, settings),
+        _lock_section(state_dir, settings.api_url),
+        _audit_section(state_dir, entries),
+    ]
+    for section in sections:
+        click.echo("\n".join(section.lines))
+    return ExitCode.OK if all(s.ok for s in sections) else ExitCode.ERROR
+
+
+def _drift_section(users_dir: Path, settings: Settings) -> _Section:
+    try:
+        desired = load_users(users_dir)
+    except ValidationFailed as exc:
+        return _Section(
+            (f"Desired: INVALID, {len(exc.problems)} problem(s); run `reconciler validate`",), False
+        )
+    lines = [f"Desired: {len(desired.users)} user(s) in {users_dir}"]
+    try:
+        with ServiceClient.from_settings(settings) as client:
+            live = client.list_users()
+    except ReconcilerError as exc:
+        return _Section((*lines, f"Live:    UNAVAILABLE: {exc}"), False)
+    lines.append(f"Live:    {len(live)} user(s) on {settings.api_url}")
+    plan = engine.compute_plan(
+        desired, live, engine.resolve_keys(desired), settings=settings, guards=engine.guards_from(settings)
+    )
+    drift = "no" if not plan.changes else "YES: " + summary_line(plan) + " Run `reconciler plan`."
+    lines.append(f"Drift:   {drift}")
+    lines += [f"Note:    {note}" for note in plan.notes]
+    return _Section(tuple(lines))
+
+
+def _lock_section(state_dir: Path, service: str) -> _Section:
+    path = lock_path(state_dir, service)
+    if not path.exists():
+        return _Section(("Lock:    free",))
+    info = read_lock(path)
+    if info is None:
+        return _Section(
+            (f"Lock:    {path} exists but is unreadable (a crashed run); the next run takes it over",)
+        )
+    return _Section((f"Lock:    held by {info.describe()}{_lock_age(info)}", f"         file {path}"))
+
+
+def _lock_age(info: LockInfo) -> str:
+    try:
+        age = datetime.now(UTC) - datetime.fromisoformat(info.started_at)
+    except ValueError:
+        return ""
+    minutes = int(age.total_seconds() // 60)
+    stale = "; STALE, the next run takes it over" if age > STALE_AFTER else ""
+    return f", {minutes} min ago{stale}"
+
+
+def _audit_section(state_dir: Path, count: int) -> _Section:
+    log = AuditLog(state_dir, {})
+    try:
+        tail = log.tail(count)
+    except ValueError:
+        return _Section((f"Audit:   {log.path} has a line that is not JSON",), False)
+    if not tail:
+        return _Section((f"Audit:   no entries in {log.path}",))
+    return _Section((f"Audit:   last {len(tail)} of {log.path}", *(_audit_line(e) for e in tail)))
+
+
+def _audit_line(entry: dict[str, Any]) -> str:
+    detail = f" ({entry['detail']})" if entry.get("detail") else ""
+    key = " +key" if entry.get("key_change") else ""
+    return (
+        f"  {entry.get('time', '?')}  {entry.get('actor', '?')}  {entry.get('action', '?')} "
+        f"{entry.get('api_user', '?')}{key}: {entry.get('outcome', '?')}{detail}"
+    )
+
+
+# --- secret ---------------------------------------------------------------------------------------
+
+
+@click.group("secret")
+def secret() -> None:
+    """Keys kept in the users repo, encrypted with age.
+
+    plan/apply decrypt them with RECONCILER_AGE_IDENTITY (the identity itself) or
+    RECONCILER_AGE_IDENTITY_FILE (a file made by age-keygen).
+
+    \b
+    Example:
+      age-keygen -o ci.agekey    # once; its public key is the --recipient
+      reconciler secret encrypt --recipient age1...
+    """
+
+
+@secret.command("encrypt")
+@click.option(
+    "--recipient",
+    "-r",
+    "recipients",
+    multiple=True,
+    required=True,
+    metavar="AGE1...",
+    help="age public key that may decrypt (repeat for CI and each on-call person).",
+)
+@handle_errors
+def encrypt(recipients: tuple[str, ...]) -> int:
+    """Encrypt an API key for the users repo and print the `api_key:` YAML to paste.
+
+    The key is read from a hidden prompt, or from stdin when stdin is not a terminal; never from
+    the command line, where shell history and `ps` would keep it.
+
+    \b
+    Example:
+      reconciler secret encrypt -r age1ci... -r age1oncall...    # asks for the key
+      pass show mail/billing | reconciler secret encrypt --recipient age1ci...
+    """
+    agekeys.parse_recipients(recipients)  # fail before asking for the key
+    key, source = _read_key()
+    armored = agekeys.encrypt(check_key(key, source).reveal(), recipients)
+    click.echo(agekeys.yaml_snippet(armored), nl=False)
+    err("Paste this over the api_key: of the user's file; the plaintext key is not stored anywhere.")
+    return ExitCode.OK
+
+
+def _read_key() -> tuple[str, str]:
+    if sys.stdin.isatty():
+        value = click.prompt("API key", hide_input=True, confirmation_prompt=True, err=True)
+        return str(value).strip(), "the prompt"
+    return sys.stdin.read().strip(), "stdin"
+
+
+# --- completion -----------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> int:
+    """Print the shell completion script for SHELL.
+
+    \b
+    Example:
+      reconciler completion bash > /etc/bash_completion.d/reconciler
+      eval "$(reconciler completion zsh)"     # in ~/.zshrc
+    """
+    root = click.get_current_context().find_root().command
+    cls = get_completion_class(shell)
+    assert cls is not None  # every choice above is one of click's shells
+    script = cls(root, {}, "reconciler", "_RECONCILER_COMPLETE").source()
+    click.echo(script)
+    return ExitCode.OK
+
+
+COMMANDS = (import_, status, secret, completion)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -70,6 +71,7 @@ def run(
           --admin-user admin@example.com --smtp-port 2525
     """
     admin_key = _admin_key(admin_user)
+    _log_to_stderr()
     faults = FaultConfig(
         latency_ms=latency_ms,
         rate_5xx=fault_5xx_rate,
@@ -102,6 +104,13 @@ def _admin_key(admin_user: str) -> str:
     if not KEY_RE.match(key):
         raise ConfigError(f"{ADMIN_KEY_ENV} is not a valid key: it must be {KEY_RULE}")
     return key
+
+
+def _log_to_stderr() -> None:
+    # Request lines are DEBUG; INFO shows relay decisions and errors. aiosmtpd ("mail.log") warns on
+    # every connection that AUTH without TLS is risky, which on loopback is the point: errors only.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 def _serve_until_signal(embedded: EmbeddedService) -> None:

@@ -51,7 +51,7 @@ def import_(users_dir: Path, force: bool) -> int:
     files = importer.import_users(live, _existing_files(users_dir))
     for imported in files:
         click.echo(f"{_import_one(users_dir, imported, force):<10} {users_dir / imported.file_name}")
-    _import_summary(files, force, settings)
+    _import_summary(users_dir, files, force, settings)
     return ExitCode.OK
 
 
@@ -83,11 +83,16 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _import_summary(files: list[importer.ImportedFile], force: bool, settings: Settings) -> None:
+def _import_summary(
+    users_dir: Path, files: list[importer.ImportedFile], force: bool, settings: Settings
+) -> None:
     kept = [f for f in files if f.existing and f.changed and not force]
-    click.echo(f"\n{len(files)} live user(s); {len(kept)} existing file(s) differ and were kept.")
+    click.echo(f"\n{len(files)} live user(s) imported into {users_dir}.")
     if kept:
-        click.echo("Run again with --force to update them (comments and key order are kept).")
+        click.echo(
+            f"{len(kept)} existing file(s) differ from the service and were kept; run again with "
+            "--force to update them (comments and key order are kept)."
+        )
     env_refs = [f for f in files if f.key_ref.startswith("env ")]
     if not env_refs:
         return
@@ -101,9 +106,9 @@ def _import_summary(files: list[importer.ImportedFile], force: bool, settings: S
         )
         click.echo(f"  {f.key_ref.removeprefix('env '):<40} {f.api_user}{note}")
     click.echo(
-        "Without them, `reconciler plan` skips key checks. With them, each key shows once as "
-        "'not set by the reconciler yet': apply sends the same key and records its fingerprint. "
-        "A variable holding a different key would change that user's key on the service."
+        "Without them, `reconciler plan` skips key checks. With them, each key shows once as\n"
+        "'not set by the reconciler yet': apply sends the same key and records its fingerprint.\n"
+        "A variable holding a different key WOULD CHANGE that user's key on the service."
     )
 
 

@@ -1,0 +1,145 @@
+"""`reconciler import` against a service managed by hand (no reconciler annotations), then `plan`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from reconciler.importer import env_var_names
+from reconciler.secrets import ApiKey
+from tests.fixtures.service import new_key
+from tests.ops.conftest import Repo
+
+SEEDED = 50
+
+
+def _attributes(i: int) -> dict[str, Any]:
+    """A spread of what consoles produce: SMTP with and without senders, locked, admins, no
+    description, other time zones, own-data-only readers."""
+    smtp = i % 2 == 0
+    attributes: dict[str, Any] = {
+        "role": "admin" if i % 10 == 0 else "normal",
+        "operation": i % 3 == 0,
+        "access": {"http_api": i % 4 != 1, "smtp": smtp, "own_data_only": i % 4 == 2},
+        "timezone": ("Asia/Tokyo", "UTC", "Europe/London")[i % 3],
+        "locked": i % 7 == 3,
+        "description": None if i % 5 == 0 else f"app {i}: owned by team {i % 4}",
+    }
+    if smtp and i % 4 == 0:
+        attributes["smtp_senders"] = [f"app{i:02d}@example.com", f"@app{i:02d}.example.com"]
+    return attributes
+
+
+def seed_console_users(repo: Repo, count: int = SEEDED) -> dict[str, str]:
+    """Users created behind the reconciler's back; returns api_user -> key."""
+    keys = {}
+    with repo.service.client() as client:
+        for i in range(count):
+            name = f"app{i:02d}@example.com"
+            keys[name] = new_key()
+            client.create_user(name, _attributes(i), ApiKey(keys[name]), {})
+    return keys
+
+
+@pytest.fixture
+def empty_repo(repo: Repo) -> Repo:
+    repo.remove(repo.service.admin_user)
+    repo.keys.clear()
+    return repo
+
+
+def test_import_then_plan_shows_no_change(empty_repo: Repo) -> None:
+    repo = empty_repo
+    seed_console_users(repo)
+    imported = repo.run("import")
+    assert imported.code == 0, imported.output
+    assert len(list(repo.users.glob("*.yaml"))) == SEEDED + 1  # and the admin
+    assert "APP07_EXAMPLE_COM_API_KEY" in imported.stdout
+    assert repo.run("validate").code == 0
+    planned = repo.run("plan")
+    assert planned.code == 0, planned.output
+    assert "No changes. The service matches users/." in planned.stdout
+    assert "Key checks were skipped" in planned.stdout
+
+
+def test_import_with_keys_set_shows_only_first_key_records_then_converges(empty_repo: Repo) -> None:
+    repo = empty_repo
+    keys = seed_console_users(repo, 6)
+    assert repo.run("import").code == 0
+    keys[repo.service.admin_user] = repo.service.admin_key
+    names = env_var_names(keys)
+    env = repo.env() | {names[user]: key for user, key in keys.items()}
+    planned = repo.run("plan", "--format", "json", env=env)
+    assert planned.code == 2
+    changes = json.loads(planned.stdout)["changes"]
+    assert {c["action"] for c in changes} == {"update"}
+    assert {c["key_reason"] for c in changes} == {"not set by the reconciler yet"}
+    assert all(c["fields"] == [] for c in changes)
+    assert repo.run("apply", "--auto-approve", env=env).code == 0
+    assert repo.run("plan", env=env).code == 0
+
+
+def test_import_never_overwrites_without_force(empty_repo: Repo) -> None:
+    repo = empty_repo
+    seed_console_users(repo, 3)
+    path = repo.users / "app01@example.com.yaml"
+    mine = "# mine\napi_user: app01@example.com\napi_key:\n  from_env: MINE\nrole: admin\n"
+    path.write_text(mine)
+    result = repo.run("import")
+    assert result.code == 0
+    assert path.read_text() == mine
+    assert "kept" in result.stdout
+    assert "--force" in result.stdout
+
+
+def test_force_updates_through_a_round_trip_keeping_comments_and_order(empty_repo: Repo) -> None:
+    repo = empty_repo
+    seed_console_users(repo, 3)
+    path = repo.users / "app00@example.com.yaml"
+    path.write_text(
+        "# Owned by team payments: ask #payments before changing.\n"
+        "api_user: app00@example.com\n"
+        "role: normal   # should be admin?\n"
+        "api_key:\n"
+        "  from_file: ../secrets/app00.key  # rotated quarterly\n"
+        "smtp_senders:\n"
+        "  - app00@example.com  # the invoices\n"
+        "  - '@app00.example.com'\n"
+    )
+    assert repo.run("import", "--force").code == 0
+    text = path.read_text()
+    assert text.startswith("# Owned by team payments: ask #payments before changing.\napi_user:")
+    assert "# should be admin?" in text
+    assert "role: admin" in text
+    assert "from_file: ../secrets/app00.key  # rotated quarterly" in text
+    assert "app00@example.com  # the invoices" in text
+    keys = [line.split(":")[0] for line in text.splitlines() if line[:1].isalpha()]
+    existing = [k for k in keys if k in {"api_user", "role", "api_key", "smtp_senders"}]
+    assert existing == ["api_user", "role", "api_key", "smtp_senders"]  # the file's order, kept
+    assert set(keys) >= {"operation", "access", "timezone", "locked", "description"}
+    again = repo.run("import", "--force")
+    assert path.read_text() == text
+    assert "unchanged" in again.stdout
+
+
+def test_new_files_point_editors_at_the_schema(empty_repo: Repo) -> None:
+    repo = empty_repo
+    seed_console_users(repo, 1)
+    assert repo.run("import").code == 0
+    text = (repo.users / "app00@example.com.yaml").read_text()
+    assert text.splitlines()[0] == "# yaml-language-server: $schema=../schema/user.schema.json"
+    assert "from_env: APP00_EXAMPLE_COM_API_KEY" in text
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["billing@example.com"], ["BILLING_EXAMPLE_COM_API_KEY"]),
+        (["a.b@x.io", "a-b@x.io"], ["A_B_X_IO_2_API_KEY", "A_B_X_IO_API_KEY"]),
+        (["1app@x.io"], ["KEY_1APP_X_IO_API_KEY"]),
+    ],
+)
+def test_env_var_names_are_predictable_and_unique(names: list[str], expected: list[str]) -> None:
+    assert [env_var_names(names)[n] for n in names] == expected

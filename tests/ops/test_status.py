@@ -1,0 +1,65 @@
+"""`reconciler status`: desired vs live, drift, lock holder, audit tail; each part on its own."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+
+from reconciler.state import lock_path
+from tests.ops.conftest import Repo
+
+
+def test_status_in_sync_shows_counts_free_lock_and_audit(repo: Repo) -> None:
+    repo.write("a@example.com", access={"smtp": True})
+    assert repo.run("apply", "--auto-approve").code == 0
+    shown = repo.run("status")
+    assert shown.code == 0, shown.output
+    assert "Desired: 2 user(s)" in shown.stdout
+    assert "Live:    2 user(s)" in shown.stdout
+    assert "Drift:   no" in shown.stdout
+    assert "Lock:    free" in shown.stdout
+    assert "create a@example.com +key: ok" in shown.stdout
+
+
+def test_status_reports_drift_without_changing_anything(repo: Repo) -> None:
+    repo.write("a@example.com", timezone="UTC")
+    shown = repo.run("status")
+    assert "Drift:   YES: Plan: 1 to create" in shown.stdout
+    assert "a@example.com" not in repo.live()
+    assert "Audit:   no entries" in shown.stdout
+
+
+def test_status_names_the_lock_holder_and_flags_a_stale_lock(repo: Repo) -> None:
+    path = lock_path(repo.root / ".reconciler", repo.service.base_url)
+    path.parent.mkdir()
+    started = (datetime.now(UTC) - timedelta(hours=3)).isoformat(timespec="seconds")
+    holder = {
+        "holder": "ci-bot",
+        "host": "runner-7",
+        "pid": 4242,
+        "started_at": started,
+        "command": "reconcile",
+        "service": repo.service.base_url,
+    }
+    path.write_text(json.dumps(holder))
+    shown = repo.run("status")
+    assert "Lock:    held by ci-bot on runner-7 (pid 4242, reconcile" in shown.stdout
+    assert "STALE" in shown.stdout
+    assert socket.gethostname() not in shown.stdout.split("Lock:")[1].splitlines()[0]
+
+
+def test_status_still_shows_lock_and_audit_when_users_are_invalid(repo: Repo) -> None:
+    (repo.users / "broken@example.com.yaml").write_text("api_user: [\n")
+    shown = repo.run("status")
+    assert shown.code == 1
+    assert "Desired: INVALID" in shown.stdout
+    assert "Lock:    free" in shown.stdout
+
+
+def test_status_when_the_service_is_down(repo: Repo) -> None:
+    env = repo.env() | {"RECONCILER_API_URL": "http://127.0.0.1:9/api/v2", "RECONCILER_RETRIES": "0"}
+    shown = repo.run("status", env=env)
+    assert shown.code == 1
+    assert "Live:    UNAVAILABLE" in shown.stdout
+    assert "Lock:    free" in shown.stdout

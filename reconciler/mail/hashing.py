@@ -91,7 +91,7 @@ class PendingHasher:
 
     def __call__(self, key: ApiKey) -> str:
         self.calls += 1
-        return "{" + self.scheme + "}(pending)"
+        return "{" + self.scheme + "}$pending"
 
 
 def make_hasher(scheme: str) -> Hasher:

@@ -6,8 +6,9 @@ doveconf/doveadm. Order of work, so a mistake never reaches a running daemon:
 3. parse the staged Postfix maps with `postmap -s`, where any warning is a failure;
 4. rename the staged files into place, then validate the whole live config (postconf -n/-M,
    postfix check, doveconf -n) before anything is reloaded;
-5. reload only the daemons whose files changed, then smoke-check (EHLO offers AUTH; Dovecot auth for
-   a changed user over the auth socket, so no key is ever put on a command line);
+5. reload Postfix only when a map changed (Dovecot re-reads its passwd-file by itself and is never
+   reloaded, see `_dovecot_caches`), then smoke-check: EHLO offers AUTH, and Dovecot accepts a
+   changed user's new key over the auth socket, so no key is ever put on a command line;
 6. on any failure put the previous files back, reload again (stop + start Postfix when the smoke
    check failed: a plain reload keeps a throttled smtpd hanging for 60 s) and raise.
 """
@@ -331,10 +332,19 @@ def _reload(daemons: set[str], settings: Settings) -> tuple[str, ...]:
     if "postfix" in daemons:
         run(_postfix(settings, "reload"), tty=True)
         done.append("postfix")
-    if "dovecot" in daemons:
-        run(_dovecot(settings.doveadm_command, settings, "reload"))
-        done.append("dovecot")
+    if "dovecot" in daemons and _dovecot_caches(settings):
+        run(_dovecot(settings.doveadm_command, settings, "auth", "cache", "flush"))
+        done.append("dovecot auth cache")
     return tuple(done)
+
+
+def _dovecot_caches(settings: Settings) -> bool:
+    # Dovecot re-reads the passwd-file by itself, so it is never reloaded: `doveadm reload` restarts
+    # the auth service, and an smtpd started in that window dies ("no SASL authentication
+    # mechanisms"), after which Postfix throttles submission for 60 s (seen in our tests). Only an
+    # enabled auth cache could keep a removed user or an old key working; flush it then.
+    size = run(_dovecot(settings.doveconf_command, settings, "-h", "auth_cache_size")).strip()
+    return size not in {"0", ""}
 
 
 class SmokeFailed(MailServerError):
@@ -389,11 +399,13 @@ def _auth_exchange(path: str, probe: AuthProbe, timeout: float) -> str:
         return reader.readline()
 
 
-def _smoke(reloaded: Sequence[str], settings: Settings, probes: Sequence[AuthProbe]) -> tuple[str, ...]:
+def _smoke(
+    reloaded: Sequence[str], daemons: set[str], settings: Settings, probes: Sequence[AuthProbe]
+) -> tuple[str, ...]:
     passed: list[str] = []
     if "postfix" in reloaded and settings.submission_port is not None:
         passed.append(smoke_ehlo(settings.submission_port))
-    if "dovecot" in reloaded and probes:
+    if "dovecot" in daemons and probes:
         passed.append(smoke_dovecot_auth(settings, probes[0]))
     return tuple(passed)
 
@@ -470,13 +482,17 @@ def _activate(
         _validate_live(daemons, settings)
         if not reload:
             return InstallReport(names)
-        for daemon in sorted(daemons, reverse=True):  # postfix first: its failure is the likelier
+        for daemon in sorted(daemons, reverse=True):
             reloaded.extend(_reload({daemon}, settings))
-        return InstallReport(names, tuple(reloaded), _smoke(reloaded, settings, probes))
+        return InstallReport(names, tuple(reloaded), _smoke(reloaded, daemons, settings, probes))
     except MailServerError as exc:
         raise _roll_back(
             exc, names=names, reloaded=set(reloaded), mail_dir=mail_dir, settings=settings, disk=disk
         ) from exc
+
+
+def _daemons_of(reloaded: Sequence[str]) -> set[str]:
+    return {"dovecot" if name.startswith("dovecot") else name for name in reloaded}
 
 
 def _roll_back(
@@ -493,7 +509,7 @@ def _roll_back(
         _restore(mail_dir, disk, names)
         if reloaded:
             _reload(reloaded, settings)
-            notes.append("reloaded " + " and ".join(sorted(reloaded)) + " again")
+            notes.append("refreshed " + " and ".join(sorted(reloaded)) + " again")
         if isinstance(exc, SmokeFailed) and "postfix" in reloaded:
             _restart_postfix(settings)
             notes.append("Postfix was stopped and started to clear its throttled smtpd")

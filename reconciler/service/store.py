@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import queue
 import secrets
 import sqlite3
 import threading
@@ -132,63 +133,78 @@ class Replacement:
 class Store:
     path: Path
     scrypt_n: int = DEFAULT_SCRYPT_N
-    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
+    # A pool, not one connection per thread: the werkzeug server runs each connection on a new
+    # thread, so per-thread connections would open (and keep) one SQLite handle per request.
+    _idle: queue.SimpleQueue[sqlite3.Connection] = field(
+        default_factory=queue.SimpleQueue, init=False, repr=False
+    )
     _all: list[sqlite3.Connection] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _cache: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _cache_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._conn().executescript(SCHEMA)
+        with self._conn() as conn:
+            conn.executescript(SCHEMA)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            # isolation_level=None: we issue BEGIN ourselves. check_same_thread=False only so that
-            # close() can close every thread's connection; each is used by its own thread.
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a connection for one operation; it goes back to the pool afterwards."""
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            self._idle.put(conn)
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN ourselves. check_same_thread=False: a pooled
+        # connection is used by one thread at a time, but not always the same one.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._all.append(conn)
         return conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._conn() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
                 conn.close()
             self._all.clear()
-        self._local = threading.local()
+        self._idle = queue.SimpleQueue()
 
     # Users
 
     def get(self, api_user: str) -> StoredUser | None:
-        row = self._conn().execute("SELECT * FROM users WHERE api_user = ?", (api_user,)).fetchone()
+        with self._conn() as conn:
+            row = conn.execute("SELECT * FROM users WHERE api_user = ?", (api_user,)).fetchone()
         return StoredUser.from_row(row) if row else None
 
     def page_json(self, offset: int, limit: int) -> tuple[list[str], int]:
         """`page`, with each user already rendered as the contract's JSON object by SQLite: the
         list endpoint then only joins strings (a third of its time went to json.loads/dumps)."""
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
-            rows = conn.execute(_PUBLIC_JSON_SQL, (limit, offset)).fetchall()
-            total = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-        finally:
-            conn.execute("COMMIT")
+        with self._conn() as conn:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(_PUBLIC_JSON_SQL, (limit, offset)).fetchall()
+                total = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
         return [r[0] for r in rows], int(total)
 
     def create(
@@ -285,7 +301,8 @@ class Store:
             )
 
     def messages(self) -> list[dict[str, Any]]:
-        rows = self._conn().execute("SELECT * FROM messages ORDER BY id").fetchall()
+        with self._conn() as conn:
+            rows = conn.execute("SELECT * FROM messages ORDER BY id").fetchall()
         return [
             {
                 "api_user": r["api_user"],

@@ -67,7 +67,7 @@ def _fresh_plan(loaded: Loaded, client: ServiceClient, guards: Guards, targets: 
 def _with_mail_preview(plan: Plan, loaded: Loaded) -> Plan:
     from reconciler.cli.mail_step import mail_preview
 
-    files = mail_preview(loaded.settings, loaded.desired, loaded.users_dir)
+    files = mail_preview(loaded.settings, loaded.desired)
     return replace(plan, mail_files=files) if files else plan
 
 

@@ -137,7 +137,7 @@ def render_mail(
         _render(templates, SENDER_RELAYHOST_MAPS, 0o644, None, "postfix", rows=rows, next_hop=next_hop),
         RenderedFile(STATE, dump_state(entries), 0o600, None, None),
     )
-    rehashed = tuple(u for u, e in entries.items() if u not in previous or previous[u].hash != e.hash)
+    rehashed = tuple(u for u, e in entries.items() if u not in previous or previous[u] != e)
     return Rendered(files, counting.calls, len(smtp_users), rehashed)
 
 

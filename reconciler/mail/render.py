@@ -22,7 +22,7 @@ import reconciler
 from reconciler.config import Settings
 from reconciler.errors import MailServerError
 from reconciler.mail.hashing import CountingHasher, Hasher
-from reconciler.model import EMAIL_RE, SENDER_RE, UserSpec
+from reconciler.model import UserSpec
 from reconciler.secrets import KEY_RE, ApiKey, fingerprint
 
 # Pinned file names under the mail directory (DESIGN.md), plus our own state file.
@@ -35,12 +35,14 @@ STATE_VERSION = 1
 
 Daemon = Literal["postfix", "dovecot"]
 
-# Whitespace (any Unicode kind), colons and control characters are field or line separators in
-# texthash maps and passwd-files; none may appear inside a value.
-_SEPARATORS = re.compile(r"[\s:\x00-\x1f\x7f-\x9f]")
+# Whitespace, colons and control characters are field or line separators in texthash maps and
+# passwd-files: addresses and hashes are matched against whitelists that exclude them all.
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
+# A whitelist, so checking is linear and cheap at 10,000 users; the model's stricter address rules
+# already ran on anything loaded from YAML.
+_ADDRESS = re.compile(r"[A-Za-z0-9_%+.-]*@[A-Za-z0-9.-]+")
 _HASH_CHARS = re.compile(r"^\{[A-Z0-9-]+\}[A-Za-z0-9$./=,+-]+$")
 
 
@@ -128,7 +130,7 @@ def render_mail(
         u.api_user: _hash_entry(u.api_user, user_keys[u.api_user], previous, secret, counting)
         for u in smtp_users
     }
-    rows = _sender_rows(smtp_users, user_keys)
+    rows = _sender_rows(smtp_users, {u: k.reveal() for u, k in user_keys.items()})
     next_hop = relay_next_hop(settings)
     files = (
         _render(templates, PASSWD, 0o640, settings.mail_file_group, "dovecot", entries=_passwd_rows(entries)),
@@ -169,7 +171,8 @@ def parse_state(text: str) -> dict[str, HashEntry]:
 
 def dump_state(entries: Mapping[str, HashEntry]) -> str:
     users = {u: {"fingerprint": e.fingerprint, "hash": e.hash} for u, e in sorted(entries.items())}
-    return json.dumps({"version": STATE_VERSION, "users": users}, indent=1) + "\n"
+    # Compact on purpose: json's indenting encoder is pure Python and costs ~0.1 s at 10,000 users.
+    return json.dumps({"version": STATE_VERSION, "users": users}, separators=(",", ":")) + "\n"
 
 
 def _hash_entry(
@@ -186,32 +189,32 @@ def _passwd_rows(entries: Mapping[str, HashEntry]) -> list[dict[str, str]]:
     return [{"api_user": u, "hash": e.hash} for u, e in entries.items()]
 
 
-def _sender_rows(users: Iterable[UserSpec], keys: Mapping[str, ApiKey]) -> list[_SenderRow]:
+def _sender_rows(users: Iterable[UserSpec], keys: Mapping[str, str]) -> list[_SenderRow]:
     owners: dict[str, _SenderRow] = {}
     for user in users:
         for sender in user.senders():
             # Postfix folds map keys to lower case, so two spellings are one key.
-            folded = _checked(sender, SENDER_RE, "smtp_senders entry", user.api_user).lower()
+            folded = _checked(sender, "smtp_senders entry", user.api_user).lower()
             if folded in owners:
                 raise MailServerError(
                     f"sender {folded} is claimed by both {owners[folded].api_user} and {user.api_user}: "
                     "Postfix can relay each sender with only one API user's credentials"
                 )
-            owners[folded] = _SenderRow(folded, user.api_user, _checked_key(user.api_user, keys).reveal())
+            owners[folded] = _SenderRow(folded, user.api_user, keys[user.api_user])
     return sorted(owners.values(), key=lambda row: row.sender)
 
 
 def _refuse_duplicate_users(users: Sequence[UserSpec]) -> None:
     seen: set[str] = set()
     for user in users:
-        name = _checked(user.api_user, EMAIL_RE, "api_user", user.api_user).lower()
+        name = _checked(user.api_user, "api_user", user.api_user).lower()
         if name in seen:
             raise MailServerError(f"api_user {user.api_user} is declared twice (names are case-insensitive)")
         seen.add(name)
 
 
-def _checked(value: str, pattern: re.Pattern[str], what: str, owner: str) -> str:
-    if not isinstance(value, str) or _SEPARATORS.search(value) or not pattern.match(value):
+def _checked(value: str, what: str, owner: str) -> str:
+    if not isinstance(value, str) or not _ADDRESS.fullmatch(value) or value.startswith("."):
         raise MailServerError(
             f"refusing to render {what} {value!r} of {owner!r}: only plain addresses are allowed "
             "(no whitespace, colon or control character)"
@@ -239,7 +242,7 @@ def _checked_key(api_user: str, keys: Mapping[str, ApiKey]) -> ApiKey:
 
 
 def _checked_hash(api_user: str, value: str) -> str:
-    if not _HASH_CHARS.match(value) or _SEPARATORS.search(value):
+    if not _HASH_CHARS.fullmatch(value):
         raise MailServerError(f"refusing to render the password hash of {api_user}: unexpected characters")
     return value
 

@@ -158,7 +158,10 @@ def _targeted(api_user: str, targets: Sequence[str]) -> bool:
 
 
 def _create(spec: UserSpec) -> Change:
-    fields = tuple(FieldChange(path, None, value) for path, value in _attributes(spec).items())
+    # Unset optional fields (description, smtp_senders) are left to the service's defaults.
+    fields = tuple(
+        FieldChange(path, None, value) for path, value in _attributes(spec).items() if value is not None
+    )
     return Change(Action.CREATE, spec.api_user, fields, key_change=True, key_reason="new user")
 
 

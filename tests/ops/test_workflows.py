@@ -158,3 +158,14 @@ def test_action_validate_annotates_the_pull_request(repo: Repo, tmp_path: Path) 
     code, outputs, log, _ = _run_action(repo, "validate", tmp_path, **env)
     assert (code, outputs["exit-code"]) == (0, "1")
     assert "::error file=" in log
+
+
+def test_the_adoption_snippet_in_the_docs_is_a_valid_workflow(tmp_path: Path) -> None:
+    docs = (ROOT / "docs" / "gitops.md").read_text()
+    match = re.search(r"```yaml\n(on: .*?)```", docs, re.S)
+    assert match is not None
+    snippet = tmp_path / "reconciler.yml"
+    snippet.write_text(match.group(1))
+    assert len(match.group(1).splitlines()) <= 15
+    done = _check_jsonschema("vendor.github-workflows", snippet)
+    assert done.returncode == 0, done.stdout + done.stderr

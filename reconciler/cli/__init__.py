@@ -18,6 +18,10 @@ def group(no_color: bool) -> None:
 
     Declare each API user in users/<api_user>.yaml, review the plan in a pull request, and let
     `reconciler reconcile` apply it to the service and reflect it on your Postfix/Dovecot gateway.
+
+    \b
+    Example:
+      reconciler validate && reconciler plan && reconciler reconcile --auto-approve
     """
 
 

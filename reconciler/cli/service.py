@@ -27,7 +27,13 @@ Rate = click.FloatRange(0.0, 1.0)
 
 @click.group("service")
 def service() -> None:
-    """The embedded service: the API-users HTTP API (and SMTP relay) on loopback."""
+    """The embedded service: the API-users HTTP API (and SMTP relay) on loopback.
+
+    \b
+    Example:
+      RECONCILER_SERVICE_ADMIN_KEY=... reconciler service run --db svc.db \\
+          --admin-user admin@example.com --smtp-port 2525
+    """
 
 
 @service.command("run")
@@ -134,7 +140,12 @@ def _serve_until_signal(embedded: EmbeddedService) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @handle_errors
 def messages(*, users_dir: Path, fmt: str) -> int:
-    """List the messages the service's SMTP relay accepted (admin only)."""
+    """List the messages the service's SMTP relay accepted (admin only).
+
+    \b
+    Example:
+      reconciler service messages --format json
+    """
     with ServiceClient.from_settings(load_settings(users_dir)) as client:
         found = client.relay_messages()
     if fmt == "json":
@@ -150,7 +161,12 @@ def messages(*, users_dir: Path, fmt: str) -> int:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @handle_errors
 def live(*, users_dir: Path, fmt: str) -> int:
-    """List the API users the service has now (JSON: a list of user objects)."""
+    """List the API users the service has now (JSON: a list of user objects).
+
+    \b
+    Example:
+      reconciler live --format json | jq '.[] | select(.locked) | .api_user'
+    """
     with ServiceClient.from_settings(load_settings(users_dir)) as client:
         users = client.list_users()
     if fmt == "json":

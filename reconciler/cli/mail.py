@@ -42,7 +42,8 @@ def render(
 ) -> int:
     """Render the Postfix/Dovecot files for SMTP users, validate, swap and reload.
 
-    Only files that changed are written, and Postfix/Dovecot are reloaded only then; on a failed
+    Only files that changed are written, and Postfix is reloaded only then (Dovecot re-reads its
+    passwd-file by itself); on a failed
     validation, reload or smoke check the previous files are put back. Exit codes: 0 done (or, with
     --check, nothing to do), 2 with --check when files would change, 1 error.
 

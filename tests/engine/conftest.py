@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from ruamel.yaml import YAML
 
-from reconciler.cli import _register, group
+from reconciler.cli import group
 from tests.fixtures.service import RunningService, new_key
 
 
@@ -76,7 +76,6 @@ class Repo:
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> Result:
-    _register()
     runner = CliRunner()
     with _chdir(cwd):
         result = runner.invoke(group, args, env=env, standalone_mode=False, catch_exceptions=True)

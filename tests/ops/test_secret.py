@@ -17,9 +17,8 @@ from tests.ops.conftest import Repo
 def _encrypt_via_cli(repo: Repo, key: str, *recipients: str) -> str:
     from click.testing import CliRunner
 
-    from reconciler.cli import _register, group
+    from reconciler.cli import group
 
-    _register()
     args = ["secret", "encrypt"]
     for recipient in recipients:
         args += ["--recipient", recipient]

@@ -44,6 +44,13 @@ def service() -> None:
 @click.option(
     "--admin-user", required=True, help=f"First admin, created if absent; key from {ADMIN_KEY_ENV}."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="HTTP worker processes sharing the port (the relay stays in the main process).",
+)
 @click.option("--latency-ms", type=click.FloatRange(0), default=0.0, help="Delay every API-users request.")
 @click.option("--fault-5xx-rate", type=Rate, default=0.0, help="Share of requests answered 503.")
 @click.option(
@@ -61,6 +68,7 @@ def run(
     port: int,
     smtp_port: int | None,
     admin_user: str,
+    workers: int,
     latency_ms: float,
     fault_5xx_rate: float,
     fault_429_rate: float,
@@ -87,7 +95,7 @@ def run(
         seed=fault_seed,
         fail_writes_for={e.lower() for e in fail_writes_for},
     )
-    options = ServiceOptions(host=host, port=port, smtp_port=smtp_port, faults=faults)
+    options = ServiceOptions(host=host, port=port, smtp_port=smtp_port, faults=faults, workers=workers)
     embedded = EmbeddedService(db_path, options)
     embedded.ensure_admin(admin_user, admin_key)
     try:

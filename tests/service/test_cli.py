@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from reconciler.secrets import ApiKey
 from reconciler.service.server import free_port
 from tests.fixtures.service import RunningService, new_key
 
@@ -124,3 +126,47 @@ def test_live_against_the_fixture_service(service: RunningService, tmp_path: Pat
     )
     assert out.returncode == 0, out.stderr
     assert [u["api_user"] for u in json.loads(out.stdout)] == [service.admin_user]
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_prefork_workers_share_the_port_and_database_and_stop_together(tmp_path: Path) -> None:
+    key, port = new_key(), free_port()
+    env = {**os.environ, "RECONCILER_SERVICE_ADMIN_KEY": key}
+    args = ["--db", str(tmp_path / "s.sqlite"), "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(
+        [RECONCILER, "service", "run", *args, "--admin-user", "root@example.com"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(f"listening on http://127.0.0.1:{port}/api/v2")
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        svc = RunningService.__new__(RunningService)
+        svc.base_url, svc.admin_user, svc.admin_key = (
+            f"http://127.0.0.1:{port}/api/v2",
+            "root@example.com",
+            key,
+        )
+        with svc.client() as client, ThreadPoolExecutor(8) as pool:
+            names = [f"w{i}@example.com" for i in range(40)]
+            created = list(
+                pool.map(lambda n: client.create_user(n, {"role": "normal"}, ApiKey(new_key()), {}), names)
+            )
+            assert {u.api_user for u in created} == set(names)
+            assert len(client.list_users()) == 41
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        assert proc.returncode == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

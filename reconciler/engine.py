@@ -8,24 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from reconciler.apply import KeyMaterial, needs_keys
 from reconciler.config import Settings
 from reconciler.desired import DesiredState
-from reconciler.errors import Problem, ReconcilerError, StalePlan, UnsafePlan, ValidationFailed
+from reconciler.errors import ReconcilerError, StalePlan, UnsafePlan
 from reconciler.model import LiveUser
 from reconciler.plan import Guards, Plan, make_plan
-from reconciler.secrets import ApiKey, fingerprint, resolve
-
-
-@dataclass(frozen=True)
-class ResolvedKeys:
-    keys: Mapping[str, ApiKey]  # api_user lowercased -> key
-    problems: tuple[Problem, ...]
+from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint, resolve_all
 
 
 def fingerprint_secret(settings: Settings) -> bytes:
@@ -45,24 +38,12 @@ def resolve_keys(
     desired: DesiredState, names: Iterable[str] | None = None, env: Mapping[str, str] | None = None
 ) -> ResolvedKeys:
     """Resolve the keys of `names` (default: every declared user), collecting every problem."""
-    wanted = None if names is None else {n.lower() for n in names}
-    keys: dict[str, ApiKey] = {}
-    problems: list[Problem] = []
-    for user in desired.users:
-        name = user.api_user.lower()
-        if wanted is not None and name not in wanted:
-            continue
-        path = desired.files.get(user.api_user, Path(f"{user.api_user}.yaml"))
-        try:
-            keys[name] = resolve(user.api_key, path.parent, env if env is not None else os.environ)
-        except ReconcilerError as exc:
-            line = desired.line(user.api_user, "api_key")
-            problems.append(Problem(str(path), str(exc), line, field="api_key"))
-    return ResolvedKeys(keys, tuple(problems))
+    return resolve_all(desired, env=env, names=names)
 
 
 def fingerprints_of(keys: Mapping[str, ApiKey], secret: bytes) -> dict[str, str]:
-    return {name: fingerprint(key, secret) for name, key in keys.items()}
+    """Keyed fingerprints by api_user lowercased, the way the plan matches users."""
+    return {name.lower(): fingerprint(key, secret) for name, key in keys.items()}
 
 
 def guards_from(
@@ -96,8 +77,8 @@ def compute_plan(
         guards=guards,
         targets=targets,
     )
-    if fingerprints is not None and resolved.problems:
-        names = ", ".join(sorted(Path(p.file).stem for p in resolved.problems))
+    if fingerprints is not None and resolved.missing:
+        names = ", ".join(sorted(Path(p.file).stem for p in resolved.missing))
         plan = replace(
             plan,
             notes=(*plan.notes, f"Key checks were skipped for users whose key is not available: {names}."),
@@ -109,9 +90,9 @@ def key_material(plan: Plan, desired: DesiredState, settings: Settings) -> KeyMa
     """Every key the plan must send, or ValidationFailed naming each missing one: nothing is
     applied when a single key cannot be read."""
     resolved = resolve_keys(desired, needs_keys(plan))
-    if resolved.problems:
-        raise ValidationFailed(list(resolved.problems))
-    return KeyMaterial(resolved.keys, fingerprints_of(resolved.keys, fingerprint_secret(settings)))
+    resolved.raise_if_missing()
+    keys = {name.lower(): key for name, key in resolved.keys.items()}
+    return KeyMaterial(keys, fingerprints_of(keys, fingerprint_secret(settings)))
 
 
 def check_not_stale(saved: Plan, fresh: Plan) -> None:

@@ -116,22 +116,36 @@ class KeyRef(BaseModel):
 
     model_config = ConfigDict(
         **_STRICT,
-        json_schema_extra={"oneOf": [{"required": ["from_env"]}, {"required": ["from_file"]}]},
+        json_schema_extra={
+            "oneOf": [{"required": ["from_env"]}, {"required": ["from_file"]}, {"required": ["age"]}]
+        },
     )
 
     from_env: Annotated[StrictStr, Field(pattern=ENV_NAME_RE.pattern, max_length=128)] | None = None
     """Name of the environment variable that holds the key (e.g. BILLING_API_KEY)."""
     from_file: Annotated[StrictStr, Field(min_length=1, max_length=4096)] | None = None
     """File that holds the key; a relative path starts at the directory of this YAML file."""
+    age: Annotated[StrictStr, Field(min_length=1, max_length=16384)] | None = None
+    """The key encrypted with age (armored), as printed by `reconciler secret encrypt`; decrypted
+    with the identity in RECONCILER_AGE_IDENTITY or RECONCILER_AGE_IDENTITY_FILE."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> KeyRef:
-        if (self.from_env is None) == (self.from_file is None):
-            raise PydanticCustomError("key_ref", "give exactly one of from_env or from_file")
+        if sum(v is not None for v in (self.from_env, self.from_file, self.age)) != 1:
+            raise PydanticCustomError("key_ref", "give exactly one of from_env, from_file or age")
         return self
 
+    @property
+    def kind(self) -> str:
+        """The field that holds the reference: from_env, from_file or age."""
+        return (
+            "from_env" if self.from_env is not None else "from_file" if self.from_file is not None else "age"
+        )
+
     def describe(self) -> str:
-        return f"env {self.from_env}" if self.from_env is not None else f"file {self.from_file}"
+        if self.from_env is not None:
+            return f"env {self.from_env}"
+        return f"file {self.from_file}" if self.from_file is not None else "age ciphertext"
 
 
 class Access(BaseModel):

@@ -69,6 +69,10 @@ def resolve(ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None = None) -
         if ref.from_env not in environ:
             raise SecretError(f"environment variable {ref.from_env} is not set")
         return check_key(environ[ref.from_env].strip(), f"env {ref.from_env}")
+    if ref.age is not None:
+        from reconciler import agekeys  # pyrage is only loaded when a repo uses age
+
+        return check_key(agekeys.decrypt(ref.age, agekeys.load_identities(environ)), "the age ciphertext")
     path = key_file_path(ref, base_dir)
     try:
         with path.open("rb") as handle:
@@ -121,7 +125,7 @@ def resolve_all(
         if wanted is not None and user.api_user.lower() not in wanted:
             continue
         file = desired.files.get(user.api_user, Path(f"{user.api_user}.yaml"))
-        field = "api_key.from_env" if user.api_key.from_env is not None else "api_key.from_file"
+        field = f"api_key.{user.api_key.kind}"
         line = desired.line(user.api_user, field) or desired.line(user.api_user, "api_key")
         try:
             keys[user.api_user] = resolve(user.api_key, file.parent, env)

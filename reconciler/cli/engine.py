@@ -55,9 +55,13 @@ def _load(users_dir: Path) -> Loaded:
     return Loaded(load_settings(users_dir), load_users(users_dir), users_dir)
 
 
-def _fresh_plan(loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...]) -> Plan:
+def _fresh_plan(
+    loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...], *, warn: bool = True
+) -> Plan:
     live = client.list_users()
     resolved = engine.resolve_keys(loaded.desired)
+    for warning in resolved.warnings if warn else ():
+        click.echo(f"warning: {warning}", err=True)
     plan = engine.compute_plan(
         loaded.desired, live, resolved, settings=loaded.settings, guards=guards, targets=targets
     )
@@ -295,7 +299,9 @@ def _report(outcomes: list[Outcome]) -> None:
 
 def _converged(loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...]) -> None:
     """Plan again: a service that silently ignored a change shows up here, not next week."""
-    again = _fresh_plan(loaded, client, replace(guards, allow_deletes=None, allow_locks=None), targets)
+    again = _fresh_plan(
+        loaded, client, replace(guards, allow_deletes=None, allow_locks=None), targets, warn=False
+    )
     pending = replace(again, mail_files=())
     if pending.changes:
         click.echo("Still pending after apply: " + summary_line(pending), err=True)

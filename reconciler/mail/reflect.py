@@ -8,7 +8,7 @@ from pathlib import Path
 
 from reconciler.config import Settings
 from reconciler.desired import DesiredState
-from reconciler.errors import MailServerError, Problem, ReconcilerError, ValidationFailed
+from reconciler.errors import MailServerError
 from reconciler.mail.hashing import Hasher, PendingHasher, make_hasher
 from reconciler.mail.install import AuthProbe, changed_files, fingerprint_secret, install, read_previous
 from reconciler.mail.render import (
@@ -20,7 +20,7 @@ from reconciler.mail.render import (
     template_environment,
 )
 from reconciler.model import UserSpec
-from reconciler.secrets import ApiKey, resolve
+from reconciler.secrets import ApiKey, resolve_all
 
 
 @dataclass(frozen=True)
@@ -90,22 +90,12 @@ def preview(
     ).changed
 
 
-def keys_for_mail(desired: DesiredState, env: Mapping[str, str] | None = None) -> dict[str, ApiKey]:
+def keys_for_mail(desired: DesiredState, env: Mapping[str, str] | None = None) -> Mapping[str, ApiKey]:
     """Resolve the keys of the users that get mail lines, and only those: a gateway need not hold
     the keys of locked or HTTP-only users. Every unresolvable key is reported at once."""
-    keys: dict[str, ApiKey] = {}
-    problems: list[Problem] = []
-    for user in filter(needs_mail_lines, desired.users):
-        path = desired.files.get(user.api_user, Path(f"{user.api_user}.yaml"))
-        try:
-            keys[user.api_user] = resolve(user.api_key, path.parent, env)
-        except ReconcilerError as exc:
-            problems.append(
-                Problem(str(path), str(exc), desired.line(user.api_user, "api_key"), field="api_key")
-            )
-    if problems:
-        raise ValidationFailed(problems)
-    return keys
+    resolved = resolve_all(desired, env=env, names=[u.api_user for u in desired.users if needs_mail_lines(u)])
+    resolved.raise_if_missing()
+    return resolved.keys
 
 
 def _render(

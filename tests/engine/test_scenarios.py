@@ -242,7 +242,7 @@ def test_missing_secret_applies_nothing_and_names_file_and_line(repo: Repo) -> N
     result = repo.run("apply", "--auto-approve", env=env)
     assert result.code == 1
     assert (
-        "users/b@example.com.yaml:2: api_key: environment variable" in result.stderr
+        "users/b@example.com.yaml:3: api_key.from_env: environment variable" in result.stderr
         and repo.var("b@example.com") in result.stderr
     )
     assert set(repo.live()) == {repo.service.admin_user}

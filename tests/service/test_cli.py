@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from reconciler.secrets import ApiKey
+from reconciler.service.client import ServiceClient
 from reconciler.service.server import free_port
 from tests.fixtures.service import RunningService, new_key
 
@@ -37,11 +39,11 @@ class Subprocess:
         }
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Subprocess]:
-    key, port, smtp_port = new_key(), free_port(), free_port()
+def spawn(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str, str, str]:
+    """Start `reconciler service run`, wait for its ready line; (process, url, admin key, line)."""
+    key, port = new_key(), free_port()
     env = {**os.environ, "RECONCILER_SERVICE_ADMIN_KEY": key}
-    args = ["--db", str(tmp_path / "s.sqlite"), "--port", str(port), "--smtp-port", str(smtp_port)]
+    args = ["--db", str(tmp_path / "s.sqlite"), "--port", str(port), *extra]
     proc = subprocess.Popen(
         [RECONCILER, "service", "run", *args, "--admin-user", "root@example.com"],
         env=env,
@@ -52,8 +54,15 @@ def served(tmp_path: Path) -> Iterator[Subprocess]:
     assert proc.stdout is not None
     ready = proc.stdout.readline()  # blocks until the service says it listens
     assert ready.startswith(f"listening on http://127.0.0.1:{port}/api/v2"), ready
+    return proc, f"http://127.0.0.1:{port}/api/v2", key, ready
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Subprocess]:
+    smtp_port = free_port()
+    proc, url, key, ready = spawn(tmp_path, "--smtp-port", str(smtp_port))
     assert f"127.0.0.1:{smtp_port}" in ready
-    yield Subprocess(proc, f"http://127.0.0.1:{port}/api/v2", key, smtp_port)
+    yield Subprocess(proc, url, key, smtp_port)
     if proc.poll() is None:
         proc.kill()
         proc.wait()
@@ -134,28 +143,11 @@ def _children(pid: int) -> list[int]:
 
 
 def test_prefork_workers_share_the_port_and_database_and_stop_together(tmp_path: Path) -> None:
-    key, port = new_key(), free_port()
-    env = {**os.environ, "RECONCILER_SERVICE_ADMIN_KEY": key}
-    args = ["--db", str(tmp_path / "s.sqlite"), "--port", str(port), "--workers", "2"]
-    proc = subprocess.Popen(
-        [RECONCILER, "service", "run", *args, "--admin-user", "root@example.com"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, url, key, _ = spawn(tmp_path, "--workers", "2")
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().startswith(f"listening on http://127.0.0.1:{port}/api/v2")
         workers = _children(proc.pid)
         assert len(workers) == 2
-        svc = RunningService.__new__(RunningService)
-        svc.base_url, svc.admin_user, svc.admin_key = (
-            f"http://127.0.0.1:{port}/api/v2",
-            "root@example.com",
-            key,
-        )
-        with svc.client() as client, ThreadPoolExecutor(8) as pool:
+        with ServiceClient(url, "root@example.com", SecretStr(key)) as client, ThreadPoolExecutor(8) as pool:
             names = [f"w{i}@example.com" for i in range(40)]
             created = list(
                 pool.map(lambda n: client.create_user(n, {"role": "normal"}, ApiKey(new_key()), {}), names)

@@ -32,8 +32,11 @@ DESCRIPTION_WIDTH = 40
 def validate(users_dir: Path, fmt: str, table: bool | None) -> int:
     """Check every users/<api_user>.yaml without contacting the service or reading any key.
 
+    Exit 0 when valid, 1 when not; every error names file:line:column and the field. With
+    GITHUB_ACTIONS=true each error is also printed as an annotation on its line of the pull request.
+
     \b
-    Exit 0 when valid, 1 when not; every error names file:line:column and the field.
+    Example:
       reconciler validate
       reconciler validate --users path/to/users --format json
     """
@@ -54,6 +57,7 @@ def schema() -> int:
     """Print the JSON Schema of a user file (the example users point editors at schema/user.schema.json).
 
     \b
+    Example:
       reconciler schema > schema/user.schema.json
     """
     click.echo(schema_text(), nl=False)

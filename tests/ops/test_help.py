@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.cli import VERBS
 from tests.ops.conftest import Repo
 
 
 @pytest.mark.parametrize(
-    "command", [["import"], ["status"], ["secret"], ["secret", "encrypt"], ["completion"]]
+    "command",
+    [[verb] for verb in sorted(VERBS)] + [["secret", "encrypt"], ["service", "run"], ["service", "messages"]],
 )
 def test_help_has_an_example(repo: Repo, command: list[str]) -> None:
     shown = repo.run(*command, "--help")
     assert shown.code == 0
     assert "Example:" in shown.stdout
     assert "reconciler " + command[0] in shown.stdout.split("Example:")[1]
+
+
+def test_top_level_help_has_an_example(repo: Repo) -> None:
+    assert "Example:" in repo.run("--help").stdout
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])

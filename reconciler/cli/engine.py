@@ -81,13 +81,17 @@ def _style(text: str, colour: str) -> str:
     return click.style(text, fg=colour)
 
 
+def _styler() -> Callable[[str, str], str]:
+    return _style if use_color() else (lambda text, _colour: text)
+
+
 def _show(plan: Plan, fmt: str) -> None:
     if fmt == "json":
         click.echo(render_json(plan), nl=False)
     elif fmt == "markdown":
         click.echo(render_markdown(plan), nl=False)
     else:
-        click.echo(render_text(plan, _style if use_color() else (lambda t, _c: t)), nl=False)
+        click.echo(render_text(plan, _styler()), nl=False)
 
 
 def _plan_exit(plan: Plan) -> int:
@@ -287,7 +291,7 @@ def _report(outcomes: list[Outcome]) -> None:
         colour = {Status.OK: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[o.status]
         click.echo(
             f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  "
-            + click.style(status, fg=colour)
+            + _styler()(status, colour)
         )
     bad = failed(outcomes)
     click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")

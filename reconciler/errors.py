@@ -106,6 +106,10 @@ class LockHeld(ReconcilerError):
     """Another reconcile holds the lock."""
 
 
+class Cancelled(ReconcilerError):
+    """The person at the terminal said no: nothing was changed, and no mail step follows."""
+
+
 class MailServerError(ReconcilerError):
     """Rendering, validating, installing or reloading the mail server failed."""
 

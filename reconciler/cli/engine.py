@@ -16,7 +16,7 @@ from reconciler.apply import Outcome, Status, apply_plan, failed
 from reconciler.cli.common import handle_errors, use_color, users_option
 from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
-from reconciler.errors import ExitCode, ReconcilerError
+from reconciler.errors import Cancelled, ExitCode, ReconcilerError, StalePlan
 from reconciler.output import plan_from_json, render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Guards, Plan, raise_if_unsafe
 from reconciler.service.client import ServiceClient
@@ -175,7 +175,7 @@ def apply(plan_file: Path | None, **options: Any) -> int:
     Example:
       reconciler apply --auto-approve --allow-deletes 5
     """
-    return _run_apply(plan_file, mail=False, **options)
+    return _run_apply(plan_file, mail=None, **options)
 
 
 @click.command()
@@ -190,19 +190,19 @@ def reconcile(mail_dir: Path | None, no_reload: bool, **options: Any) -> int:
     Example:
       reconciler reconcile --auto-approve --mail-dir /etc/reconciler/mail
     """
-    code = _run_apply(None, mail=True, **options)
-    if code not in (ExitCode.OK, ExitCode.ERROR):
-        return code
-    from reconciler.cli.mail_step import run_mail_step
+    return _run_apply(None, mail=MailStep(mail_dir, reload=not no_reload), **options)
 
-    mail_code = run_mail_step(options["users_dir"], mail_dir, reload=not no_reload)
-    return max(code, mail_code)
+
+@dataclass(frozen=True)
+class MailStep:
+    mail_dir: Path | None
+    reload: bool
 
 
 def _run_apply(
     plan_file: Path | None,
     *,
-    mail: bool,
+    mail: MailStep | None,
     users_dir: Path,
     auto_approve: bool,
     allow_deletes: int | None,
@@ -210,30 +210,63 @@ def _run_apply(
     targets: tuple[str, ...],
     force_unlock: bool,
 ) -> int:
+    """Apply under the lock; for reconcile, the mail step runs under the same lock, after the
+    service changes (also when some failed: the gateway then still drops locked and deleted users)."""
     loaded = _load(users_dir)
     settings = loaded.settings
     guards = engine.guards_from(settings, allow_deletes, allow_locks)
     state_dir = users_dir.parent / settings.state_dir
     with (
-        reconcile_lock(state_dir, settings.api_url, "reconcile" if mail else "apply", force=force_unlock),
+        reconcile_lock(
+            state_dir, settings.api_url, "apply" if mail is None else "reconcile", force=force_unlock
+        ),
         ServiceClient.from_settings(settings) as client,
     ):
-        fresh = _fresh_plan(loaded, client, guards, targets)
-        if plan_file is not None:
-            engine.check_not_stale(_read_saved(plan_file), fresh)
-        raise_if_unsafe(fresh)
-        if not fresh.changes:
-            click.echo("No changes to the service.")
-            return ExitCode.OK
-        material = engine.key_material(fresh, loaded.desired, settings)
-        if plan_file is None and not _confirmed(fresh, auto_approve):
-            click.echo("Apply cancelled; nothing was changed.", err=True)
-            return ExitCode.ERROR
-        audit = AuditLog(state_dir, _audit_context(loaded, settings))
-        outcomes = _execute(fresh, client, material, settings, audit)
-        _report(outcomes)
-        _converged(loaded, client, guards, targets)
+        code = _apply_to_service(plan_file, loaded, client, guards, targets, auto_approve=auto_approve)
+        if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):
+            return code
+        from reconciler.cli.mail_step import run_mail_step
+
+        return max(code, run_mail_step(users_dir, mail.mail_dir, reload=mail.reload))
+
+
+def _apply_to_service(
+    plan_file: Path | None,
+    loaded: Loaded,
+    client: ServiceClient,
+    guards: Guards,
+    targets: tuple[str, ...],
+    *,
+    auto_approve: bool,
+) -> int:
+    settings = loaded.settings
+    fresh = _fresh_plan(loaded, client, guards, targets)
+    if plan_file is not None:
+        _check_saved(_read_saved(plan_file), fresh)
+    raise_if_unsafe(fresh)
+    if not fresh.changes:
+        click.echo("No changes to the service.")
+        return ExitCode.OK
+    material = engine.key_material(fresh, loaded.desired, settings)
+    if plan_file is None and not _confirmed(fresh, auto_approve):
+        raise Cancelled("apply cancelled; nothing was changed")
+    state_dir = loaded.users_dir.parent / settings.state_dir
+    audit = AuditLog(state_dir, _audit_context(loaded, settings))
+    outcomes = _execute(fresh, client, material, settings, audit)
+    _report(outcomes)
+    _converged(loaded, client, guards, targets)
     return ExitCode.ERROR if failed(outcomes) else ExitCode.OK
+
+
+def _check_saved(saved: Plan, fresh: Plan) -> None:
+    """A saved plan is applied exactly: refuse when the state moved, or when the same inputs now
+    give other changes (the plan was made with other options, such as --target)."""
+    engine.check_not_stale(saved, fresh)
+    if saved.changes != fresh.changes:
+        raise StalePlan(
+            "the saved plan does not match what apply would do now (was it made with other options, "
+            "such as --target?). Run `reconciler plan --out` again with the options you apply with."
+        )
 
 
 def _read_saved(path: Path) -> Plan:

@@ -76,4 +76,4 @@ def test_apply_at_a_terminal_asks_first(repo: Repo, answer: bytes, applied: bool
     out = _on_a_terminal(repo, "apply", env=env, answer=answer)
     assert b"Apply these changes?" in out
     assert ("a@example.com" in repo.live()) is applied
-    assert (b"Apply cancelled; nothing was changed." in out) is not applied
+    assert (b"apply cancelled; nothing was changed" in out) is not applied

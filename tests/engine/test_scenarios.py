@@ -280,3 +280,15 @@ def test_target_limits_apply(repo: Repo) -> None:
     repo.write("b@example.com")
     assert repo.run("apply", "--auto-approve", "--target", "a@*").code == 0
     assert "b@example.com" not in repo.live() and "a@example.com" in repo.live()
+
+
+def test_saved_plan_made_for_a_target_is_not_applied_to_everyone(repo: Repo) -> None:
+    repo.write("a@example.com")
+    repo.write("b@example.com")
+    assert repo.run("plan", "--target", "a@*", "--out", "plan.json").code == 2
+    refused = repo.run("apply", "plan.json")
+    assert refused.code == 3
+    assert "does not match what apply would do now" in refused.stderr
+    assert set(repo.live()) == {repo.service.admin_user}
+    assert repo.run("apply", "plan.json", "--target", "a@*").code == 0
+    assert set(repo.live()) == {repo.service.admin_user, "a@example.com"}

@@ -254,8 +254,8 @@ def _apply_to_service(
     audit = AuditLog(state_dir, _audit_context(loaded, settings))
     outcomes = _execute(fresh, client, material, settings, audit)
     _report(outcomes)
-    _converged(loaded, client, guards, targets)
-    return ExitCode.ERROR if failed(outcomes) else ExitCode.OK
+    converged = _converged(loaded, client, guards, targets)
+    return ExitCode.ERROR if failed(outcomes) or not converged else ExitCode.OK
 
 
 def _check_saved(saved: Plan, fresh: Plan) -> None:
@@ -334,16 +334,22 @@ def _report(outcomes: list[Outcome]) -> None:
         )
 
 
-def _converged(loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...]) -> None:
-    """Plan again: a service that silently ignored a change shows up here, not next week."""
+def _converged(loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...]) -> bool:
+    """Plan again: a service that silently ignored a change shows up here (and fails the run), not
+    in next week's drift report."""
     again = _fresh_plan(
         loaded, client, replace(guards, allow_deletes=None, allow_locks=None), targets, warn=False
     )
     pending = replace(again, mail_files=())
-    if pending.changes:
-        click.echo("Still pending after apply: " + summary_line(pending), err=True)
-        for change in pending.changes:
-            click.echo(f"  {change.action.value} {change.api_user}", err=True)
+    if not pending.changes:
+        return True
+    click.echo(
+        "Still pending after apply (the service did not take these): " + summary_line(pending), err=True
+    )
+    for change in pending.changes:
+        fields = ", ".join(f.field for f in change.fields) or "api_key"
+        click.echo(f"  {change.action.value} {change.api_user}: {fields}", err=True)
+    return False
 
 
 COMMANDS = (plan, apply, reconcile)

@@ -60,6 +60,12 @@ def service() -> None:
 @click.option("--fault-retry-after", type=click.IntRange(0, 3600), default=1, show_default=True)
 @click.option("--fault-seed", type=int, help="Seed for reproducible faults.")
 @click.option("--fail-writes-for", multiple=True, metavar="EMAIL", help="Writes to this api_user answer 500.")
+@click.option(
+    "--ignore-writes-for",
+    multiple=True,
+    metavar="EMAIL",
+    help="PATCHes to this api_user answer 200 but change nothing.",
+)
 @handle_errors
 def run(
     *,
@@ -76,6 +82,7 @@ def run(
     fault_retry_after: int,
     fault_seed: int | None,
     fail_writes_for: tuple[str, ...],
+    ignore_writes_for: tuple[str, ...],
 ) -> int:
     """Run the embedded service until SIGTERM or Ctrl-C.
 
@@ -94,6 +101,7 @@ def run(
         retry_after_s=fault_retry_after,
         seed=fault_seed,
         fail_writes_for={e.lower() for e in fail_writes_for},
+        ignore_writes_for={e.lower() for e in ignore_writes_for},
     )
     options = ServiceOptions(host=host, port=port, smtp_port=smtp_port, faults=faults, workers=workers)
     embedded = EmbeddedService(db_path, options)

@@ -225,6 +225,8 @@ class ServiceApp:
         annotations_patch = patch.pop("annotations", {})
         if "api_user" in patch and str(patch.pop("api_user")).lower() != api_user.lower():
             raise ApiError.one(400, "immutable", "api_user cannot be changed", "api_user")
+        if self.faults.ignores_writes_for(api_user):
+            return json_response(self._existing(api_user).public())
         try:
             user = self.store.update(
                 api_user, lambda cur: self._replacement(cur, patch, annotations_patch, key)

@@ -30,6 +30,9 @@ class FaultConfig:
     seed: int | None = None
     # Writes (POST/PATCH/DELETE) to these api_users (lower case) answer 500: "one change fails mid-run".
     fail_writes_for: set[str] = field(default_factory=set)
+    # PATCHes to these api_users answer 200 with the unchanged user: a service that silently ignores
+    # a change, which only the reconciler's plan-after-apply can notice.
+    ignore_writes_for: set[str] = field(default_factory=set)
     # Deterministic faults for the next requests, in order, before any random ones.
     next_faults: deque[Fault] = field(default_factory=deque)
     _rng: random.Random = field(init=False, repr=False)
@@ -57,4 +60,11 @@ class FaultConfig:
         return Fault.NONE
 
     def fails_writes_for(self, api_user: str | None) -> bool:
-        return api_user is not None and api_user.lower() in {u.lower() for u in self.fail_writes_for}
+        return _listed(api_user, self.fail_writes_for)
+
+    def ignores_writes_for(self, api_user: str | None) -> bool:
+        return _listed(api_user, self.ignore_writes_for)
+
+
+def _listed(api_user: str | None, names: set[str]) -> bool:
+    return api_user is not None and api_user.lower() in {u.lower() for u in names}

@@ -292,3 +292,14 @@ def test_saved_plan_made_for_a_target_is_not_applied_to_everyone(repo: Repo) -> 
     assert set(repo.live()) == {repo.service.admin_user}
     assert repo.run("apply", "plan.json", "--target", "a@*").code == 0
     assert set(repo.live()) == {repo.service.admin_user, "a@example.com"}
+
+
+def test_a_change_the_service_silently_ignores_is_reported_and_fails_the_run(repo: Repo) -> None:
+    seed(repo)
+    repo.write("a@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
+    repo.service.faults.ignore_writes_for = {"a@example.com"}
+    result = repo.run("apply", "--auto-approve")
+    assert result.code == 1
+    assert "1 of 1 changes applied" in result.stdout  # the service said yes...
+    assert "Still pending after apply" in result.stderr  # ...but the re-plan saw nothing change
+    assert "update a@example.com: timezone" in result.stderr

@@ -303,3 +303,23 @@ def test_a_change_the_service_silently_ignores_is_reported_and_fails_the_run(rep
     assert "1 of 1 changes applied" in result.stdout  # the service said yes...
     assert "Still pending after apply" in result.stderr  # ...but the re-plan saw nothing change
     assert "update a@example.com: timezone" in result.stderr
+
+
+def test_force_unlock_takes_over_a_live_lock(repo: Repo) -> None:
+    repo.write("a@example.com")
+    path = lock_path(repo.root / ".reconciler", repo.service.base_url)
+    path.parent.mkdir(parents=True)
+    alive = {
+        "holder": "ci",
+        "host": "other-host",
+        "pid": 1,
+        "started_at": "2999-01-01T00:00:00+00:00",
+        "command": "apply",
+        "service": repo.service.base_url,
+    }
+    path.write_text(json.dumps(alive))
+    held = repo.run("apply", "--auto-approve")
+    assert held.code == 1
+    assert "ci on other-host (pid 1, apply" in held.stderr and "--force-unlock" in held.stderr
+    assert repo.run("apply", "--auto-approve", "--force-unlock").code == 0
+    assert "a@example.com" in repo.live()

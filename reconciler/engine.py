@@ -42,8 +42,11 @@ def resolve_keys(
 
 
 def fingerprints_of(keys: Mapping[str, ApiKey], secret: bytes) -> dict[str, str]:
-    """Keyed fingerprints by api_user lowercased, the way the plan matches users."""
-    return {name.lower(): fingerprint(key, secret) for name, key in keys.items()}
+    """Keyed fingerprints by api_user lowercased, the way the plan matches users. Each ends with
+    the id of the secret that made it, so a plan can tell "the secret changed" (e.g. the
+    reconciler's own key was rotated) from "the declared key changed"."""
+    sid = hmac.new(secret, b"reconciler fingerprint secret id", hashlib.sha256).hexdigest()[:8]
+    return {name.lower(): f"{fingerprint(key, secret)};sid={sid}" for name, key in keys.items()}
 
 
 def guards_from(

@@ -134,7 +134,7 @@ def make_plan(
         desired_digest=desired_digest,
         live_versions=live_versions(live),
         key_checks_skipped=fingerprints is None,
-        notes=_notes(fingerprints is None, targets),
+        notes=_notes(fingerprints is None and bool(desired), targets),
     )
     return _with_refusals(plan, desired, live, guards)
 
@@ -171,6 +171,8 @@ def _update(spec: UserSpec, live: LiveUser, fp: str | None, skipped: bool) -> li
         for path in declared_paths(spec)
         if (old := _live_value(live, path)) != (new := _spec_value(spec, path))
     ]
+    diffs += _dependent_changes(live, diffs)
+    diffs.sort(key=lambda d: COMPARED_FIELDS.index(d.field))
     lock = next((d for d in diffs if d.field == "locked"), None)
     diffs = [d for d in diffs if d.field != "locked"]
     reason = key_change_reason(live, fp, skipped)
@@ -180,6 +182,22 @@ def _update(spec: UserSpec, live: LiveUser, fp: str | None, skipped: bool) -> li
     if lock is not None:
         out.append(Change(Action.LOCK if lock.new else Action.UNLOCK, live.api_user, (lock,)))
     return out
+
+
+def _dependent_changes(live: LiveUser, diffs: list[FieldChange]) -> list[FieldChange]:
+    """Fields the service would otherwise refuse to keep: the merged user must still validate, so
+    turning SMTP off clears smtp_senders and turning HTTP-API off clears own_data_only."""
+    new = {d.field: d.new for d in diffs}
+    extra = []
+    if new.get("access.smtp") is False and live.smtp_senders and "smtp_senders" not in new:
+        extra.append(FieldChange("smtp_senders", list(live.smtp_senders), None))
+    if (
+        new.get("access.http_api") is False
+        and live.access.own_data_only
+        and "access.own_data_only" not in new
+    ):
+        extra.append(FieldChange("access.own_data_only", True, False))
+    return extra
 
 
 def key_change_reason(live: LiveUser, fp: str | None, skipped: bool) -> str | None:
@@ -194,9 +212,18 @@ def key_change_reason(live: LiveUser, fp: str | None, skipped: bool) -> str | No
         return None
     if recorded_fp is None:
         return "not set by the reconciler yet"
-    if recorded_fp != fp:
-        return "declared key changed"
-    return None
+    if recorded_fp == fp:
+        return None
+    if _secret_id(recorded_fp) != _secret_id(fp):
+        return "fingerprint secret changed: the key is set again to record a new fingerprint"
+    return "declared key changed"
+
+
+def _secret_id(fingerprint: str | None) -> str | None:
+    """Fingerprints end in `;sid=<id of the secret>` (engine.fingerprints_of), so a changed secret
+    is told apart from a changed key."""
+    _, _, sid = (fingerprint or "").partition(";sid=")
+    return sid or None
 
 
 def _same_time(recorded: str | None, actual: datetime | None) -> bool:
@@ -275,13 +302,13 @@ def check_safety(
     plan: Plan, desired: Sequence[UserSpec], live: Sequence[LiveUser], guards: Guards
 ) -> list[str]:
     """Every reason the plan is unsafe, checked for the whole plan before the first write."""
-    reasons: list[str] = []
     if not desired and live:
-        reasons.append(
+        # No override exists for this one, so do not suggest --allow-deletes.
+        return [
             f"the users directory declares no users but the service has {len(live)}: "
             "an empty or unreadable users/ never means 'delete everyone'"
-        )
-    reasons += _mass_change(plan, len(live), guards)
+        ]
+    reasons = _mass_change(plan, len(live), guards)
     reasons += _self_protection(plan, guards)
     reasons += _admins_left(plan, desired, live)
     return reasons
@@ -343,14 +370,35 @@ def _self_protection(plan: Plan, guards: Guards) -> list[str]:
 
 
 def _admins_left(plan: Plan, desired: Sequence[UserSpec], live: Sequence[LiveUser]) -> list[str]:
-    """After the plan, at least one unlocked admin with HTTP-API access must remain."""
-    touched = {c.api_user.lower() for c in plan.changes}
-    after = [_usable_admin_spec(u) for u in desired if u.api_user.lower() in touched]
-    untouched_live = [u for u in live if u.api_user.lower() not in touched]
-    after += [u.role == "admin" and not u.locked and u.access.http_api for u in untouched_live]
+    """After the plan, at least one unlocked admin with HTTP-API access must remain. Each user is
+    judged as it will be: its live values with the plan's changes on top (fields a file leaves out
+    keep their live values)."""
+    changes: dict[str, list[Change]] = {}
+    for change in plan.changes:
+        changes.setdefault(change.api_user.lower(), []).append(change)
+    after = [_usable_admin_after(u, changes.get(u.api_user.lower(), [])) for u in live]
+    after += [_usable_admin_spec(u) for u in desired if _created(changes.get(u.api_user.lower(), []))]
     if live and not any(after):
         return ["refusing a plan that leaves no unlocked admin with HTTP-API access on the service"]
     return []
+
+
+def _created(changes: list[Change]) -> bool:
+    return any(c.action is Action.CREATE for c in changes)
+
+
+def _usable_admin_after(user: LiveUser, changes: list[Change]) -> bool:
+    if any(c.action is Action.DELETE for c in changes):
+        return False
+    values: dict[str, Any] = {
+        "role": user.role,
+        "locked": user.locked,
+        "access.http_api": user.access.http_api,
+    }
+    for field_change in (f for c in changes for f in c.fields):
+        if field_change.field in values:
+            values[field_change.field] = field_change.new
+    return values["role"] == "admin" and not values["locked"] and bool(values["access.http_api"])
 
 
 def _usable_admin_spec(spec: UserSpec) -> bool:

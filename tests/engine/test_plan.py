@@ -200,3 +200,47 @@ def test_target_limits_the_plan() -> None:
         targets=("a@*",),
     )
     assert [c.api_user for c in result.changes] == ["a@example.com"]
+
+
+def test_a_changed_fingerprint_secret_is_not_called_a_changed_key() -> None:
+    old = live("a@example.com", fp="hmac-sha256:aaaa;sid=old")
+    result = plan_of(
+        [spec("a@example.com")], [old], fingerprints={"a@example.com": "hmac-sha256:bbbb;sid=new"}
+    )
+    (change,) = result.changes
+    assert change.key_reason is not None and change.key_reason.startswith("fingerprint secret changed")
+    same_secret = live("a@example.com", fp="hmac-sha256:aaaa;sid=new")
+    result = plan_of(
+        [spec("a@example.com")], [same_secret], fingerprints={"a@example.com": "hmac-sha256:bbbb;sid=new"}
+    )
+    assert result.changes[0].key_reason == "declared key changed"
+
+
+def test_turning_smtp_off_also_clears_the_senders_the_service_would_refuse() -> None:
+    current = live(
+        "a@example.com",
+        access={"smtp": True, "http_api": True, "own_data_only": True},
+        smtp_senders=["a@example.com", "@a.example.com"],
+    )
+    result = plan_of([spec("a@example.com", access={"smtp": False, "http_api": False})], [current])
+    (change,) = result.changes
+    assert [(f.field, f.old, f.new) for f in change.fields] == [
+        ("access.http_api", True, False),
+        ("access.smtp", True, False),
+        ("access.own_data_only", True, False),
+        ("smtp_senders", ["a@example.com", "@a.example.com"], None),
+    ]
+
+
+def test_admin_guard_judges_fields_a_file_leaves_out_by_their_live_value() -> None:
+    # The admin's file omits `access`; only the description changes: the admin stays usable.
+    admin = spec("admin@example.com", role="admin", description="ops")
+    result = make_plan([admin], [LIVE_ADMIN], desired_digest="d", fingerprints={})
+    assert result.refusals == ()
+
+
+def test_empty_users_dir_is_one_refusal_without_a_useless_override() -> None:
+    result = make_plan([], [LIVE_ADMIN, live("a@example.com")], desired_digest="d", fingerprints=None)
+    assert len(result.refusals) == 1
+    assert "--allow-deletes" not in result.refusals[0]
+    assert not result.notes

@@ -323,3 +323,15 @@ def test_force_unlock_takes_over_a_live_lock(repo: Repo) -> None:
     assert "ci on other-host (pid 1, apply" in held.stderr and "--force-unlock" in held.stderr
     assert repo.run("apply", "--auto-approve", "--force-unlock").code == 0
     assert "a@example.com" in repo.live()
+
+
+def test_turning_smtp_off_applies_even_though_the_file_drops_its_senders(repo: Repo) -> None:
+    repo.write("a@example.com", access={"smtp": True}, smtp_senders=["a@example.com", "@a.example.com"])
+    assert repo.run("apply", "--auto-approve").code == 0
+    repo.write("a@example.com", access={"smtp": False})
+    planned = repo.run("plan")
+    assert '~ smtp_senders:  ["a@example.com", "@a.example.com"] -> null' in planned.stdout
+    result = repo.run("apply", "--auto-approve")
+    assert result.code == 0, result.output
+    assert repo.live()["a@example.com"].smtp_senders is None
+    assert repo.run("plan").code == 0

@@ -34,6 +34,8 @@ class Client(Protocol):
 
     def delete_user(self, api_user: str) -> None: ...
 
+    def use_api_key(self, api_key: ApiKey) -> None: ...
+
 
 class Status(StrEnum):
     OK = "ok"
@@ -70,11 +72,16 @@ def apply_plan(
     *,
     concurrency: int = 8,
     on_outcome: Callable[[Outcome], None] | None = None,
+    self_user: str | None = None,
 ) -> list[Outcome]:
+    """Apply phase by phase. A key change of `self_user` (the API user the client authenticates
+    as) runs last of all, and the client switches to the new key right after it: every other
+    request of the run still holds the old one."""
+    own_key_change = _own_key_change(plan, self_user)
     outcomes: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="apply") as pool:
         for phase in PHASES:
-            batch = plan.by_action(phase)
+            batch = tuple(c for c in plan.by_action(phase) if c is not own_key_change)
             if phase in ACCESS_REMOVING and any(o.status is not Status.OK for o in outcomes):
                 done = [
                     Outcome(c, Status.SKIPPED, "an earlier change failed; access is removed last")
@@ -82,29 +89,42 @@ def apply_plan(
                 ]
             else:
                 done = list(pool.map(lambda c: _run(c, client, material), batch))
-            for outcome in done:
-                if on_outcome is not None:
-                    on_outcome(outcome)
-            outcomes.extend(done)
+            outcomes.extend(_report_all(done, on_outcome))
+    if own_key_change is not None:
+        outcomes.extend(_report_all([_run(own_key_change, client, material, own=True)], on_outcome))
     return outcomes
 
 
-def _run(change: Change, client: Client, material: KeyMaterial) -> Outcome:
+def _own_key_change(plan: Plan, self_user: str | None) -> Change | None:
+    me = (self_user or "").lower()
+    return next((c for c in plan.by_action(Action.UPDATE) if c.key_change and c.api_user.lower() == me), None)
+
+
+def _report_all(outcomes: list[Outcome], on_outcome: Callable[[Outcome], None] | None) -> list[Outcome]:
+    for outcome in outcomes:
+        if on_outcome is not None:
+            on_outcome(outcome)
+    return outcomes
+
+
+def _run(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> Outcome:
     try:
-        _execute(change, client, material)
+        _execute(change, client, material, own=own)
     except ReconcilerError as exc:
         return Outcome(change, Status.FAILED, str(exc))
+    except Exception as exc:  # a bug must not abort the run: the other changes still get reported
+        return Outcome(change, Status.FAILED, f"unexpected {type(exc).__name__}")
     return Outcome(change, Status.OK)
 
 
-def _execute(change: Change, client: Client, material: KeyMaterial) -> None:
+def _execute(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> None:
     name = change.api_user
     if change.action is Action.CREATE:
         key, fp = material.for_user(name)
         created = client.create_user(name, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
         _record_key_time(client, created)
     elif change.action is Action.UPDATE:
-        _update(change, client, material)
+        _update(change, client, material, own=own)
     elif change.action in (Action.LOCK, Action.UNLOCK):
         client.update_user(name, {"locked": change.action is Action.LOCK})
     else:
@@ -113,12 +133,14 @@ def _execute(change: Change, client: Client, material: KeyMaterial) -> None:
             client.delete_user(name)
 
 
-def _update(change: Change, client: Client, material: KeyMaterial) -> None:
+def _update(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> None:
     if not change.key_change:
         client.update_user(change.api_user, change.new_values())
         return
     key, fp = material.for_user(change.api_user)
     updated = client.update_user(change.api_user, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
+    if own:
+        client.use_api_key(key)
     _record_key_time(client, updated)
 
 

@@ -41,6 +41,19 @@ def resolve_keys(
     return resolve_all(desired, env=env, names=names)
 
 
+def require_keys(desired: DesiredState, targets: tuple[str, ...] = ()) -> None:
+    """apply/reconcile: every key of the users in scope must be readable before anything is
+    applied. Otherwise a plan would skip their key checks and silently never apply a rotation."""
+    from fnmatch import fnmatchcase
+
+    names = [
+        u.api_user
+        for u in desired.users
+        if not targets or any(fnmatchcase(u.api_user.lower(), t.lower()) for t in targets)
+    ]
+    resolve_keys(desired, names).raise_if_missing()
+
+
 def fingerprints_of(keys: Mapping[str, ApiKey], secret: bytes) -> dict[str, str]:
     """Keyed fingerprints by api_user lowercased, the way the plan matches users. Each ends with
     the id of the secret that made it, so a plan can tell "the secret changed" (e.g. the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 import click
 
 from reconciler import engine
-from reconciler.apply import Outcome, Status, apply_plan, failed
+from reconciler.apply import KeyMaterial, Outcome, Status, apply_plan, failed
 from reconciler.cli.common import handle_errors, use_color, users_option
 from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
@@ -71,7 +72,10 @@ def _fresh_plan(
 def _with_mail_preview(plan: Plan, loaded: Loaded) -> Plan:
     from reconciler.cli.mail_step import mail_preview
 
-    files = mail_preview(loaded.settings, loaded.desired)
+    try:
+        files = mail_preview(loaded.settings, loaded.desired)
+    except ReconcilerError as exc:
+        return replace(plan, notes=(*plan.notes, f"Mail files were not compared: {exc}"))
     return replace(plan, mail_files=files) if files else plan
 
 
@@ -139,7 +143,10 @@ def plan(
         result = _fresh_plan(loaded, client, guards, targets)
     _show(result, fmt)
     if out is not None:
-        out.write_text(render_json(result), encoding="utf-8")
+        try:
+            out.write_text(render_json(result), encoding="utf-8")
+        except OSError as exc:
+            raise ReconcilerError(f"cannot save the plan to {out}: {exc.strerror}") from None
         click.echo(f"Saved the plan to {out}; apply it with: reconciler apply {out}", err=True)
     return _plan_exit(result)
 
@@ -240,6 +247,7 @@ def _apply_to_service(
     auto_approve: bool,
 ) -> int:
     settings = loaded.settings
+    engine.require_keys(loaded.desired, targets)
     fresh = _fresh_plan(loaded, client, guards, targets)
     if plan_file is not None:
         _check_saved(_read_saved(plan_file), fresh)
@@ -290,7 +298,7 @@ def _audit_context(loaded: Loaded, settings: Settings) -> dict[str, Any]:
 
 
 def _execute(
-    result: Plan, client: ServiceClient, material: Any, settings: Settings, audit: AuditLog
+    result: Plan, client: ServiceClient, material: KeyMaterial, settings: Settings, audit: AuditLog
 ) -> list[Outcome]:
     total = len(result.changes)
     show_bar = sys.stderr.isatty() and total >= 20
@@ -308,11 +316,18 @@ def _execute(
         if bar is not None:
             bar.update(1)
 
-    bar = None
-    if show_bar:
-        with click.progressbar(length=total, label="Applying", file=sys.stderr) as bar:
-            return apply_plan(result, client, material, concurrency=settings.concurrency, on_outcome=record)
-    return apply_plan(result, client, material, concurrency=settings.concurrency, on_outcome=record)
+    bar: Any = None
+    with contextlib.ExitStack() as stack:
+        if show_bar:
+            bar = stack.enter_context(click.progressbar(length=total, label="Applying", file=sys.stderr))
+        return apply_plan(
+            result,
+            client,
+            material,
+            concurrency=settings.concurrency,
+            on_outcome=record,
+            self_user=settings.api_user,
+        )
 
 
 def _report(outcomes: list[Outcome]) -> None:
@@ -343,9 +358,7 @@ def _converged(loaded: Loaded, client: ServiceClient, guards: Guards, targets: t
     pending = replace(again, mail_files=())
     if not pending.changes:
         return True
-    click.echo(
-        "Still pending after apply (the service did not take these): " + summary_line(pending), err=True
-    )
+    click.echo("Still pending after apply: " + summary_line(pending), err=True)
     for change in pending.changes:
         fields = ", ".join(f.field for f in change.fields) or "api_key"
         click.echo(f"  {change.action.value} {change.api_user}: {fields}", err=True)

@@ -185,6 +185,12 @@ class ServiceClient:
 
     # Lifecycle
 
+    def use_api_key(self, api_key: ApiKey) -> None:
+        """Authenticate with a new key from now on: after apply has changed the reconciler's own key,
+        the old one no longer works for the rest of the run."""
+        self._key = SecretStr(api_key.reveal())
+        self.session.auth = (self.api_user, api_key.reveal())
+
     def close(self) -> None:
         self.session.close()
 

@@ -335,3 +335,44 @@ def test_turning_smtp_off_applies_even_though_the_file_drops_its_senders(repo: R
     assert result.code == 0, result.output
     assert repo.live()["a@example.com"].smtp_senders is None
     assert repo.run("plan").code == 0
+
+
+def test_an_unreadable_key_of_an_existing_user_stops_apply_before_any_change(repo: Repo) -> None:
+    seed(repo)
+    repo.write("a@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
+    env = repo.env()
+    del env[repo.var("c@example.com")]  # c's key rotation could never be noticed without it
+    result = repo.run("apply", "--auto-approve", env=env)
+    assert result.code == 1
+    assert "users/c@example.com.yaml:3: api_key.from_env: environment variable" in result.stderr
+    assert repo.live()["a@example.com"].timezone == "Asia/Tokyo"
+    assert repo.run("plan", env=env).code == 2  # plan still works, skipping c's key check
+    assert repo.run("apply", "--auto-approve", "--target", "a@*", env=env).code == 0
+
+
+def test_rotating_the_reconcilers_own_key_runs_last_and_the_run_finishes(repo: Repo) -> None:
+    seed(repo)
+    admin, old = repo.service.admin_user, repo.service.admin_key
+    repo.keys[admin] = new = new_key()
+    repo.write("a@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
+    env = repo.env() | {"RECONCILER_API_KEY": old}  # CI still holds the old key during this run
+    result = repo.run("apply", "--auto-approve", env=env)
+    assert result.code == 0, result.output
+    assert "2 of 2 changes applied" in result.stdout
+    assert _can_login(repo, admin, new)
+    assert not _can_login(repo, admin, old)
+    repo.service.admin_key = new  # from now on CI holds the new key
+    # The fingerprint secret was derived from the old key: the plan says so instead of claiming
+    # that every declared key changed, and one apply records new fingerprints.
+    replanned = repo.run("plan")
+    assert replanned.code == 2
+    assert "fingerprint secret changed" in replanned.stdout
+    assert "declared key changed" not in replanned.stdout
+    assert repo.run("apply", "--auto-approve").code == 0
+    assert repo.run("plan").code == 0
+
+
+def test_plan_out_into_a_missing_directory_is_a_clear_error(repo: Repo) -> None:
+    result = repo.run("plan", "--out", "no/such/dir/plan.json")
+    assert result.code == 1
+    assert "cannot save the plan to no/such/dir/plan.json" in result.stderr

@@ -65,7 +65,7 @@ def read_lock(path: Path) -> LockInfo | None:
 
 def _stale(info: LockInfo | None, now: datetime) -> bool:
     if info is None:
-        return True  # unreadable: a crash between create and write
+        return True  # unreadable: locks are renamed into place whole, so this is damage, not a race
     if info.host == socket.gethostname() and not _alive(info.pid):
         return True
     try:
@@ -94,35 +94,36 @@ def reconcile_lock(state_dir: Path, service: str, command: str, *, force: bool =
     info = LockInfo(
         actor(), socket.gethostname(), os.getpid(), now.isoformat(timespec="seconds"), command, service
     )
-    _acquire(path, info, now, force)
+    with _guard(path):
+        _acquire(path, info, now, force)
     try:
         yield info
     finally:
-        if read_lock(path) == info:
-            path.unlink(missing_ok=True)
+        with _guard(path):
+            if read_lock(path) == info:
+                path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _guard(path: Path) -> Iterator[None]:
+    """Serialise check-and-take on this host: without it, two runs that both find a stale lock (or
+    one that finds a lock file not written yet) could both go ahead. The lock is per host anyway."""
+    with open(path.with_suffix(".guard"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        yield
 
 
 def _acquire(path: Path, info: LockInfo, now: datetime, force: bool) -> None:
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            held = read_lock(path)
-            if not (force or _stale(held, now)):
-                assert held is not None
-                raise LockHeld(
-                    f"another reconcile holds the lock: {held.describe()}. If that run is gone, "
-                    f"run again with --force-unlock (lock file {path})"
-                ) from None
-            # Rename first: of two runs that both see a stale lock, only one rename succeeds.
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(path, path.with_suffix(f".stale-{os.getpid()}"))
-                path.with_suffix(f".stale-{os.getpid()}").unlink()
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(info), handle)
-        return
-    raise LockHeld(f"could not take the lock {path}")
+    held = read_lock(path) if path.exists() else None
+    if held is not None and not force and not _stale(held, now):
+        raise LockHeld(
+            f"another reconcile holds the lock: {held.describe()}. If that run is gone, "
+            f"run again with --force-unlock (lock file {path})"
+        )
+    # Written whole and renamed into place: a reader never sees a half-written lock.
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(info)))
+    os.replace(tmp, path)
 
 
 # --- audit log ------------------------------------------------------------------------------------

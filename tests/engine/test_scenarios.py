@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from reconciler.errors import LockHeld
 from reconciler.secrets import ApiKey
 from reconciler.state import lock_path, reconcile_lock
 from tests.engine.conftest import Repo
@@ -376,3 +377,46 @@ def test_plan_out_into_a_missing_directory_is_a_clear_error(repo: Repo) -> None:
     result = repo.run("plan", "--out", "no/such/dir/plan.json")
     assert result.code == 1
     assert "cannot save the plan to no/such/dir/plan.json" in result.stderr
+
+
+def test_racing_runs_never_both_take_the_lock(repo: Repo) -> None:
+    """Many runs race to take over one stale lock: exactly one holds it at any time."""
+    import threading
+    import time
+
+    state = repo.root / ".reconciler"
+    holders: list[int] = []
+    errors: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def contender(i: int) -> None:
+        barrier.wait()
+        try:
+            with reconcile_lock(state, "svc", f"run{i}"):
+                holders.append(i)
+                time.sleep(0.005)  # hold it a while, so an overlapping holder would be seen
+                assert len(holders) == 1, "two runs held the lock at once"
+                holders.remove(i)
+        except LockHeld:
+            pass
+        except AssertionError as exc:
+            errors.append(str(exc))
+
+    path = lock_path(state, "svc")
+    state.mkdir(parents=True, exist_ok=True)
+    dead = {
+        "holder": "ci",
+        "host": socket.gethostname(),
+        "pid": 2**22 + 1,
+        "started_at": "2026-11-27T00:00:00+00:00",
+        "command": "apply",
+        "service": "svc",
+    }
+    for _ in range(20):
+        path.write_text(json.dumps(dead))  # every round starts with a stale lock to take over
+        threads = [threading.Thread(target=contender, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from reconciler.model import COMPARED_FIELDS
 from reconciler.plan import SENSITIVE, Action, Change, FieldChange, Plan
 
 FORMAT_VERSION = 1
@@ -128,13 +129,16 @@ def _md_counts(plan: Plan) -> list[str]:
 def _md_creates(changes: tuple[Change, ...]) -> list[str]:
     if not changes:
         return []
-    fields = [f.field for f in changes[0].fields]
+    # Creates leave unset optional fields out, so the columns are the union, in schema order.
+    present = {f.field for change in changes for f in change.fields}
+    fields = [name for name in COMPARED_FIELDS if name in present]
     out = ["", f"#### Create ({len(changes)})", ""]
     out.append("| API user | " + " | ".join(fields) + " | api_key |")
     out.append("|---" * (len(fields) + 2) + "|")
     for change in changes:
-        cells = [_md(_show(f.new)) for f in change.fields]
-        out.append(f"| `{change.api_user}` | " + " | ".join(cells) + " | (sensitive) |")
+        values = {f.field: _md(_show(f.new)) for f in change.fields}
+        cells = [values.get(name, "") for name in fields]
+        out.append(f"| {_md_name(change.api_user)} | " + " | ".join(cells) + " | (sensitive) |")
     return out
 
 
@@ -144,10 +148,12 @@ def _md_updates(changes: tuple[Change, ...]) -> list[str]:
     out = ["", f"#### Update ({len(changes)})", "", "| API user | field | old | new |", "|---|---|---|---|"]
     for change in changes:
         for f in change.fields:
-            out.append(f"| `{change.api_user}` | `{f.field}` | {_md(_show(f.old))} | {_md(_show(f.new))} |")
+            out.append(
+                f"| {_md_name(change.api_user)} | `{f.field}` | {_md(_show(f.old))} | {_md(_show(f.new))} |"
+            )
         if change.key_change:
             reason = _md(change.key_reason or "")
-            out.append(f"| `{change.api_user}` | `api_key` | (sensitive) | will change: {reason} |")
+            out.append(f"| {_md_name(change.api_user)} | `api_key` | (sensitive) | will change: {reason} |")
     return out
 
 
@@ -155,7 +161,12 @@ def _md_names(action: Action, changes: tuple[Change, ...]) -> list[str]:
     if not changes:
         return []
     out = ["", f"#### {action.value.capitalize()} ({len(changes)})", ""]
-    return out + [f"- `{c.api_user}`" for c in changes]
+    return out + [f"- {_md_name(c.api_user)}" for c in changes]
+
+
+def _md_name(name: str) -> str:
+    """An api_user as a code span; names come from the service too, so never trust them."""
+    return "`" + name.replace("`", "'").replace("|", "\\|").replace("\n", " ") + "`"
 
 
 def _md(text: str) -> str:

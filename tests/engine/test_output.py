@@ -35,6 +35,13 @@ SAMPLE = Plan(
             key_reason="new user",
         ),
         Change(
+            Action.CREATE,
+            "second@example.com",
+            (FieldChange("role", None, "admin"), FieldChange("smtp_senders", None, ["@second.example.com"])),
+            key_change=True,
+            key_reason="new user",
+        ),
+        Change(
             Action.UPDATE,
             "billing@example.com",
             (
@@ -83,7 +90,7 @@ def test_text_plan_uses_terraform_symbols_and_hides_keys() -> None:
     assert "~ timezone:" in text and '"Asia/Tokyo" -> "UTC"' in text
     assert "api_key:" in text and "(sensitive) will change  # declared key changed" in text
     assert "  - delete gone@example.com" in text
-    assert "Plan: 1 to create, 1 to update (1 key change), 1 to unlock, 1 to lock, 1 to delete." in text
+    assert "Plan: 2 to create, 1 to update (1 key change), 1 to unlock, 1 to lock, 1 to delete." in text
 
 
 def test_markdown_escapes_cells() -> None:
@@ -95,3 +102,13 @@ def test_unknown_plan_format_is_rejected(version: object) -> None:
     data = plan_to_json(SAMPLE) | {"format_version": version}
     with pytest.raises(ValueError, match="format_version"):
         plan_from_json(data)
+
+
+def test_markdown_creates_share_columns_when_fields_differ() -> None:
+    rows = [line for line in render_markdown(SAMPLE).splitlines() if line.startswith("| `")][:2]
+    header = next(
+        line for line in render_markdown(SAMPLE).splitlines() if line.startswith("| API user | role")
+    )
+    assert header == "| API user | role | access.smtp | smtp_senders | description | api_key |"
+    assert rows[0] == '| `new@example.com` | "normal" | true |  | "a \\| b" | (sensitive) |'
+    assert rows[1] == '| `second@example.com` | "admin" |  | \\["@second.example.com"\\] |  | (sensitive) |'

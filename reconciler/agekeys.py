@@ -22,6 +22,7 @@ from reconciler.errors import SecretError
 
 IDENTITY_ENV = "RECONCILER_AGE_IDENTITY"
 IDENTITY_FILE_ENV = "RECONCILER_AGE_IDENTITY_FILE"
+IDENTITY_PREFIX = "AGE-SECRET-KEY-"
 ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
 ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
 MAX_IDENTITY_FILE_BYTES = 64 * 1024
@@ -121,16 +122,25 @@ def normalize_armor(armored: str) -> str:
 
 
 def parse_recipients(texts: Sequence[str]) -> list[Any]:
-    """`age1...` public keys; a recipient is public, so the message may quote it."""
+    """`age1...` public keys. A rejected one is named by its position, never quoted: the usual
+    mistake is pasting the identity (AGE-SECRET-KEY-1...) itself, which must not reach a terminal,
+    shell history or CI logs."""
     recipients = []
-    for text in texts:
+    for number, text in enumerate(texts, start=1):
         try:
             recipients.append(x25519.Recipient.from_str(text.strip()))
         except pyrage.RecipientError:
-            raise SecretError(f"{text.strip()!r} is not an age X25519 recipient (age1...)") from None
+            raise SecretError(_bad_recipient(number, text)) from None
     if not recipients:
         raise SecretError("give at least one --recipient age1...")
     return recipients
+
+
+def _bad_recipient(number: int, text: str) -> str:
+    message = f"recipient #{number} is not an age1... public key"
+    if text.strip().upper().startswith(IDENTITY_PREFIX):
+        message += "; it looks like a secret identity: pass the public key (age1...) instead"
+    return message
 
 
 def encrypt(plaintext: str, recipients: Sequence[str]) -> str:

@@ -11,13 +11,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from reconciler import yamlfile
 from reconciler.desired import map_error
-from reconciler.errors import Problem, ValidationFailed
-from reconciler.model import KeyRef
+from reconciler.errors import ConfigError, Problem, SecretError, ValidationFailed
+from reconciler.model import KEY_RE, KEY_RULE, KeyRef
+from reconciler.secrets import resolve
 from reconciler.yamlfile import YamlMapping
 
 ENV_PREFIX = "RECONCILER_"
@@ -48,6 +58,12 @@ class Settings(BaseModel):
     # Keyed fingerprints of keys; when unset it is derived from the reconciler's own API key.
     fingerprint_secret: SecretStr | None = None
 
+    # Where `api_key_ref` was declared, for `service_api_key` (not settings: neither env nor YAML).
+    _config_file: Path | None = PrivateAttr(default=None)
+    _ref_line: int | None = PrivateAttr(default=None)
+    _env: Mapping[str, str] | None = PrivateAttr(default=None)
+    _resolved_key: SecretStr | None = PrivateAttr(default=None)
+
     # Safety guards
     max_deletes: Annotated[int, Field(ge=0)] = 3
     max_change_percent: Percent = 25.0
@@ -68,6 +84,16 @@ class Settings(BaseModel):
     doveadm_command: str = "doveadm"
     mail_file_group: str = "dovecot"
     submission_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+    @field_validator("api_key")
+    @classmethod
+    def _valid_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # The service's rule; also keeps non-latin-1 text out of the HTTP Basic header. Never echoed.
+        if value is not None and not KEY_RE.fullmatch(value.get_secret_value()):
+            raise PydanticCustomError(
+                "api_key", f"{env_name('api_key')} is not a valid key: it must be {KEY_RULE}"
+            )
+        return value
 
 
 def env_name(field: str) -> str:
@@ -115,7 +141,35 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
         problems += [_locate(str(config_path), doc, from_env, err) for err in exc.errors()]
     if problems:
         raise ValidationFailed(sorted(problems, key=lambda p: (p.file, p.line or 0, p.field or "")))
+    if settings.api_key_ref is not None:
+        # Resolved later, and only by commands that talk to the service (see service_api_key).
+        settings._config_file = config_path
+        ref_field = f"api_key_ref.{settings.api_key_ref.kind}"
+        where = doc.position(ref_field, key=True) or doc.position("api_key_ref", key=True)
+        settings._ref_line = where[0] if where else None
+        settings._env = env
     return settings
+
+
+def service_api_key(settings: Settings) -> SecretStr | None:
+    """The key the reconciler authenticates with: RECONCILER_API_KEY, else the key `api_key_ref`
+    in reconciler.yaml points at (a relative from_file starts at reconciler.yaml's directory),
+    resolved on first use so that `validate` never needs it. None when neither is set.
+    Raises ConfigError naming reconciler.yaml and the line when the reference cannot be resolved."""
+    if settings.api_key is not None:
+        return settings.api_key
+    ref = settings.api_key_ref
+    if ref is None:
+        return None
+    if settings._resolved_key is None:
+        config_file = settings._config_file or Path(CONFIG_FILE)
+        try:
+            key = resolve(ref, config_file.parent, settings._env)
+        except SecretError as exc:
+            where = f"{config_file}:{settings._ref_line}" if settings._ref_line else str(config_file)
+            raise ConfigError(f"{where}: api_key_ref: {exc}") from None
+        settings._resolved_key = SecretStr(key.reveal())
+    return settings._resolved_key
 
 
 def _literal_key(file: str, doc: YamlMapping) -> list[Problem]:

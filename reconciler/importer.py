@@ -8,6 +8,10 @@ them (a field left out of a file would never show as drift). Two values need car
   the others: the service refuses senders without SMTP, so there is nothing to compare.
   `[api_user]` would look the same to the mail server but differ from the service's null in a plan.
 
+The service is not trusted with file names: a live `api_user` that is not an email address
+(`model.EMAIL_RE`: no `/`, no leading dot, no whitespace) is refused by `importable`, never written;
+the command imports the others, lists the refused ones and exits 1.
+
 Keys cannot be read from the service, so each file gets a `from_env` reference with a predictable
 variable name; existing files keep whatever reference they have. Existing files are updated through
 ruamel.yaml's round trip, touching only values that differ, so comments and key order survive.
@@ -26,7 +30,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from reconciler.errors import Problem, ValidationFailed
-from reconciler.model import LiveUser
+from reconciler.model import EMAIL_RE, MAX_EMAIL, LiveUser
 
 SCHEMA_LINE = "yaml-language-server: $schema=../schema/user.schema.json"
 SELF_KEY_ENV = "RECONCILER_API_KEY"
@@ -58,6 +62,20 @@ class ImportedFile:
     key_ref: str
     existing: bool
     changed: bool
+
+
+def importable(live: Iterable[LiveUser]) -> tuple[list[LiveUser], list[str]]:
+    """The live users whose api_user is a valid email address (so `<api_user>.yaml` is a plain
+    file name in users/), and the api_users refused, in the service's order."""
+    valid: list[LiveUser] = []
+    refused: list[str] = []
+    for user in live:
+        name = user.api_user
+        if len(name) <= MAX_EMAIL and EMAIL_RE.fullmatch(name):  # `$` alone allows a final newline
+            valid.append(user)
+        else:
+            refused.append(name)
+    return valid, refused
 
 
 def env_var_names(api_users: Iterable[str]) -> dict[str, str]:

@@ -33,6 +33,9 @@ _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 EMAIL_RE = re.compile(rf"^{_LOCAL}@{_DOMAIN}$")
 SENDER_RE = re.compile(rf"^(?:{_LOCAL})?@{_DOMAIN}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The service's key rule, made strict (DESIGN.md); `reconciler.secrets` applies it to resolved keys.
+KEY_RE = re.compile(r"^(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{8,128}$")
+KEY_RULE = "8-128 characters of A-Z, a-z, 0-9 with at least one letter and one digit"
 MAX_EMAIL = 254
 MAX_DESCRIPTION = 200
 DEFAULT_TIMEZONE = "Asia/Tokyo"
@@ -41,13 +44,13 @@ Role = Literal["admin", "normal"]
 
 
 def _check_email(value: str) -> str:
-    if len(value) > MAX_EMAIL or not EMAIL_RE.match(value):
+    if len(value) > MAX_EMAIL or not EMAIL_RE.fullmatch(value):
         raise PydanticCustomError("email", "must be an email address like app@example.com")
     return value
 
 
 def _check_sender(value: str) -> str:
-    if len(value) > MAX_EMAIL or not SENDER_RE.match(value):
+    if len(value) > MAX_EMAIL or not SENDER_RE.fullmatch(value):
         raise PydanticCustomError(
             "sender", "must be an email address (app@example.com) or a whole domain (@example.com)"
         )
@@ -74,6 +77,22 @@ def _check_description(value: str) -> str:
         raise PydanticCustomError("description", "must be at most 200 characters")
     if any(ch in value for ch in "\r\n") or not value.isprintable():
         raise PydanticCustomError("description", "must be a single line of printable text")
+    return value
+
+
+def looks_like_key(value: str) -> bool:
+    """True for a string that passes the key rule AND mixes upper- and lower-case letters: what a
+    generated key looks like, and what an environment variable name (BILLING_API_KEY) does not."""
+    return bool(KEY_RE.fullmatch(value)) and value != value.upper() and value != value.lower()
+
+
+def _check_env_name(value: str) -> str:
+    # Someone pasted the key where its variable's name belongs; the message must not repeat it,
+    # and neither may a later "environment variable ... is not set".
+    if looks_like_key(value):
+        raise PydanticCustomError(
+            "key_in_from_env", "from_env must name an environment variable; this looks like a key itself"
+        )
     return value
 
 
@@ -121,7 +140,12 @@ class KeyRef(BaseModel):
         },
     )
 
-    from_env: Annotated[StrictStr, Field(pattern=ENV_NAME_RE.pattern, max_length=128)] | None = None
+    from_env: (
+        Annotated[
+            StrictStr, Field(pattern=ENV_NAME_RE.pattern, max_length=128), AfterValidator(_check_env_name)
+        ]
+        | None
+    ) = None
     """Name of the environment variable that holds the key (e.g. BILLING_API_KEY)."""
     from_file: Annotated[StrictStr, Field(min_length=1, max_length=4096)] | None = None
     """File that holds the key; a relative path starts at the directory of this YAML file."""

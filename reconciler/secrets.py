@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,14 +16,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NoReturn
 
+from reconciler import model
 from reconciler.errors import Problem, SecretError, ValidationFailed
-from reconciler.model import KeyRef
+from reconciler.model import KeyRef, looks_like_key
 
 if TYPE_CHECKING:
     from reconciler.desired import DesiredState
 
-KEY_RE = re.compile(r"^(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{8,128}$")
-KEY_RULE = "8-128 characters of A-Z, a-z, 0-9 with at least one letter and one digit"
+# The key rule lives in the model (which refuses a key pasted as a from_env name); these are its
+# names of record for everyone else.
+KEY_RE = model.KEY_RE
+KEY_RULE = model.KEY_RULE
 MAX_KEY_FILE_BYTES = 4096  # a key is at most 128 characters; anything bigger is the wrong file
 
 
@@ -66,9 +68,12 @@ def resolve(ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None = None) -
     """Read the key a reference points at. Relative file paths are relative to `base_dir`."""
     environ = os.environ if env is None else env
     if ref.from_env is not None:
+        # KeyRef refuses a from_env that looks like a key; a reference built some other way
+        # (model_construct) still never gets its value into a message.
+        name = "named in from_env" if looks_like_key(ref.from_env) else ref.from_env
         if ref.from_env not in environ:
-            raise SecretError(f"environment variable {ref.from_env} is not set")
-        return check_key(environ[ref.from_env].strip(), f"env {ref.from_env}")
+            raise SecretError(f"environment variable {name} is not set")
+        return check_key(environ[ref.from_env].strip(), f"env {name}")
     if ref.age is not None:
         from reconciler import agekeys  # pyrage is only loaded when a repo uses age
 

@@ -202,6 +202,30 @@ def test_a_literal_key_is_refused_without_repeating_it(
     assert_error(result, f"{path}:2:10", "api_key: a literal key is not allowed")
 
 
+@pytest.mark.parametrize("value", ["Xq7SecretKey9", "wrongKey2024abc"])
+def test_a_key_in_from_env_is_refused_without_repeating_it(
+    capsys: pytest.CaptureFixture[str], users: Path, value: str
+) -> None:
+    path = write_user(users, NAME, user_yaml(NAME, env=value))
+    for fmt in ("text", "json"):
+        result = validate(capsys, users, "--format", fmt)
+        assert result.code == ExitCode.ERROR
+        assert value not in result.out + result.err
+    assert_error(
+        validate(capsys, users),
+        f"{path}:3:13",
+        "api_key.from_env: from_env must name an environment variable; this looks like a key itself",
+    )
+
+
+@pytest.mark.parametrize("name", ["BILLING_API_KEY", "K", "key2", "APP2KEY", "billing_key_2", "Path"])
+def test_ordinary_variable_names_are_accepted(
+    capsys: pytest.CaptureFixture[str], users: Path, name: str
+) -> None:
+    write_user(users, NAME, user_yaml(NAME, env=name))
+    assert validate(capsys, users).code == ExitCode.OK
+
+
 def test_api_users_are_unique_case_insensitively(capsys: pytest.CaptureFixture[str], users: Path) -> None:
     first = write_user(users, "App@example.com")
     second = write_user(users, "app@example.com")
@@ -297,3 +321,22 @@ def test_schema_accepts_the_examples_and_rejects_mistakes() -> None:
     bad = yaml.load(user_yaml(NAME).replace("role: normal", "role: boss"))
     bad["api_key"] = "literal1234"
     assert {error.path[0] for error in validator.iter_errors(bad)} == {"role", "api_key"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("api_user", "app@example.com\n"), ("sender", "@example.com\n")]
+)
+def test_a_trailing_newline_is_not_an_email_address(field: str, value: str) -> None:
+    # `$` in EMAIL_RE/SENDER_RE also matches before a final newline; these end up in file names
+    # and Postfix map lines, so the whole string must match.
+    from pydantic import ValidationError
+
+    from reconciler.model import UserSpec
+
+    data: dict[str, object] = {"api_user": NAME, "api_key": {"from_env": "K"}, "role": "normal"}
+    if field == "api_user":
+        data["api_user"] = value
+    else:
+        data |= {"access": {"smtp": True}, "smtp_senders": [value]}
+    with pytest.raises(ValidationError):
+        UserSpec.model_validate(data)

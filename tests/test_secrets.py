@@ -86,3 +86,26 @@ def test_keys_redact_themselves() -> None:
     with pytest.raises(SecretError) as bad:
         check_key("short1", "env X")
     assert "short1" not in str(bad.value)
+
+
+def test_a_key_shaped_variable_name_never_reaches_a_message(tmp_path: Path) -> None:
+    # KeyRef refuses it (see test_cli_validate); a reference built around validation is still safe.
+    from reconciler.model import KeyRef
+    from reconciler.secrets import resolve
+
+    ref = KeyRef.model_construct(from_env="Xq7SecretKey9", from_file=None, age=None)
+    with pytest.raises(SecretError) as caught:
+        resolve(ref, tmp_path, env={})
+    assert "Xq7SecretKey9" not in str(caught.value)
+    assert str(caught.value) == "environment variable named in from_env is not set"
+    with pytest.raises(SecretError) as caught:
+        resolve(ref, tmp_path, env={"Xq7SecretKey9": "short"})
+    assert "Xq7SecretKey9" not in str(caught.value)
+
+
+def test_ordinary_variable_names_are_named_in_messages(tmp_path: Path) -> None:
+    from reconciler.model import KeyRef
+    from reconciler.secrets import resolve
+
+    with pytest.raises(SecretError, match=r"^environment variable BILLING_API_KEY is not set$"):
+        resolve(KeyRef(from_env="BILLING_API_KEY"), tmp_path, env={})

@@ -40,6 +40,9 @@ def import_(users_dir: Path, force: bool) -> int:
     after the user (BILLING_EXAMPLE_COM_API_KEY), listed at the end. Existing files are never
     touched without --force. Right after an import, `reconciler plan` shows no change.
 
+    A live api_user that is not an email address is never used as a file name: the other users
+    are imported, the refused ones are listed, and the exit code is 1.
+
     \b
     Example:
       reconciler import --users users && git add users && reconciler plan
@@ -48,10 +51,20 @@ def import_(users_dir: Path, force: bool) -> int:
     with ServiceClient.from_settings(settings) as client:
         live = client.list_users()
     users_dir.mkdir(parents=True, exist_ok=True)
-    files = importer.import_users(live, _existing_files(users_dir))
+    valid, refused = importer.importable(live)
+    files = importer.import_users(valid, _existing_files(users_dir))
     for imported in files:
         click.echo(f"{_import_one(users_dir, imported, force):<10} {users_dir / imported.file_name}")
     _import_summary(users_dir, files, force, settings)
+    if refused:
+        # Quoted with repr: the names come from the service and may hold newlines or escapes.
+        err(
+            f"\nerror: {len(refused)} live user(s) were NOT imported: their api_user is not an email "
+            "address, so it cannot name a file in users/ (fix or delete them on the service):"
+        )
+        for name in refused:
+            err(f"  {name!r}")
+        return ExitCode.ERROR
     return ExitCode.OK
 
 
@@ -66,8 +79,16 @@ def _import_one(users_dir: Path, imported: importer.ImportedFile, force: bool) -
         return "unchanged"
     if imported.existing and not force:
         return "kept"
-    _write_atomically(users_dir / imported.file_name, imported.text)
+    _write_atomically(_target(users_dir, imported.file_name), imported.text)
     return "updated" if imported.existing else "created"
+
+
+def _target(users_dir: Path, file_name: str) -> Path:
+    """`users_dir / file_name`, refused unless it is a file directly inside users_dir."""
+    path = users_dir / file_name
+    if path.resolve().parent != users_dir.resolve() or path.name != file_name:
+        raise ReconcilerError(f"refusing to write {file_name!r}: it is outside {users_dir}")
+    return path
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from reconciler.config import Settings
+from reconciler.config import Settings, service_api_key
 from reconciler.errors import (
     AuthError,
     ConfigError,
@@ -106,14 +106,16 @@ class ServiceClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceClient:
-        if not settings.api_user or settings.api_key is None:
+        api_key = service_api_key(settings)  # RECONCILER_API_KEY, else api_key_ref of reconciler.yaml
+        if not settings.api_user or api_key is None:
             raise ConfigError(
-                "the service credentials are not set: set RECONCILER_API_USER and RECONCILER_API_KEY"
+                "the service credentials are not set: set RECONCILER_API_USER and RECONCILER_API_KEY "
+                "(or api_key_ref in reconciler.yaml)"
             )
         return cls(
             settings.api_url,
             settings.api_user,
-            settings.api_key,
+            api_key,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             retries=settings.retries,
@@ -242,6 +244,13 @@ class ServiceClient:
             if ambiguous_raises and not _never_sent(exc):
                 raise _Ambiguous(type(exc).__name__) from None
             raise self._unreachable(method, path, exc) from None
+        except ValueError as exc:  # UnicodeError is one: e.g. a credential HTTP Basic cannot encode
+            # Raised while preparing the request, so nothing was sent. The text of the exception
+            # may quote the credential: only its class is named.
+            raise ServiceError(
+                f"{method} {path}: the request cannot be sent ({type(exc).__name__}); check that "
+                "RECONCILER_API_USER and RECONCILER_API_KEY are plain ASCII"
+            ) from None
         log.debug("%s %s -> %d in %.1f ms", method, path, response.status_code, _ms(started))
         if ambiguous_raises and response.status_code in AMBIGUOUS_STATUSES:
             raise _Ambiguous(f"HTTP {response.status_code}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -143,3 +144,48 @@ def test_new_files_point_editors_at_the_schema(empty_repo: Repo) -> None:
 )
 def test_env_var_names_are_predictable_and_unique(names: list[str], expected: list[str]) -> None:
     assert [env_var_names(names)[n] for n in names] == expected
+
+
+def test_import_refuses_api_users_that_are_not_email_addresses(empty_repo: Repo, tmp_path: Path) -> None:
+    """A compromised or buggy service answering with a path must not write outside users/."""
+    repo = empty_repo
+    seed_console_users(repo, 2)
+    outside = repo.root / "outside"
+    hostile = [
+        "../escaped",  # users/../escaped.yaml
+        "../../escaped@example.com",
+        str(outside / "absolute"),  # users / "/abs..." is the absolute path itself
+        "sub/dir@example.com",
+        "evil@example.com\nrole: admin",
+    ]
+    store = repo.service.embedded.store
+    for name in hostile:
+        store.create(name, _attributes(1), new_key(), {})
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    result = repo.run("import")
+    assert result.code == 1, result.output
+    written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    assert written, "the valid users are still imported"
+    assert all(p.parent == repo.users for p in written), sorted(map(str, written))
+    assert {p.name for p in written} == {
+        "admin@example.com.yaml",
+        "app00@example.com.yaml",
+        "app01@example.com.yaml",
+    }
+    assert "5 live user(s) were NOT imported" in result.stderr
+    for name in hostile:
+        assert repr(name) in result.stderr
+    assert "\nrole: admin" not in result.output
+    assert repo.run("validate").code == 0
+
+
+def test_imported_paths_must_stay_in_users(tmp_path: Path) -> None:
+    from reconciler.cli.ops import _target
+    from reconciler.errors import ReconcilerError
+
+    users = tmp_path / "users"
+    users.mkdir()
+    assert _target(users, "a@example.com.yaml") == users / "a@example.com.yaml"
+    for name in ("../a@example.com.yaml", "/etc/a@example.com.yaml", "x/a@example.com.yaml", ".."):
+        with pytest.raises(ReconcilerError, match="outside"):
+            _target(users, name)

@@ -111,7 +111,7 @@ def test_encrypt_refuses_an_invalid_key_without_echoing_it(repo: Repo) -> None:
 
 def test_encrypt_refuses_a_bad_recipient_before_reading_the_key(repo: Repo) -> None:
     printed = _encrypt_via_cli_failing(repo, "age1nope")
-    assert "is not an age X25519 recipient" in printed
+    assert "recipient #1 is not an age1... public key" in printed
 
 
 def _encrypt_via_cli_failing(repo: Repo, recipient: str) -> str:
@@ -126,3 +126,25 @@ def test_the_key_is_never_an_argument() -> None:
     from reconciler.cli.ops import encrypt
 
     assert [p.name for p in encrypt.params] == ["recipients"]
+
+
+def test_a_secret_identity_passed_as_recipient_is_never_echoed(repo: Repo) -> None:
+    identity = str(x25519.Identity.generate())
+    public = str(x25519.Identity.generate().to_public())
+    from tests.ops.conftest import run_cli
+
+    args = ["secret", "encrypt", "-r", public, "-r", identity]
+    result = run_cli(args, repo.env(), repo.root)
+    assert result.code == 1
+    assert identity not in result.output
+    assert identity[len("AGE-SECRET-KEY-1") :] not in result.output
+    assert "recipient #2 is not an age1... public key" in result.stderr
+    assert "it looks like a secret identity: pass the public key (age1...) instead" in result.stderr
+    assert "BEGIN AGE" not in result.stdout
+
+
+def test_a_rejected_recipient_is_named_by_position_not_value(repo: Repo) -> None:
+    stderr = _encrypt_via_cli_failing(repo, "age1nopeXq7SecretKey9")
+    assert "recipient #1 is not an age1... public key" in stderr
+    assert "age1nopeXq7SecretKey9" not in stderr
+    assert "secret identity" not in stderr

@@ -219,6 +219,22 @@ class TestFaults:
             client.list_users()
 
 
+@pytest.mark.parametrize(("user", "key"), [("a@example.com", "Wrongkey€123"), ("ř@example.com", "abcd1234")])
+def test_credentials_requests_cannot_encode_are_a_service_error(
+    service: RunningService, user: str, key: str
+) -> None:
+    # HTTP Basic is latin-1: requests raises UnicodeEncodeError (a ValueError) before sending.
+    with ServiceClient(service.base_url, user, SecretStr(key), retries=0) as client:
+        with pytest.raises(ServiceError) as caught:
+            client.list_users()
+        with pytest.raises(ServiceError):
+            client.create_user("b@example.com", attrs(), ApiKey(new_key()), {})
+    message = str(caught.value)
+    assert key not in message and "Wrongkey" not in message
+    assert "GET /api_users" in message and "cannot be sent" in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
 class TestConfiguration:
     def test_plain_http_only_to_loopback(self) -> None:
         with pytest.raises(ConfigError, match="ALLOW_INSECURE_HTTP"):

@@ -6,11 +6,13 @@ step after applying to the service.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
 from reconciler.cli.common import handle_errors, users_option
+from reconciler.cli.mail_step import mail_lock
 from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode
@@ -34,17 +36,31 @@ templates_option = click.option(
     help="Where dovecot/, postfix/ and state/ are written.",
 )
 @click.option("--no-reload", is_flag=True, help="Write the files but do not reload Postfix/Dovecot.")
-@click.option("--check", is_flag=True, help="Write nothing; exit 2 when files would change, 0 when none.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing (and take no lock); exit 2 when files would change, 0 when none.",
+)
+@click.option(
+    "--force-unlock", is_flag=True, help="Take over the mail-directory lock from a run that is gone."
+)
 @templates_option
 @handle_errors
 def render(
-    *, users_dir: Path, mail_dir: Path, no_reload: bool, check: bool, templates_dir: Path | None
+    *,
+    users_dir: Path,
+    mail_dir: Path,
+    no_reload: bool,
+    check: bool,
+    force_unlock: bool,
+    templates_dir: Path | None,
 ) -> int:
     """Render the Postfix/Dovecot files for SMTP users, validate, swap and reload.
 
     Only files that changed are written, and Postfix is reloaded only then (Dovecot re-reads its
-    passwd-file by itself); on a failed
-    validation, reload or smoke check the previous files are put back. Exit codes: 0 done (or, with
+    passwd-file by itself); on a failed validation, reload or smoke check the previous files are put
+    back. A render holds the lock of its mail directory (shared with `reconcile`'s mail step), so a
+    second run on the same directory fails fast naming the holder. Exit codes: 0 done (or, with
     --check, nothing to do), 2 with --check when files would change, 1 error.
 
     \b
@@ -52,16 +68,24 @@ def render(
       reconciler render --users users --mail-dir /etc/reconciler/mail
     """
     settings = load_settings(users_dir)
-    desired = load_users(users_dir)
-    report = reflect(
-        desired.users,
-        keys_for_mail(desired),
-        settings,
-        reload=not no_reload,
-        check=check,
-        mail_dir=mail_dir,
-        templates_dir=templates_dir,
+    # --check writes nothing, like `plan`: it needs no lock (and may run where the state dir is
+    # read-only).
+    lock = (
+        contextlib.nullcontext()
+        if check
+        else mail_lock(users_dir, settings, mail_dir, "render", force=force_unlock)
     )
+    with lock:
+        desired = load_users(users_dir)
+        report = reflect(
+            desired.users,
+            keys_for_mail(desired),
+            settings,
+            reload=not no_reload,
+            check=check,
+            mail_dir=mail_dir,
+            templates_dir=templates_dir,
+        )
     _show(report)
     if check and report.changed:
         return ExitCode.CHANGES_PENDING

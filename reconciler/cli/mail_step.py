@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
-from reconciler.errors import ExitCode, ValidationFailed
+from reconciler.errors import ExitCode, LockHeld, ValidationFailed
 from reconciler.mail import keys_for_mail, preview, reflect
+from reconciler.mail.reflect import mail_dir_from
+from reconciler.state import LockInfo, reconcile_lock
+
+
+def mail_lock_scope(mail_dir: Path) -> str:
+    """The lock scope of one mail directory: `render` and `reconcile`'s mail step on this host share
+    it, so two runs never stage, swap or roll back the same files at once."""
+    return f"mail:{mail_dir.resolve()}"
+
+
+@contextlib.contextmanager
+def mail_lock(
+    users_dir: Path, settings: Settings, mail_dir: Path, command: str, *, force: bool = False
+) -> Iterator[LockInfo]:
+    """Hold the mail-directory lock (in the same state directory as the service lock). `reconcile`
+    takes it inside its service lock, never the other way round, so the two cannot deadlock."""
+    state_dir = users_dir.parent / settings.state_dir
+    with contextlib.ExitStack() as stack:
+        try:
+            info = stack.enter_context(
+                reconcile_lock(state_dir, mail_lock_scope(mail_dir), command, force=force)
+            )
+        except LockHeld as exc:
+            raise LockHeld(f"mail directory {mail_dir} is busy: {exc}") from None
+        yield info
 
 
 def mail_preview(settings: Settings, desired: DesiredState) -> tuple[str, ...]:
@@ -24,17 +51,21 @@ def mail_preview(settings: Settings, desired: DesiredState) -> tuple[str, ...]:
     return preview(desired.users, keys, settings)
 
 
-def run_mail_step(users_dir: Path, mail_dir: Path | None, *, reload: bool) -> int:
+def run_mail_step(users_dir: Path, mail_dir: Path | None, *, reload: bool, force: bool = False) -> int:
+    """The mail step of `reconcile`, called under the service lock; takes the mail-directory lock
+    too, so a `render` (say, from cron) on the same directory waits its turn (fails fast)."""
     settings = load_settings(users_dir)
     if mail_dir is None and settings.mail_dir is None:
         click.echo(
             "No mail directory configured (--mail-dir or RECONCILER_MAIL_DIR): mail server step skipped."
         )
         return ExitCode.OK
-    desired = load_users(users_dir)
-    report = reflect(
-        desired.users, keys_for_mail(desired), settings, reload=reload, check=False, mail_dir=mail_dir
-    )
+    target = mail_dir_from(settings, mail_dir)
+    with mail_lock(users_dir, settings, target, "reconcile", force=force):
+        desired = load_users(users_dir)
+        report = reflect(
+            desired.users, keys_for_mail(desired), settings, reload=reload, check=False, mail_dir=target
+        )
     if not report.changed:
         click.echo(
             f"Mail files in {report.mail_dir} are up to date ({report.users} SMTP users); nothing reloaded."

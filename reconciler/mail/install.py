@@ -1,16 +1,21 @@
 """The mail-server gateway: the only code that writes mail files and runs postfix/postconf/postmap/
-doveconf/doveadm. Order of work, so a mistake never reaches a running daemon:
+doveconf/doveadm. Order of work:
 
 1. compare the rendered files with the disk; stop here when nothing differs (no reload);
 2. stage each changed file as a temp file in its own directory (fsync, owner, mode);
-3. parse the staged Postfix maps with `postmap -s`, where any warning is a failure;
+3. parse the staged Postfix maps with `postmap -s`, where any warning is a failure. This is the
+   only check that runs *before* the swap: a map postmap rejects never reaches the daemons;
 4. rename the staged files into place, then validate the whole live config (postconf -n/-M,
-   postfix check, doveconf -n) before anything is reloaded;
-5. reload Postfix only when a map changed (Dovecot re-reads its passwd-file by itself and is never
-   reloaded, see `_dovecot_caches`), then smoke-check: EHLO offers AUTH, and Dovecot accepts a
-   changed user's new key over the auth socket, so no key is ever put on a command line;
-6. on any failure put the previous files back, reload again (stop + start Postfix when the smoke
-   check failed: a plain reload keeps a throttled smtpd hanging for 60 s) and raise.
+   postfix check, doveconf -n). These checks run *after* the swap, so the daemons can already use
+   the new files while they run: Dovecot re-reads users.passwd by itself (within about a second of
+   the change), and every smtpd/smtp process Postfix starts from then on opens the new texthash
+   maps, reload or not. A config these checks reject is therefore briefly live, until step 6;
+5. reload Postfix only when a map changed (Dovecot is never reloaded, see `_dovecot_caches`), then
+   smoke-check: EHLO offers AUTH, and Dovecot accepts a changed user's new key over the auth
+   socket, so no key is ever put on a command line;
+6. on any failure in 4 or 5 put the previous files back, refresh what was reloaded again (stop +
+   start Postfix when the smoke check failed: a plain reload keeps a throttled smtpd hanging for
+   60 s) and raise.
 """
 
 from __future__ import annotations
@@ -140,10 +145,11 @@ def _dovecot(command: str, settings: Settings, *args: str) -> list[str]:
 
 
 def read_previous(mail_dir: Path) -> dict[str, HashEntry]:
-    """Fingerprints and hashes of the last render; empty when there was none."""
+    """Fingerprints and hashes of the last render; empty when there was none (or it is not text:
+    then every key is hashed again). A file that exists but cannot be read is an error."""
     try:
-        return parse_state((mail_dir / STATE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
+        return parse_state(_read_bytes(mail_dir / STATE).decode("utf-8"))
+    except (FileNotFoundError, UnicodeDecodeError):
         return {}
 
 
@@ -155,7 +161,7 @@ def fingerprint_secret(mail_dir: Path, settings: Settings, *, create: bool) -> b
         return settings.fingerprint_secret.get_secret_value().encode()
     path = mail_dir / SECRET_FILE
     with contextlib.suppress(FileNotFoundError):
-        return path.read_bytes().strip()
+        return _read_bytes(path).strip()
     value = secrets.token_hex(32).encode()
     if create:
         _ensure_dirs(mail_dir)
@@ -170,6 +176,31 @@ def _read(path: Path) -> _OnDisk:
             return _OnDisk(handle.read(), st.st_mode & 0o7777, st.st_uid, st.st_gid, int(st.st_mtime))
     except FileNotFoundError:
         return _OnDisk(None)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The whole file; FileNotFoundError passes through (callers treat it as "none yet"), any
+    other OSError becomes a MailServerError naming the path and the reason."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: OSError) -> MailServerError:
+    # The reason only (strerror), never the content: sasl_passwd holds keys.
+    reason = exc.strerror or type(exc).__name__
+    hint = (
+        "; the mail files are root's: run as root (also for `plan` and `render --check`)"
+        if isinstance(exc, PermissionError)
+        else ""
+    )
+    return MailServerError(f"cannot read {path}: {reason}{hint}")
 
 
 def _owner(file: RenderedFile) -> tuple[int, int]:
@@ -493,7 +524,7 @@ def _activate(
         ) from exc
 
 
-def _daemons_of(reloaded: Sequence[str]) -> set[str]:
+def _daemons_of(reloaded: Iterable[str]) -> set[str]:
     return {"dovecot" if name.startswith("dovecot") else name for name in reloaded}
 
 
@@ -510,7 +541,9 @@ def _roll_back(
     try:
         _restore(mail_dir, disk, names)
         if reloaded:
-            _reload(reloaded, settings)
+            # `reloaded` holds what _reload reported ("postfix", "dovecot auth cache"); _reload
+            # takes daemon names.
+            _reload(_daemons_of(reloaded), settings)
             notes.append("refreshed " + " and ".join(sorted(reloaded)) + " again")
         if isinstance(exc, SmokeFailed) and "postfix" in reloaded:
             _restart_postfix(settings)

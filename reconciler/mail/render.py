@@ -77,9 +77,24 @@ class Rendered(NamedTuple):
 
 
 class _SenderRow(NamedTuple):
+    """A sender line of sender_login_maps and sender_relayhost_maps: no key."""
+
     sender: str
     api_user: str
-    api_key: str
+
+
+class _CredentialRow(NamedTuple):
+    """A sasl_passwd line. The key stays a redacted ApiKey, so no repr of a row (a template's
+    `{{ row }}`, a traceback's locals) shows it; only the sasl_passwd template calls
+    `row.api_key.reveal()`, and only it gets these rows."""
+
+    sender: str
+    api_user: str
+    api_key: ApiKey
+
+
+# What an ApiKey prints as: a template that prints `row.api_key` instead of revealing it.
+_REDACTED_KEY = str(ApiKey(""))
 
 
 def default_templates_dir() -> Path:
@@ -130,12 +145,13 @@ def render_mail(
         u.api_user: _hash_entry(u.api_user, user_keys[u.api_user], previous, secret, counting)
         for u in smtp_users
     }
-    rows = _sender_rows(smtp_users, {u: k.reveal() for u, k in user_keys.items()})
+    credentials = _sender_rows(smtp_users, user_keys)
+    rows = [_SenderRow(row.sender, row.api_user) for row in credentials]
     next_hop = relay_next_hop(settings)
     files = (
         _render(templates, PASSWD, 0o640, settings.mail_file_group, "dovecot", entries=_passwd_rows(entries)),
         _render(templates, SENDER_LOGIN_MAPS, 0o644, None, "postfix", rows=rows),
-        _render(templates, SASL_PASSWD, 0o600, None, "postfix", rows=rows),
+        _render(templates, SASL_PASSWD, 0o600, None, "postfix", rows=credentials),
         _render(templates, SENDER_RELAYHOST_MAPS, 0o644, None, "postfix", rows=rows, next_hop=next_hop),
         RenderedFile(STATE, dump_state(entries), 0o600, None, None),
     )
@@ -189,8 +205,8 @@ def _passwd_rows(entries: Mapping[str, HashEntry]) -> list[dict[str, str]]:
     return [{"api_user": u, "hash": e.hash} for u, e in entries.items()]
 
 
-def _sender_rows(users: Iterable[UserSpec], keys: Mapping[str, str]) -> list[_SenderRow]:
-    owners: dict[str, _SenderRow] = {}
+def _sender_rows(users: Iterable[UserSpec], keys: Mapping[str, ApiKey]) -> list[_CredentialRow]:
+    owners: dict[str, _CredentialRow] = {}
     for user in users:
         for sender in user.senders():
             # Postfix folds map keys to lower case, so two spellings are one key.
@@ -200,7 +216,7 @@ def _sender_rows(users: Iterable[UserSpec], keys: Mapping[str, str]) -> list[_Se
                     f"sender {folded} is claimed by both {owners[folded].api_user} and {user.api_user}: "
                     "Postfix can relay each sender with only one API user's credentials"
                 )
-            owners[folded] = _SenderRow(folded, user.api_user, keys[user.api_user])
+            owners[folded] = _CredentialRow(folded, user.api_user, keys[user.api_user])
     return sorted(owners.values(), key=lambda row: row.sender)
 
 
@@ -260,4 +276,10 @@ def _render(
     except jinja2.TemplateError as exc:
         # Template errors never include context values, so no key can leak through the message.
         raise MailServerError(f"template {path}.j2 failed: {type(exc).__name__}: {exc}") from None
+    if _REDACTED_KEY in content:
+        # A (custom) template printed a key without revealing it: the relay would get a wrong key.
+        raise MailServerError(
+            f"template {path}.j2 printed a redacted key: "
+            "write {{ row.api_key.reveal() }} in postfix/sasl_passwd.j2"
+        )
     return RenderedFile(path, content, mode, group, reloads)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,6 +97,66 @@ def test_no_key_outside_sasl_passwd_and_not_in_repr() -> None:
     for file in rendered.files:
         assert ("Key12345" in file.content) == (file.path == SASL_PASSWD)
         assert "Key12345" not in repr(file)
+
+
+class SpyTemplates:
+    """A template environment that records every value passed to a template."""
+
+    def __init__(self) -> None:
+        self.contexts: dict[str, dict[str, Any]] = {}
+
+    def get_template(self, name: str) -> Any:
+        template = TEMPLATES.get_template(name)
+        spy = self
+
+        class Recording:
+            def render(self, **context: Any) -> str:
+                spy.contexts[name] = context
+                return template.render(**context)
+
+        return Recording()
+
+
+def test_no_repr_of_a_template_value_shows_a_key() -> None:
+    spy = SpyTemplates()
+    users = [user("a@example.com", smtp_senders=["a@example.com", "@a.example.com"]), user("b@example.com")]
+    rendered = render_mail(
+        users,
+        {"a@example.com": ApiKey("Key12345"), "b@example.com": ApiKey("Key67890")},
+        Settings(relay_host="relay.example.net", relay_port=2525),
+        {},
+        secret=SECRET,
+        hasher=CountingHasher(FakeHasher()),
+        templates=spy,  # type: ignore[arg-type]
+    )
+    assert set(spy.contexts) == {f"{f.path}.j2" for f in rendered.files if f.reloads is not None}
+    for name, context in spy.contexts.items():
+        for value in (context, *context.values()):
+            assert "Key12345" not in repr(value), name
+            assert "Key67890" not in repr(value), name
+    # ... and sasl_passwd still gets the real keys.
+    assert lines(rendered, SASL_PASSWD) == [
+        "@a.example.com a@example.com:Key12345",
+        "a@example.com a@example.com:Key12345",
+        "b@example.com b@example.com:Key67890",
+    ]
+
+
+def test_a_template_that_prints_an_unrevealed_key_is_refused(tmp_path: Path) -> None:
+    shutil.copytree(default_templates_dir(), tmp_path, dirs_exist_ok=True)
+    sasl = tmp_path / f"{SASL_PASSWD}.j2"
+    sasl.write_text(sasl.read_text().replace("row.api_key.reveal()", "row.api_key"))
+    with pytest.raises(MailServerError, match="redacted key") as info:
+        render_mail(
+            [user("a@example.com")],
+            {"a@example.com": ApiKey("Key12345")},
+            Settings(),
+            {},
+            secret=SECRET,
+            hasher=FakeHasher(),
+            templates=template_environment(tmp_path),
+        )
+    assert "Key12345" not in str(info.value)
 
 
 def test_unchanged_key_is_not_rehashed_and_changed_key_costs_one_hash() -> None:

@@ -234,7 +234,7 @@ def _run_apply(
             return code
         from reconciler.cli.mail_step import run_mail_step
 
-        return max(code, run_mail_step(users_dir, mail.mail_dir, reload=mail.reload))
+        return max(code, run_mail_step(users_dir, mail.mail_dir, reload=mail.reload, force=force_unlock))
 
 
 def _apply_to_service(

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from reconciler.apply import KeyMaterial, needs_keys
-from reconciler.config import Settings
+from reconciler.config import Settings, service_api_key
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, StalePlan, UnsafePlan
 from reconciler.model import LiveUser
@@ -26,11 +26,12 @@ def fingerprint_secret(settings: Settings) -> bytes:
     the reconciler's own API key, which CI holds anyway and a pull request from a fork does not."""
     if settings.fingerprint_secret is not None:
         return settings.fingerprint_secret.get_secret_value().encode()
-    if settings.api_key is None:
+    api_key = service_api_key(settings)
+    if api_key is None:
         raise ReconcilerError(
             "no fingerprint secret: set RECONCILER_API_KEY or RECONCILER_FINGERPRINT_SECRET"
         )
-    own_key = settings.api_key.get_secret_value().encode()
+    own_key = api_key.get_secret_value().encode()
     return hmac.new(own_key, b"reconciler key fingerprint v1", hashlib.sha256).digest()
 
 

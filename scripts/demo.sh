@@ -25,7 +25,7 @@ export RECONCILER_API_USER=reconciler@example.com
 export RECONCILER_MAIL_DIR="$DEMO/mail"
 export RECONCILER_RELAY_PORT="$SMTP_PORT"
 
-rm -f "$DEMO"/service.db*
+rm -rf "$DEMO"/service.db* "$DEMO/mail"   # every demo starts from an empty service and gateway
 RECONCILER_SERVICE_ADMIN_KEY="$RECONCILER_API_KEY" "$BIN/reconciler" service run \
   --db "$DEMO/service.db" --port "$PORT" --smtp-port "$SMTP_PORT" --admin-user "$RECONCILER_API_USER" \
   > "$DEMO/service.log" 2>&1 &

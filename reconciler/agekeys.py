@@ -18,7 +18,7 @@ from typing import Any
 import pyrage  # type: ignore[import-untyped]  # ships no type information
 from pyrage import x25519
 
-from reconciler.errors import SecretError
+from reconciler.errors import SecretError, SecretUnavailable
 
 IDENTITY_ENV = "RECONCILER_AGE_IDENTITY"
 IDENTITY_FILE_ENV = "RECONCILER_AGE_IDENTITY_FILE"
@@ -41,7 +41,7 @@ def load_identities(env: Mapping[str, str] | None = None) -> list[Identity]:
     if environ.get(IDENTITY_FILE_ENV, "").strip():
         identities += _read_identity_file(Path(environ[IDENTITY_FILE_ENV]).expanduser())
     if not identities:
-        raise SecretError(
+        raise SecretUnavailable(
             f"the key is age-encrypted but no identity is set: set {IDENTITY_ENV} (the identity "
             f"itself) or {IDENTITY_FILE_ENV} (a file made by age-keygen)"
         )
@@ -88,7 +88,7 @@ def decrypt(armored: str, identities: Sequence[Identity]) -> str:
     `identities` is among its recipients."""
     data = normalize_armor(armored)
     if not identities:
-        raise SecretError("cannot decrypt the age-encrypted key: no identity was given")
+        raise SecretUnavailable("cannot decrypt the age-encrypted key: no identity was given")
     try:
         plaintext = pyrage.decrypt(data.encode("ascii"), list(identities))
     except pyrage.DecryptError as exc:

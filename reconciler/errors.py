@@ -61,6 +61,11 @@ class SecretError(ReconcilerError):
     """A key reference could not be resolved or the key breaks the service's rule."""
 
 
+class SecretUnavailable(SecretError):
+    """The secret is simply not here (unset variable, no key file, no age identity), as on a pull
+    request from a fork; unlike a key that is present but unusable, a plan may go on without it."""
+
+
 class ConfigError(ReconcilerError):
     """Settings (reconciler.yaml, RECONCILER_* variables) are invalid."""
 

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, NoReturn
 
 from reconciler import model
-from reconciler.errors import Problem, SecretError, ValidationFailed
+from reconciler.errors import Problem, SecretError, SecretUnavailable, ValidationFailed
 from reconciler.model import KeyRef, looks_like_key
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def resolve(ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None = None) -
         # (model_construct) still never gets its value into a message.
         name = "named in from_env" if looks_like_key(ref.from_env) else ref.from_env
         if ref.from_env not in environ:
-            raise SecretError(f"environment variable {name} is not set")
+            raise SecretUnavailable(f"environment variable {name} is not set")
         return check_key(environ[ref.from_env].strip(), f"env {name}")
     if ref.age is not None:
         from reconciler import agekeys  # pyrage is only loaded when a repo uses age
@@ -83,6 +83,8 @@ def resolve(ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None = None) -
         with path.open("rb") as handle:
             raw = handle.read(MAX_KEY_FILE_BYTES + 1)
         text = raw.decode("utf-8")
+    except FileNotFoundError:
+        raise SecretUnavailable(f"key file {path} does not exist") from None
     except OSError as exc:
         raise SecretError(f"cannot read key file {path}: {exc.strerror or type(exc).__name__}") from None
     except UnicodeDecodeError:
@@ -105,12 +107,15 @@ class ResolvedKeys:
     """The keys of declared users, and everything that went wrong, collected in one pass.
 
     `keys` maps api_user (as declared) -> key; `missing` has one located problem per user whose key
-    could not be read or breaks the key rule; `warnings` one per key file readable by group/others.
+    could not be read or breaks the key rule; `unusable` the subset where a key is present but wrong
+    (invalid, undecryptable, unreadable) rather than simply absent; `warnings` one per key file
+    readable by group/others.
     """
 
     keys: Mapping[str, ApiKey]
     missing: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = ()
+    unusable: tuple[Problem, ...] = ()
 
     def raise_if_missing(self) -> None:
         if self.missing:
@@ -125,6 +130,7 @@ def resolve_all(
     wanted = None if names is None else {name.lower() for name in names}
     keys: dict[str, ApiKey] = {}
     missing: list[Problem] = []
+    unusable: list[Problem] = []
     warnings: list[Problem] = []
     for user in desired.users:
         if wanted is not None and user.api_user.lower() not in wanted:
@@ -135,12 +141,15 @@ def resolve_all(
         try:
             keys[user.api_user] = resolve(user.api_key, file.parent, env)
         except SecretError as exc:
-            missing.append(Problem(str(file), str(exc), line, field=field))
+            problem = Problem(str(file), str(exc), line, field=field)
+            missing.append(problem)
+            if not isinstance(exc, SecretUnavailable):
+                unusable.append(problem)
             continue
         if user.api_key.from_file is not None and loose_permissions(key_file_path(user.api_key, file.parent)):
             message = "the key file is readable by group or others; chmod 600 it"
             warnings.append(Problem(str(file), message, line, field=field))
-    return ResolvedKeys(MappingProxyType(keys), tuple(missing), tuple(warnings))
+    return ResolvedKeys(MappingProxyType(keys), tuple(missing), tuple(warnings), tuple(unusable))
 
 
 def loose_permissions(path: Path) -> bool:

@@ -17,7 +17,7 @@ from reconciler.apply import KeyMaterial, Outcome, Status, apply_plan, failed
 from reconciler.cli.common import handle_errors, use_color, users_option
 from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
-from reconciler.errors import Cancelled, ExitCode, ReconcilerError, StalePlan
+from reconciler.errors import Cancelled, ExitCode, ReconcilerError, StalePlan, ValidationFailed
 from reconciler.output import plan_from_json, render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Guards, Plan, raise_if_unsafe
 from reconciler.service.client import ServiceClient
@@ -63,6 +63,10 @@ def _fresh_plan(
     resolved = engine.resolve_keys(loaded.desired)
     for warning in resolved.warnings if warn else ():
         click.echo(f"warning: {warning}", err=True)
+    if resolved.unusable:
+        # Absent keys (a fork's pull request) only skip key checks; a key that is there but wrong
+        # must fail the pull request's plan, not only the apply after the merge.
+        raise ValidationFailed(list(resolved.unusable))
     plan = engine.compute_plan(
         loaded.desired, live, resolved, settings=loaded.settings, guards=guards, targets=targets
     )

@@ -54,3 +54,12 @@ def test_missing_age_identity_is_reported_before_anything_is_applied(repo: Repo)
     assert result.code == 1
     assert "RECONCILER_AGE_IDENTITY" in result.stderr
     assert set(repo.live()) == {repo.service.admin_user}
+
+
+def test_plan_with_a_wrong_age_identity_fails_instead_of_skipping(repo: Repo) -> None:
+    right, wrong = x25519.Identity.generate(), x25519.Identity.generate()
+    _write_age_user(repo, "sealed@example.com", new_key(), str(right.to_public()))
+    result = repo.run("plan", env=repo.env() | {"RECONCILER_AGE_IDENTITY": str(wrong)})
+    assert result.code == 1
+    assert "users/sealed@example.com.yaml:3: api_key.age: cannot decrypt" in result.stderr
+    assert repo.run("plan").code == 2  # no identity at all (a fork's PR): plan goes on

@@ -420,3 +420,13 @@ def test_racing_runs_never_both_take_the_lock(repo: Repo) -> None:
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_plan_fails_on_a_key_that_is_present_but_unusable(repo: Repo) -> None:
+    seed(repo)
+    env = repo.env() | {repo.var("b@example.com"): "not a key!"}
+    result = repo.run("plan", env=env)
+    assert result.code == 1
+    assert "users/b@example.com.yaml:3: api_key.from_env: the key from env" in result.stderr
+    absent = {k: v for k, v in repo.env().items() if k != repo.var("b@example.com")}
+    assert repo.run("plan", env=absent).code == 0  # simply absent: key check skipped, plan goes on

@@ -136,7 +136,7 @@ def _md_creates(changes: tuple[Change, ...]) -> list[str]:
     out.append("| API user | " + " | ".join(fields) + " | api_key |")
     out.append("|---" * (len(fields) + 2) + "|")
     for change in changes:
-        values = {f.field: _md(_show(f.new)) for f in change.fields}
+        values = {f.field: _md_value(f.new) for f in change.fields}
         cells = [values.get(name, "") for name in fields]
         out.append(f"| {_md_name(change.api_user)} | " + " | ".join(cells) + " | (sensitive) |")
     return out
@@ -149,7 +149,7 @@ def _md_updates(changes: tuple[Change, ...]) -> list[str]:
     for change in changes:
         for f in change.fields:
             out.append(
-                f"| {_md_name(change.api_user)} | `{f.field}` | {_md(_show(f.old))} | {_md(_show(f.new))} |"
+                f"| {_md_name(change.api_user)} | `{f.field}` | {_md_value(f.old)} | {_md_value(f.new)} |"
             )
         if change.key_change:
             reason = _md(change.key_reason or "")
@@ -162,6 +162,13 @@ def _md_names(action: Action, changes: tuple[Change, ...]) -> list[str]:
         return []
     out = ["", f"#### {action.value.capitalize()} ({len(changes)})", ""]
     return out + [f"- {_md_name(c.api_user)}" for c in changes]
+
+
+def _md_value(value: Any) -> str:
+    """A JSON value as a code span: no Markdown, HTML or @-mention (an `@domain` sender would
+    notify a GitHub user) can come out of a value. Pipes stay escaped for the table."""
+    text = _show(value).replace("|", "\\|").replace("\n", " ")
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def _md_name(name: str) -> str:

@@ -97,6 +97,12 @@ def test_markdown_escapes_cells() -> None:
     assert "a \\| b" in render_markdown(SAMPLE)
 
 
+def test_markdown_values_are_code_spans_so_at_domains_mention_nobody() -> None:
+    md = render_markdown(SAMPLE)
+    assert '`["@billing.example.com"]`' in md
+    assert " @billing" not in md.replace('`["@billing.example.com"]`', "")
+
+
 @pytest.mark.parametrize("version", [0, 2, None])
 def test_unknown_plan_format_is_rejected(version: object) -> None:
     data = plan_to_json(SAMPLE) | {"format_version": version}
@@ -110,5 +116,5 @@ def test_markdown_creates_share_columns_when_fields_differ() -> None:
         line for line in render_markdown(SAMPLE).splitlines() if line.startswith("| API user | role")
     )
     assert header == "| API user | role | access.smtp | smtp_senders | description | api_key |"
-    assert rows[0] == '| `new@example.com` | "normal" | true |  | "a \\| b" | (sensitive) |'
-    assert rows[1] == '| `second@example.com` | "admin" |  | \\["@second.example.com"\\] |  | (sensitive) |'
+    assert rows[0] == '| `new@example.com` | `"normal"` | `true` |  | `"a \\| b"` | (sensitive) |'
+    assert rows[1] == '| `second@example.com` | `"admin"` |  | `["@second.example.com"]` |  | (sensitive) |'

@@ -138,8 +138,7 @@ class ServiceApp:
         try:
             endpoint, args = URLS.bind_to_environ(request.environ).match()
         except HTTPException as exc:
-            code = exc.name.lower().replace(" ", "_")
-            return ApiError.one(exc.code or 500, code, exc.name).response()
+            return _http_error(exc).response()
         if endpoint == "openapi":
             return Response(self.openapi, content_type="application/json")
         try:
@@ -148,6 +147,10 @@ class ServiceApp:
             response = getattr(self, endpoint)(request, caller, **args)
         except ApiError as exc:
             response = exc.response()
+        except HTTPException as exc:
+            # werkzeug raises these while reading the body (413 over MAX_BODY, 400 on a bad
+            # encoding): answer them in the contract's error shape, not as an HTML 500.
+            response = _http_error(exc).response()
         self._maybe_drop(request)
         return response  # type: ignore[no-any-return]
 
@@ -320,6 +323,10 @@ def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> 
 
 def _err(code: str, message: str, field: str | None = None) -> dict[str, str | None]:
     return {"code": code, "field": field, "message": message}
+
+
+def _http_error(exc: HTTPException) -> ApiError:
+    return ApiError.one(exc.code or 500, exc.name.lower().replace(" ", "_"), exc.name)
 
 
 def _unauthorized(message: str) -> ApiError:

@@ -225,3 +225,14 @@ def test_list_page_json_equals_the_user_objects(service: RunningService) -> None
     for user in listed:
         assert user == raw(service, "GET", f"/api_users/{user['api_user']}").json()
     assert len(listed) == 3
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/api_users"), ("PATCH", "/api_users/admin@example.com")]
+)
+def test_an_oversized_body_is_413_in_the_error_shape(service: RunningService, method: str, path: str) -> None:
+    body = {"api_user": "big@example.com", "api_key": new_key(), **attrs(description="x" * 300_000)}
+    response = raw(service, method, path, json=body)
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["errors"][0]["code"] == "request_entity_too_large"

@@ -73,6 +73,7 @@ class Settings(BaseModel):
 
     # The mail server
     mail_dir: str | None = None
+    templates_dir: str | None = None  # Jinja templates of the mail files; unset = the packaged ones
     relay_host: str = "127.0.0.1"
     relay_port: Annotated[int, Field(ge=1, le=65535)] = 2525
     hash_scheme: Literal["ARGON2ID", "BLF-CRYPT"] = "ARGON2ID"

@@ -17,13 +17,14 @@ from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode
 from reconciler.mail import MailReport, keys_for_mail, reflect
+from reconciler.mail.reflect import mail_dir_from
 
 templates_option = click.option(
     "--templates",
     "templates_dir",
     type=click.Path(path_type=Path, file_okay=False, exists=True),
-    envvar="RECONCILER_TEMPLATES_DIR",
-    help="Jinja templates for the mail files [default: templates/ of the reconciler checkout].",
+    help="Jinja templates for the mail files [default: setting templates_dir "
+    "(RECONCILER_TEMPLATES_DIR), else the templates packaged in reconciler/templates/].",
 )
 
 
@@ -32,8 +33,7 @@ templates_option = click.option(
 @click.option(
     "--mail-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Where dovecot/, postfix/ and state/ are written.",
+    help="Where dovecot/, postfix/ and state/ are written [default: setting mail_dir (RECONCILER_MAIL_DIR)].",
 )
 @click.option("--no-reload", is_flag=True, help="Write the files but do not reload Postfix/Dovecot.")
 @click.option(
@@ -49,7 +49,7 @@ templates_option = click.option(
 def render(
     *,
     users_dir: Path,
-    mail_dir: Path,
+    mail_dir: Path | None,
     no_reload: bool,
     check: bool,
     force_unlock: bool,
@@ -66,14 +66,16 @@ def render(
     \b
     Example:
       reconciler render --users users --mail-dir /etc/reconciler/mail
+      RECONCILER_MAIL_DIR=/etc/reconciler/mail reconciler render --users users
     """
     settings = load_settings(users_dir)
+    target = mail_dir_from(settings, mail_dir)  # --mail-dir, else RECONCILER_MAIL_DIR, else an error
     # --check writes nothing, like `plan`: it needs no lock (and may run where the state dir is
     # read-only).
     lock = (
         contextlib.nullcontext()
         if check
-        else mail_lock(users_dir, settings, mail_dir, "render", force=force_unlock)
+        else mail_lock(users_dir, settings, target, "render", force=force_unlock)
     )
     with lock:
         desired = load_users(users_dir)
@@ -83,7 +85,7 @@ def render(
             settings,
             reload=not no_reload,
             check=check,
-            mail_dir=mail_dir,
+            mail_dir=target,
             templates_dir=templates_dir,
         )
     _show(report)

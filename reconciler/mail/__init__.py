@@ -21,6 +21,7 @@ from reconciler.mail.render import (
     render_mail,
     render_snippets,
     template_environment,
+    templates_dir_for,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "render_mail",
     "render_snippets",
     "template_environment",
+    "templates_dir_for",
 ]

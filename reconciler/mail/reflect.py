@@ -12,12 +12,13 @@ from reconciler.errors import MailServerError
 from reconciler.mail.hashing import Hasher, PendingHasher, make_hasher
 from reconciler.mail.install import AuthProbe, changed_files, fingerprint_secret, install, read_previous
 from reconciler.mail.render import (
+    MAIL_SERVER_FILES,
     Rendered,
-    default_templates_dir,
     key_for,
     needs_mail_lines,
     render_mail,
     template_environment,
+    templates_dir_for,
 )
 from reconciler.model import UserSpec
 from reconciler.secrets import ApiKey, resolve_all
@@ -78,8 +79,9 @@ def preview(
     mail_dir: Path | None = None,
     templates_dir: Path | None = None,
 ) -> tuple[str, ...]:
-    """Mail files (relative to the mail dir) that a render would change; for `plan`. Writes nothing."""
-    return reflect(
+    """Mail-server files (relative to the mail dir) that a render would change; for `plan`. Writes
+    nothing. The state file is left out: it is reconciler's bookkeeping, not mail-server config."""
+    changed = reflect(
         desired_users,
         keys,
         settings,
@@ -88,6 +90,7 @@ def preview(
         mail_dir=mail_dir,
         templates_dir=templates_dir,
     ).changed
+    return tuple(name for name in changed if name in MAIL_SERVER_FILES)
 
 
 def keys_for_mail(desired: DesiredState, env: Mapping[str, str] | None = None) -> Mapping[str, ApiKey]:
@@ -108,7 +111,7 @@ def _render(
     hasher: Hasher,
     check: bool,
 ) -> Rendered:
-    templates = template_environment((templates_dir or default_templates_dir()).resolve())
+    templates = template_environment(templates_dir_for(settings, templates_dir))
     return render_mail(
         users,
         keys,

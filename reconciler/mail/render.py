@@ -32,6 +32,11 @@ SASL_PASSWD = "postfix/sasl_passwd"  # noqa: S105 (a file name)
 SENDER_RELAYHOST_MAPS = "postfix/sender_relayhost_maps"
 STATE = "state/fingerprints.json"
 STATE_VERSION = 1
+# The files the mail server reads, as opposed to our bookkeeping (STATE).
+MAIL_SERVER_FILES = (PASSWD, SENDER_LOGIN_MAPS, SASL_PASSWD, SENDER_RELAYHOST_MAPS)
+# Where the operator snippets put the Dovecot auth socket for Postfix (Debian's queue directory).
+DEFAULT_POSTFIX_QUEUE_DIR = Path("/var/spool/postfix")
+POSTFIX_AUTH_SOCKET = "private/auth"
 
 Daemon = Literal["postfix", "dovecot"]
 
@@ -98,15 +103,23 @@ _REDACTED_KEY = str(ApiKey(""))
 
 
 def default_templates_dir() -> Path:
-    """`templates/` at the root of a checkout (also what an editable install sees); an installed
-    wheel carries a copy as package data in `reconciler/templates/`."""
-    package = Path(reconciler.__file__).resolve().parent
-    for candidate in (package.parent / "templates", package / "templates"):
-        if candidate.is_dir():
-            return candidate
-    raise MailServerError(
-        f"no templates directory found beside {package}; pass --templates DIR or set RECONCILER_TEMPLATES_DIR"
-    )
+    """`reconciler/templates/`: package data, so a checkout, an editable install and an installed
+    wheel all find the same files. `--templates DIR` or the `templates_dir` setting replace it."""
+    return Path(reconciler.__file__).resolve().parent / "templates"
+
+
+def templates_dir_for(settings: Settings, templates_dir: Path | None = None) -> Path:
+    """The templates a render uses: the explicit `templates_dir` (`render --templates`), else the
+    `templates_dir` setting (RECONCILER_TEMPLATES_DIR or reconciler.yaml), else the packaged ones."""
+    if templates_dir is None and settings.templates_dir is not None:
+        templates_dir = Path(settings.templates_dir)
+    chosen = default_templates_dir() if templates_dir is None else templates_dir
+    if not chosen.is_dir():
+        raise MailServerError(
+            f"templates directory {chosen} is not a directory "
+            "(check --templates, templates_dir in reconciler.yaml or RECONCILER_TEMPLATES_DIR)"
+        )
+    return chosen.resolve()
 
 
 @lru_cache(maxsize=8)
@@ -159,9 +172,22 @@ def render_mail(
     return Rendered(files, counting.calls, len(smtp_users), rehashed)
 
 
-def render_snippets(mail_dir: Path, settings: Settings, templates: jinja2.Environment) -> dict[str, str]:
-    """The lines an operator adds once to dovecot.conf and main.cf (docs/mail.md)."""
-    context = {"mail_dir": str(mail_dir), "next_hop": relay_next_hop(settings)}
+def render_snippets(
+    mail_dir: Path,
+    settings: Settings,
+    templates: jinja2.Environment,
+    *,
+    postfix_queue_dir: Path = DEFAULT_POSTFIX_QUEUE_DIR,
+) -> dict[str, str]:
+    """The lines an operator adds once to dovecot.conf and main.cf (docs/mail.md). Postfix's smtpd
+    finds the Dovecot auth socket at `private/auth` under its queue directory (`postconf -h
+    queue_directory`), so Dovecot's listener for it is `<postfix_queue_dir>/private/auth`."""
+    context = {
+        "mail_dir": str(mail_dir),
+        "next_hop": relay_next_hop(settings),
+        "postfix_auth_socket": str(postfix_queue_dir / POSTFIX_AUTH_SOCKET),
+        "postfix_sasl_path": POSTFIX_AUTH_SOCKET,
+    }
     return {
         name: templates.get_template(f"snippets/{name}.j2").render(**context)
         for name in ("dovecot-passdb.conf", "postfix-main.cf")

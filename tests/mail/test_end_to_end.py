@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli.mail import render
-from reconciler.mail import PASSWD, SASL_PASSWD, STATE
+from reconciler.mail import PASSWD, SASL_PASSWD, STATE, default_templates_dir
 from tests.fixtures.mail import MailSandbox, settle_dovecot
 
 pytestmark = pytest.mark.mail
@@ -185,7 +185,7 @@ def test_key_change_old_key_fails_new_key_works(world: World) -> None:
 
 def test_template_that_breaks_postfix_leaves_old_config_serving(world: World, tmp_path: Path) -> None:
     templates = tmp_path / "templates"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "templates", templates)
+    shutil.copytree(default_templates_dir(), templates)
     # A map line without a value: Postfix would silently ignore it, so the installer must not.
     (templates / "postfix/sender_login_maps.j2").write_text(
         "{% for row in rows %}{{ row.sender }}\n{% endfor %}"

@@ -105,7 +105,7 @@ def test_api_key_ref_is_kept_unresolved_until_asked_for(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         service_api_key(settings)
     assert str(caught.value).startswith(
-        f"{path}:3: api_key_ref: cannot read key file {tmp_path}/keys/own.key"
+        f"{path}:3: api_key_ref: key file {tmp_path}/keys/own.key does not exist"
     )
     write(tmp_path / "keys", "own.key", "Own1key2abc\n")
     key = service_api_key(settings)

@@ -132,7 +132,7 @@ def _refuse_entry(entry: os.DirEntry[str]) -> str | None:
     if entry.is_dir():
         return "subdirectories are not read; move the files to the users directory itself"
     if not entry.name.endswith(SUFFIX):
-        hint = " (rename it to .yaml)" if entry.name.endswith(".yml") else ""
+        hint = " (rename it to .yaml)" if entry.name.lower().endswith((".yml", ".yaml")) else ""
         return f"only <api_user>.yaml files belong in the users directory{hint}"
     if not entry.is_file():
         return "not a regular file"
@@ -226,7 +226,7 @@ def map_error(file: str, doc: YamlMapping, err: ErrorDetails, model: type[BaseMo
 
 _MESSAGES = {
     "bool_type": "expected true or false, got {got}",
-    "string_type": "expected a string, got {got} (quote it)",
+    "string_type": "expected a string, got {got}",
     "model_type": "expected a mapping, got {got}",
     "dict_type": "expected a mapping, got {got}",
     "model_attributes_type": "expected a mapping, got {got}",
@@ -244,10 +244,28 @@ def _message(
         return f"unknown key; expected one of: {', '.join(_allowed_keys(model, loc[:-1]))}"
     if kind == "string_pattern_mismatch" and loc and loc[-1] == "from_env":
         return "expected an environment variable name like BILLING_API_KEY"
+    if loc == ("smtp_senders",) and kind in ("too_short", "too_long"):
+        if kind == "too_short":
+            return "list at least one sender, or leave smtp_senders out for the default [api_user]"
+        return f"list at most {err.get('ctx', {}).get('max_length', 100)} senders"
     if kind in _MESSAGES:
         expected = err.get("ctx", {}).get("expected", "one of the allowed values")
-        return _MESSAGES[kind].format(got=type_name(_lookup(data, loc)), expected=expected)
+        got = _lookup(data, loc)
+        message = _MESSAGES[kind].format(got=type_name(got), expected=expected)
+        return message + _hint(kind, got, loc)
     return err["msg"]
+
+
+def _hint(kind: str, got: Any, loc: tuple[int | str, ...]) -> str:
+    """How to fix a wrong kind of value, when there is a simple way."""
+    if kind != "string_type":
+        return ""
+    if got is None:
+        # `timezone: ~` or an empty value: quoting would not help; a value or no key would.
+        return f"; write a value, or leave {field_path(loc)} out" if loc else "; write a value"
+    if isinstance(got, bool | int | float):
+        return " (quote it)"
+    return ""
 
 
 def field_path(loc: Iterable[int | str]) -> str:

@@ -14,7 +14,10 @@ the command imports the others, lists the refused ones and exits 1.
 
 Keys cannot be read from the service, so each file gets a `from_env` reference with a predictable
 variable name; existing files keep whatever reference they have. Existing files are updated through
-ruamel.yaml's round trip, touching only values that differ, so comments and key order survive.
+ruamel.yaml's round trip, touching only values that differ, so comments and key order survive; an
+existing file's api_user that matches the service's case-insensitively is kept as written (it must
+equal the file name). Strings a YAML 1.1 reader would take for a boolean, null, number or date
+(`yes`, `off`, `~`, `012`) are written double-quoted, so other tools read what this one reads.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 
 from reconciler.errors import Problem, ValidationFailed
 from reconciler.model import EMAIL_RE, MAX_EMAIL, LiveUser
@@ -49,6 +53,20 @@ FIELD_ORDER = (
     "description",
 )
 ACCESS_ORDER = ("http_api", "smtp", "own_data_only")
+# Strings that YAML 1.1 tools (PyYAML, yamllint, older linters) read as a boolean, null, number or
+# date even though YAML 1.2 (and this tool) reads them as strings: written quoted, so all agree.
+_YAML11_WORDS = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "=", "<<"))
+_YAML11_LOOKALIKE = re.compile(
+    r"""^(?:
+        [-+]?0b[01_]+
+      | [-+]?0x[0-9a-f_]+
+      | [-+]?[0-9][0-9_]*(?::[0-5]?[0-9])*(?:\.[0-9_]*)?(?:e[-+]?[0-9]+)?
+      | [-+]?\.[0-9_]+(?:e[-+]?[0-9]+)?
+      | [-+]?\.inf | \.nan
+      | [0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:[t\s].*)?
+    )$""",
+    re.IGNORECASE | re.VERBOSE,
+)
 
 
 @dataclass(frozen=True)
@@ -153,7 +171,11 @@ def update_document(text: str, user: LiveUser, env_var: str, file_name: str) -> 
     """`text` with every setting set to the live value, changing only what differs. Returns the
     new text and where the file says the key is (kept when the file has a reference)."""
     doc = _load(text, file_name)
-    _set(doc, "api_user", user.api_user, FIELD_ORDER)
+    written = doc.get("api_user")
+    if not (isinstance(written, str) and written.lower() == user.api_user.lower()):
+        # api_users are unique case-insensitively and the file was found that way: its name is the
+        # spelling validate checks api_user against, so a file's own casing is never overwritten.
+        _set(doc, "api_user", file_name.removesuffix(SUFFIX), FIELD_ORDER)
     if not isinstance(doc.get("api_key"), dict) or not doc["api_key"]:
         _set(doc, "api_key", CommentedMap(from_env=env_var), FIELD_ORDER)
     for key, value in live_fields(user).items():
@@ -180,7 +202,16 @@ def _same(current: Any, value: Any) -> bool:
     # Compare as plain data: a CommentedSeq equal to the list keeps its comments.
     if isinstance(current, list) and isinstance(value, list):
         return list(current) == value
+    if isinstance(current, str) and isinstance(value, str):
+        # A string keeps its quotes as written, but a plain one that YAML 1.1 misreads gets quoted.
+        return current == value and (isinstance(current, ScalarString) or not yaml11_ambiguous(value))
     return type(current) is type(value) and bool(current == value)
+
+
+def yaml11_ambiguous(text: str) -> bool:
+    """True for a string a YAML 1.1 reader would take for a boolean, null, number or date when
+    written plain (`yes`, `off`, `~`, `012`, `1_000`, `1:30`, `2024-01-31`), case-insensitively."""
+    return text.lower() in _YAML11_WORDS or bool(_YAML11_LOOKALIKE.match(text))
 
 
 def _position(doc: CommentedMap, key: str, order: Sequence[str]) -> int:
@@ -198,7 +229,9 @@ def _node(value: Any) -> Any:
             node[key] = _node(sub)
         return node
     if isinstance(value, list):
-        return CommentedSeq(value)
+        return CommentedSeq(_node(item) for item in value)
+    if isinstance(value, str) and not isinstance(value, ScalarString) and yaml11_ambiguous(value):
+        return DoubleQuotedScalarString(value)
     return value
 
 

@@ -101,7 +101,8 @@ def _refuse_literal_key(value: Any) -> Any:
     if isinstance(value, str | int | float):
         raise PydanticCustomError(
             "literal_key",
-            "a literal key is not allowed here; use {from_env: NAME} or {from_file: PATH}",
+            "a literal key is not allowed here; use {from_env: NAME}, {from_file: PATH} or "
+            "{age: ...} (from `reconciler secret encrypt`)",
         )
     return value
 
@@ -131,7 +132,7 @@ _STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, use
 
 
 class KeyRef(BaseModel):
-    """Where the key lives: an environment variable or a file. Never the key itself."""
+    """Where the key lives: an environment variable, a file, or age-encrypted. Never the key itself."""
 
     model_config = ConfigDict(
         **_STRICT,
@@ -230,7 +231,7 @@ class UserSpec(UserAttributes):
     api_user: Email
     """The API user's name, an email address; must equal this file's name without .yaml."""
     api_key: Annotated[KeyRef, BeforeValidator(_refuse_literal_key)]
-    """Where the key lives ({from_env: NAME} or {from_file: PATH}); never the key itself."""
+    """Where the key lives ({from_env: NAME}, {from_file: PATH} or {age: ...}); never the key itself."""
 
     def senders(self) -> tuple[str, ...]:
         """Envelope senders this login may use; the api_user itself unless declared."""

@@ -242,7 +242,8 @@ class _Builder:
         if event.anchor is not None or event.tag is not None:
             self.check_props(event)
         if kind is ScalarEvent:
-            return resolve_scalar(event) if event.implicit[0] else event.value
+            # libyaml reports `! true` as implicit with the tag `!`; that tag means "a string".
+            return resolve_scalar(event) if event.implicit[0] and event.tag is None else event.value
         if kind is MappingStartEvent:
             return self.mapping(parser, path)
         return self.sequence(parser, path)
@@ -250,7 +251,10 @@ class _Builder:
     def check_props(self, event: Any) -> None:
         if event.anchor is not None:
             self.refuse(event, "YAML anchors (&name) are not allowed; write the value out")
-        if event.tag is not None and event.tag != "!":
+        if event.tag == "!":
+            # The non-specific tag forces a string (`! true` is not a boolean): refused like the others.
+            self.refuse(event, "YAML tags (!name) are not allowed; remove the '!'")
+        elif event.tag is not None:
             self.refuse(event, "YAML tags (!name) are not allowed")
 
     def mapping(self, parser: Any, path: str) -> dict[str, Any]:

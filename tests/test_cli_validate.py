@@ -56,6 +56,9 @@ YAML_REFUSALS = [
     ("a: b\nc: *me\n", 2, 4, "YAML aliases (*name) are not allowed"),
     ("base: {role: normal}\n<<: {role: admin}\n", 2, 1, "YAML merge keys (<<) are not allowed"),
     ("role: !!str normal\n", 1, 7, "YAML tags (!name) are not allowed"),
+    # The non-specific tag `!` makes a string in YAML; libyaml would still hand over `true`.
+    (user_yaml(NAME).replace("locked: false", "locked: ! true"), 11, 9, "YAML tags (!name) are not allowed"),
+    ("access: ! {smtp: true}\n", 1, 9, "YAML tags (!name) are not allowed; remove the '!'"),
     (user_yaml(NAME) + "role: admin\n", 13, 1, "duplicate key 'role' (first given on line 4)"),
     ("api_user: [unclosed\n", 2, 1, "not valid YAML"),
 ]
@@ -93,11 +96,20 @@ def test_non_utf8_is_refused_at_the_bad_byte(capsys: pytest.CaptureFixture[str],
 def test_only_yaml_files_belong_in_users(capsys: pytest.CaptureFixture[str], users: Path) -> None:
     write_user(users)
     write(users, "other@example.com.yml", user_yaml("other@example.com"))
+    write(users, "upper@example.com.YAML", user_yaml("upper@example.com"))
+    write(users, "title@example.com.Yaml", user_yaml("title@example.com"))
+    write(users, "shout@example.com.YML", user_yaml("shout@example.com"))
     write(users, "notes.txt", "hello\n")
     write(users, "README.md", "# Users\n")
     write(users, ".gitattributes", "* text\n")
     result = validate(capsys, users)
-    assert_error(result, str(users / "other@example.com.yml"), "rename it to .yaml")
+    for name in (
+        "other@example.com.yml",
+        "upper@example.com.YAML",
+        "title@example.com.Yaml",
+        "shout@example.com.YML",
+    ):
+        assert_error(result, str(users / name), "rename it to .yaml")
     assert_error(result, str(users / "notes.txt"), "only <api_user>.yaml files belong")
     assert "README" not in result.err
     assert ".gitattributes" not in result.err
@@ -171,6 +183,41 @@ FIELD_ERRORS = [
     ),
     (
         ACCESS,
+        ACCESS + "smtp_senders: []\n",
+        "10:15",
+        "smtp_senders",
+        "list at least one sender, or leave smtp_senders out for the default [api_user]",
+    ),
+    (
+        ACCESS,
+        ACCESS + "smtp_senders: [" + ", ".join(f"s{i}@example.com" for i in range(101)) + "]\n",
+        "10:15",
+        "smtp_senders",
+        "list at most 100 senders",
+    ),
+    (
+        "timezone: Asia/Tokyo",
+        "timezone: ~",
+        "10:11",
+        "timezone",
+        "expected a string, got nothing (null); write a value, or leave timezone out",
+    ),
+    (
+        "timezone: Asia/Tokyo",
+        "timezone:",
+        "10:10",
+        "timezone",
+        "expected a string, got nothing (null); write",
+    ),
+    (
+        "description: A test user",
+        "description: true",
+        "12:14",
+        "description",
+        "expected a string, got a boolean (quote it)",
+    ),
+    (
+        ACCESS,
         ACCESS + "smtp_senders: [app@example.com, bad]\n",
         "10:33",
         "smtp_senders[1]",
@@ -187,7 +234,11 @@ def test_field_errors_name_line_column_field_and_expectation(
     text = user_yaml(NAME)
     assert old in text
     path = write_user(users, NAME, text.replace(old, new, 1))
-    assert_error(validate(capsys, users), f"{path}:{where}", f"{field}: {message}")
+    result = validate(capsys, users)
+    assert_error(result, f"{path}:{where}", f"{field}: {message}")
+    if "(null)" in message:
+        assert "quote it" not in result.err  # quoting nothing gives an empty string, not a zone
+    assert "should have" not in result.err  # pydantic's own wording never reaches people
 
 
 def test_a_literal_key_is_refused_without_repeating_it(
@@ -200,6 +251,7 @@ def test_a_literal_key_is_refused_without_repeating_it(
         assert "Sup3rSecretValue42" not in result.out + result.err
     result = validate(capsys, users)
     assert_error(result, f"{path}:2:10", "api_key: a literal key is not allowed")
+    assert_error(result, f"{path}:2:10", "use {from_env: NAME}, {from_file: PATH} or {age: ...}")
 
 
 @pytest.mark.parametrize("value", ["Xq7SecretKey9", "wrongKey2024abc"])

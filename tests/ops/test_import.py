@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.importer import env_var_names
+from reconciler.importer import env_var_names, new_document, update_document
+from reconciler.model import LiveUser
 from reconciler.secrets import ApiKey
+from reconciler.yamlfile import parse_mapping
 from tests.fixtures.service import new_key
 from tests.ops.conftest import Repo
 
@@ -189,3 +191,90 @@ def test_imported_paths_must_stay_in_users(tmp_path: Path) -> None:
     for name in ("../a@example.com.yaml", "/etc/a@example.com.yaml", "x/a@example.com.yaml", ".."):
         with pytest.raises(ReconcilerError, match="outside"):
             _target(users, name)
+
+
+def test_force_keeps_the_files_casing_of_api_user(empty_repo: Repo) -> None:
+    repo = empty_repo
+    seed_console_users(repo, 1)  # app00@example.com on the service
+    path = repo.users / "App00@example.com.yaml"
+    path.write_text("api_user: App00@example.com\napi_key:\n  from_env: APP00_KEY\nrole: normal\n")
+    result = repo.run("import", "--force")
+    assert result.code == 0, result.output
+    text = path.read_text()
+    assert "api_user: App00@example.com\n" in text  # not the service's app00@example.com
+    assert "role: admin" in text  # the other settings are updated
+    validated = repo.run("validate")
+    assert validated.code == 0, validated.output
+
+
+def test_update_keeps_api_user_unless_it_names_someone_else() -> None:
+    live = LiveUser(api_user="billing@example.com", role="normal")
+    same, _ = update_document(
+        "api_user: Billing@Example.com\n", live, "B_API_KEY", "Billing@example.com.yaml"
+    )
+    assert same.startswith("api_user: Billing@Example.com\n")
+    for written in ("api_user: other@example.com\n", "role: normal\n"):
+        fixed, _ = update_document(written, live, "B_API_KEY", "Billing@example.com.yaml")
+        assert "api_user: Billing@example.com\n" in fixed  # the file's name, which validate checks
+
+
+AMBIGUOUS = [
+    "yes",
+    "No",
+    "ON",
+    "off",
+    "y",
+    "N",
+    "true",
+    "False",
+    "null",
+    "~",
+    "012",
+    "1_000",
+    "1:30",
+    "1.5",
+    ".inf",
+    "2024-01-31",
+]
+
+
+@pytest.mark.parametrize("description", AMBIGUOUS)
+def test_new_files_quote_strings_yaml_1_1_would_misread(description: str) -> None:
+    yaml11 = pytest.importorskip("yaml")  # PyYAML: a YAML 1.1 reader, as many other tools are
+    live = LiveUser(api_user="a@example.com", role="normal", description=description)
+    text = new_document(live, "A_API_KEY")
+    assert f'description: "{description}"\n' in text
+    assert yaml11.safe_load(text)["description"] == description
+    assert load_mapping_text(text)["description"] == description
+
+
+@pytest.mark.parametrize("plain", ["A test user", "owned by team 1", "yes please", "1.2.3", "Asia/Tokyo"])
+def test_ordinary_strings_stay_plain(plain: str) -> None:
+    text = new_document(LiveUser(api_user="a@example.com", role="normal", description=plain), "A_API_KEY")
+    assert f"description: {plain}\n" in text
+
+
+def test_force_quotes_a_plain_lookalike_and_keeps_other_quotes() -> None:
+    live = LiveUser(api_user="a@example.com", role="normal", timezone="UTC", description="off")
+    existing = (
+        "api_user: a@example.com\napi_key: {from_env: A}\nrole: normal\ntimezone: 'UTC'\ndescription: off\n"
+    )
+    updated, _ = update_document(existing, live, "A_API_KEY", "a@example.com.yaml")
+    assert "timezone: 'UTC'\n" in updated  # already right, written the file's way
+    assert 'description: "off"\n' in updated
+    again, _ = update_document(updated, live, "A_API_KEY", "a@example.com.yaml")
+    assert again == updated
+
+
+def test_imported_lookalikes_plan_no_change(empty_repo: Repo) -> None:
+    repo = empty_repo
+    with repo.service.client() as client:
+        client.create_user("yes@example.com", {"role": "normal", "description": "no"}, ApiKey(new_key()), {})
+    assert repo.run("import").code == 0
+    assert 'description: "no"\n' in (repo.users / "yes@example.com.yaml").read_text()
+    planned = repo.run("plan")
+    assert planned.code == 0, planned.output
+
+
+def load_mapping_text(text: str) -> dict[str, Any]:
+    return parse_mapping(text, "a@example.com.yaml").data

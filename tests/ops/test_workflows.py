@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ def test_the_four_flows_exist() -> None:
     assert "pull_request" in triggers["pull-request"]
     assert triggers["apply"]["push"]["branches"] == ["main"]
     assert "schedule" in triggers["drift"]
-    assert set(triggers["on-call"]["workflow_dispatch"]["inputs"]) == {"target", "dry_run"}
+    on_call = set(triggers["on-call"]["workflow_dispatch"]["inputs"])
+    assert on_call == {"target", "dry_run", "allow_deletes", "allow_locks"}
 
 
 def test_workflows_match_the_github_schema() -> None:
@@ -169,3 +171,205 @@ def test_the_adoption_snippet_in_the_docs_is_a_valid_workflow(tmp_path: Path) ->
     assert len(match.group(1).splitlines()) <= 15
     done = _check_jsonschema("vendor.github-workflows", snippet)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _recording_reconciler(tmp: Path) -> tuple[str, Path]:
+    """A PATH whose `reconciler` logs its arguments, then runs the real one; and the log."""
+    shim_dir, log = tmp / "shim", tmp / "reconciler-args"
+    shim_dir.mkdir()
+    shim = shim_dir / "reconciler"
+    lines = ["#!/bin/sh", f'printf "%s\\0" "$@" >> "{log}"', f'printf "\\n" >> "{log}"']
+    shim.write_text("\n".join([*lines, f'exec "{BIN / "reconciler"}" "$@"', ""]))
+    shim.chmod(0o755)
+    return f"{shim_dir}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}", log
+
+
+def _calls(log: Path) -> list[list[str]]:
+    # One call per record: each argument ends with NUL, the record with a newline.
+    return [record.split("\0") for record in log.read_text().split("\0\n") if record] if log.exists() else []
+
+
+def _targets(args: list[str]) -> list[str]:
+    return [args[i + 1] for i, arg in enumerate(args) if arg == "--target"]
+
+
+@pytest.mark.parametrize(
+    ("targets", "expected"),
+    [
+        ("*", ["*"]),
+        ("a@*", ["a@*"]),
+        ("a@*, admin@*", ["a@*", "admin@*"]),
+        ("a@* ,,admin@*", ["a@*", "admin@*"]),
+    ],
+)
+def test_action_target_globs_reach_the_reconciler_unexpanded(
+    repo: Repo, tmp_path: Path, targets: str, expected: list[str]
+) -> None:
+    # Files in the checkout that bash would glob-match: the target must not become their names.
+    for name in ("Makefile", "README.md", "a@decoy"):
+        (repo.root / name).write_text("not a user\n")
+    repo.write("a@example.com", access={"smtp": True})
+    path, log = _recording_reconciler(tmp_path)
+    code, outputs, stdout, summary = _run_action(
+        repo, "plan", tmp_path, **repo.env(), PATH=path, TARGETS=targets
+    )
+    assert code == 0, stdout
+    (call,) = _calls(log)
+    assert call[0] == "plan"
+    assert _targets(call) == expected
+    assert outputs["exit-code"] == "2", stdout  # the plan matched a@example.com, not nobody
+    assert "a@example.com" in summary
+
+
+def test_action_validate_ignores_target_and_args(repo: Repo, tmp_path: Path) -> None:
+    repo.write("a@example.com", access={"smtp": True})
+    path, log = _recording_reconciler(tmp_path)
+    code, outputs, stdout, _ = _run_action(
+        repo, "validate", tmp_path, **repo.env(), PATH=path, TARGETS="a@*", EXTRA_ARGS="--allow-deletes 5"
+    )
+    assert (code, outputs["exit-code"]) == (0, "0"), stdout
+    assert _calls(log) == [["validate", "--users", str(repo.users)]]
+
+
+def test_action_passes_args_and_targets_to_reconcile(repo: Repo, tmp_path: Path) -> None:
+    repo.write("a@example.com", access={"smtp": True})
+    path, log = _recording_reconciler(tmp_path)
+    code, outputs, stdout, _ = _run_action(
+        repo,
+        "reconcile",
+        tmp_path,
+        **repo.env(),
+        PATH=path,
+        TARGETS="*",
+        EXTRA_ARGS="--allow-deletes 5 --allow-locks 2",
+    )
+    assert (code, outputs["exit-code"]) == (0, "0"), stdout
+    (call,) = _calls(log)
+    assert call[:4] == ["reconcile", "--users", str(repo.users), "--auto-approve"]
+    assert call[4:] == ["--allow-deletes", "5", "--allow-locks", "2", "--target", "*"]
+
+
+_GITHUB_SCRIPT_HARNESS = """
+const fs = require('fs');
+const comments = JSON.parse(process.env.COMMENTS);
+const calls = [];
+const issues = {
+  listComments: 'listComments',
+  updateComment: async (args) => { calls.push(['update', args.comment_id, args.body]); },
+  createComment: async (args) => { calls.push(['create', args.issue_number, args.body]); },
+};
+const github = { paginate: async () => comments, rest: { issues } };
+const context = { repo: { owner: 'o', repo: 'r' }, issue: { number: 7 } };
+const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
+const script = fs.readFileSync(process.env.SCRIPT, 'utf8');
+new AsyncFunction('require', 'github', 'context', script)(require, github, context)
+  .then(() => process.stdout.write(JSON.stringify(calls)));
+"""
+
+
+def _run_comment_script(tmp: Path, exit_code: str, comments: list[dict[str, Any]]) -> list[list[Any]]:
+    """The comment step's github-script, run by node against a fake GitHub client."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    step = next(
+        s for s in _load(ACTION)["runs"]["steps"] if s.get("name") == "Post or update the plan comment"
+    )
+    script, plan = tmp / "script.js", tmp / "plan.md"
+    script.write_text(step["with"]["script"])
+    plan.write_text(f"{MARKDOWN_MARKER}\n## Plan: 1 to create\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "SCRIPT": str(script),
+        "COMMENTS": json.dumps(comments),
+        "EXIT_CODE": exit_code,
+        "PLAN_MARKDOWN": str(plan),
+        "RUN_URL": "https://github.example/o/r/actions/runs/42",
+    }
+    done = subprocess.run(
+        [node, "-e", _GITHUB_SCRIPT_HARNESS], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    calls: list[list[Any]] = json.loads(done.stdout)
+    return calls
+
+
+QUOTING_HUMAN = {"id": 1, "user": {"type": "User"}, "body": f"> {MARKDOWN_MARKER}\n> old plan\nwhy?"}
+OLD_PLAN = {"id": 2, "user": {"type": "Bot"}, "body": f"{MARKDOWN_MARKER}\n## Plan: 2 to update\n"}
+
+
+def test_the_plan_comment_updates_the_bots_comment_not_a_quoting_humans(tmp_path: Path) -> None:
+    ((verb, comment_id, body),) = _run_comment_script(tmp_path, "2", [QUOTING_HUMAN, OLD_PLAN])
+    assert (verb, comment_id) == ("update", 2)
+    assert "1 to create" in body
+    ((verb, _, body),) = _run_comment_script(tmp_path, "0", [QUOTING_HUMAN])
+    assert verb == "create"
+    assert body.startswith(MARKDOWN_MARKER)
+
+
+def test_a_failed_plan_replaces_the_outdated_plan_comment(tmp_path: Path) -> None:
+    ((verb, comment_id, body),) = _run_comment_script(tmp_path, "1", [QUOTING_HUMAN, OLD_PLAN])
+    assert (verb, comment_id) == ("update", 2)
+    assert body.startswith(MARKDOWN_MARKER)
+    assert "plan failed" in body
+    assert "https://github.example/o/r/actions/runs/42" in body
+    assert "2 to update" not in body
+    # No plan comment yet: a failure adds none (the failed check says it).
+    assert _run_comment_script(tmp_path, "1", [QUOTING_HUMAN]) == []
+
+
+def test_the_comment_step_runs_on_a_failed_plan() -> None:
+    step = next(
+        s for s in _load(ACTION)["runs"]["steps"] if s.get("name") == "Post or update the plan comment"
+    )
+    assert "exit-code == '1'" in step["if"]
+
+
+def _on_call_overrides(tmp: Path, **inputs: str) -> tuple[int, str, str]:
+    """The on-call workflow's step that turns allow_deletes / allow_locks into the action's args."""
+    job = _load(ROOT / ".github" / "workflows" / "on-call.yml")["jobs"]["reconcile"]
+    step = next(s for s in job["steps"] if s.get("id") == "overrides")
+    assert set(step["env"]) == set(inputs)
+    output = tmp / "output"
+    output.write_text("")
+    env = {"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(output), **inputs}
+    done = subprocess.run(
+        ["bash", "-e", "-c", step["run"]], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.returncode, output.read_text(), done.stdout + done.stderr
+
+
+def test_on_call_passes_the_narrow_overrides_to_the_action(tmp_path: Path) -> None:
+    job = _load(ROOT / ".github" / "workflows" / "on-call.yml")["jobs"]["reconcile"]
+    (action,) = [s for s in job["steps"] if s.get("uses") == "./"]
+    assert action["with"]["args"] == "${{ steps.overrides.outputs.args }}"
+    code, output, _ = _on_call_overrides(tmp_path, ALLOW_DELETES="5", ALLOW_LOCKS="")
+    assert (code, output) == (0, "args=--allow-deletes 5\n")
+    code, output, _ = _on_call_overrides(tmp_path, ALLOW_DELETES=" 5 ", ALLOW_LOCKS="4")
+    assert (code, output) == (0, "args=--allow-deletes 5 --allow-locks 4\n")
+    code, output, _ = _on_call_overrides(tmp_path, ALLOW_DELETES="", ALLOW_LOCKS="")
+    assert (code, output) == (0, "args=\n")
+
+
+@pytest.mark.parametrize("value", ["5 --force-unlock", "-1", "five", "*"])
+def test_on_call_refuses_overrides_that_are_not_whole_numbers(tmp_path: Path, value: str) -> None:
+    code, output, log = _on_call_overrides(tmp_path, ALLOW_DELETES=value, ALLOW_LOCKS="")
+    assert code == 1
+    assert output == ""
+    assert "--allow-deletes must be a whole number" in log
+
+
+def test_the_adoption_snippet_applies_in_the_apply_group_and_guards_forks() -> None:
+    docs = (ROOT / "docs" / "gitops.md").read_text()
+    match = re.search(r"```yaml\n(on: .*?)```", docs, re.S)
+    assert match is not None
+    snippet = YAML(typ="safe").load(match.group(1))
+    # The on-call workflow's real runs and apply.yml use this group: one name, so they never overlap.
+    apply_group = _load(ROOT / ".github" / "workflows" / "apply.yml")["concurrency"]["group"]
+    assert f"github.event_name == 'push' && '{apply_group}'" in snippet["concurrency"]["group"]
+    assert (
+        f"|| '{apply_group}'" in _load(ROOT / ".github" / "workflows" / "on-call.yml")["concurrency"]["group"]
+    )
+    (_, action) = snippet["jobs"]["reconciler"]["steps"]
+    # Forks have no secrets: they validate instead of failing a plan.
+    assert "secrets.RECONCILER_API_KEY != '' && 'plan' || 'validate'" in action["with"]["command"]

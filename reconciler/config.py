@@ -173,14 +173,24 @@ def service_api_key(settings: Settings) -> SecretStr | None:
     return settings._resolved_key
 
 
+# Secrets that a file in git must not hold; each with where it may come from instead.
+_ENV_ONLY = {
+    "api_key": "set RECONCILER_API_KEY or use api_key_ref",
+    "fingerprint_secret": "set RECONCILER_FINGERPRINT_SECRET",
+}
+
+
 def _literal_key(file: str, doc: YamlMapping) -> list[Problem]:
-    # A file in git must not hold the reconciler's own key; the message must not repeat it.
-    if "api_key" not in doc.data:
-        return []
-    line, column = doc.position("api_key", key=True) or (None, None)
-    message = "a literal key is not allowed in a file; set RECONCILER_API_KEY or use api_key_ref"
-    doc.data.pop("api_key")
-    return [Problem(file, message, line, column, "api_key")]
+    # The message must not repeat the value.
+    problems = []
+    for name, instead in _ENV_ONLY.items():
+        if name in doc.data:
+            line, column = doc.position(name, key=True) or (None, None)
+            doc.data.pop(name)
+            problems.append(
+                Problem(file, f"a secret is not allowed in a file; {instead}", line, column, name)
+            )
+    return problems
 
 
 def _locate(file: str, doc: YamlMapping, from_env: Mapping[str, Any], err: ErrorDetails) -> Problem:

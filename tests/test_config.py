@@ -58,6 +58,16 @@ def test_a_literal_key_in_the_file_is_refused_without_repeating_it(tmp_path: Pat
     assert "Secret123abc" not in problems[0][3] and "RECONCILER_API_KEY" in problems[0][3]
 
 
+def test_a_fingerprint_secret_in_the_file_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "reconciler.yaml", "retries: 2\nfingerprint_secret: hunter2hunter2\n")
+    with pytest.raises(ValidationFailed) as caught:
+        load_settings(tmp_path / "users", {})
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line, problem.field) == (str(path), 2, "fingerprint_secret")
+    assert "RECONCILER_FINGERPRINT_SECRET" in problem.message
+    assert "hunter2" not in str(problem)
+
+
 def test_environment_errors_name_the_variable(tmp_path: Path) -> None:
     env = {"RECONCILER_CONNECT_TIMEOUT": "-1", "RECONCILER_ALLOW_INSECURE_HTTP": "maybe"}
     assert sorted(problems_of(tmp_path / "users", env)) == [

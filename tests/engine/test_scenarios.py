@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -191,19 +192,25 @@ def test_second_apply_fails_fast_naming_the_holder(repo: Repo) -> None:
     assert "a@example.com" not in repo.live()
 
 
-def test_stale_lock_of_a_dead_process_is_taken_over(repo: Repo) -> None:
-    repo.write("a@example.com")
-    path = lock_path(repo.root / ".reconciler", repo.service.base_url)
-    path.parent.mkdir(parents=True)
-    dead = {
+def write_lock(state: Path, service: str, **fields: object) -> Path:
+    """A lock file as another run left it; by default its process (on this host) is gone."""
+    path = lock_path(state, service)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {
         "holder": "ci",
         "host": socket.gethostname(),
         "pid": 2**22 + 1,
         "started_at": "2026-11-27T00:00:00+00:00",
         "command": "apply",
-        "service": repo.service.base_url,
-    }
-    path.write_text(json.dumps(dead))
+        "service": service,
+    } | fields
+    path.write_text(json.dumps(info))
+    return path
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(repo: Repo) -> None:
+    repo.write("a@example.com")
+    path = write_lock(repo.root / ".reconciler", repo.service.base_url)
     assert repo.run("apply", "--auto-approve").code == 0
     assert not path.exists()
 
@@ -308,17 +315,13 @@ def test_a_change_the_service_silently_ignores_is_reported_and_fails_the_run(rep
 
 def test_force_unlock_takes_over_a_live_lock(repo: Repo) -> None:
     repo.write("a@example.com")
-    path = lock_path(repo.root / ".reconciler", repo.service.base_url)
-    path.parent.mkdir(parents=True)
-    alive = {
-        "holder": "ci",
-        "host": "other-host",
-        "pid": 1,
-        "started_at": "2999-01-01T00:00:00+00:00",
-        "command": "apply",
-        "service": repo.service.base_url,
-    }
-    path.write_text(json.dumps(alive))
+    write_lock(
+        repo.root / ".reconciler",
+        repo.service.base_url,
+        host="other-host",
+        pid=1,
+        started_at="2999-01-01T00:00:00+00:00",
+    )
     held = repo.run("apply", "--auto-approve")
     assert held.code == 1
     assert "ci on other-host (pid 1, apply" in held.stderr and "--force-unlock" in held.stderr
@@ -402,18 +405,8 @@ def test_racing_runs_never_both_take_the_lock(repo: Repo) -> None:
         except AssertionError as exc:
             errors.append(str(exc))
 
-    path = lock_path(state, "svc")
-    state.mkdir(parents=True, exist_ok=True)
-    dead = {
-        "holder": "ci",
-        "host": socket.gethostname(),
-        "pid": 2**22 + 1,
-        "started_at": "2026-11-27T00:00:00+00:00",
-        "command": "apply",
-        "service": "svc",
-    }
     for _ in range(20):
-        path.write_text(json.dumps(dead))  # every round starts with a stale lock to take over
+        write_lock(state, "svc")  # every round starts with a stale lock to take over
         threads = [threading.Thread(target=contender, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from reconciler.apply import KeyMaterial, needs_keys
@@ -45,14 +46,16 @@ def resolve_keys(
 def require_keys(desired: DesiredState, targets: tuple[str, ...] = ()) -> None:
     """apply/reconcile: every key of the users in scope must be readable before anything is
     applied. Otherwise a plan would skip their key checks and silently never apply a rotation."""
-    from fnmatch import fnmatchcase
+    resolve_keys(desired, targeted_names(desired, targets)).raise_if_missing()
 
-    names = [
-        u.api_user
-        for u in desired.users
-        if not targets or any(fnmatchcase(u.api_user.lower(), t.lower()) for t in targets)
+
+def targeted_names(desired: DesiredState, targets: tuple[str, ...]) -> list[str] | None:
+    """The declared users a --target run is about (None: all), matched like the plan matches."""
+    if not targets:
+        return None
+    return [
+        u.api_user for u in desired.users if any(fnmatchcase(u.api_user.lower(), t.lower()) for t in targets)
     ]
-    resolve_keys(desired, names).raise_if_missing()
 
 
 def fingerprints_of(keys: Mapping[str, ApiKey], secret: bytes) -> dict[str, str]:

@@ -212,9 +212,15 @@ def key_change_reason(live: LiveUser, fp: str | None, skipped: bool) -> str | No
         return None
     if recorded_fp is None:
         return "not set by the reconciler yet"
-    if recorded_fp == fp:
+    return _fingerprint_reason(recorded_fp, fp or "")
+
+
+def _fingerprint_reason(recorded: str, declared: str) -> str | None:
+    if recorded == declared:
         return None
-    if _secret_id(recorded_fp) != _secret_id(fp):
+    if _secret_id(recorded) is None and recorded == declared.partition(";sid=")[0]:
+        return None  # recorded before fingerprints named their secret: same key, same secret
+    if _secret_id(recorded) != _secret_id(declared):
         return "fingerprint secret changed: the key is set again to record a new fingerprint"
     return "declared key changed"
 

@@ -71,7 +71,8 @@ def resolve(ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None = None) -
         # KeyRef refuses a from_env that looks like a key; a reference built some other way
         # (model_construct) still never gets its value into a message.
         name = "named in from_env" if looks_like_key(ref.from_env) else ref.from_env
-        if ref.from_env not in environ:
+        # An empty value is what CI expands an unavailable secret to (a fork's pull request).
+        if not environ.get(ref.from_env, "").strip():
             raise SecretUnavailable(f"environment variable {name} is not set")
         return check_key(environ[ref.from_env].strip(), f"env {name}")
     if ref.age is not None:

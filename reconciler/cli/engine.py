@@ -60,7 +60,7 @@ def _fresh_plan(
     loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...], *, warn: bool = True
 ) -> Plan:
     live = client.list_users()
-    resolved = engine.resolve_keys(loaded.desired)
+    resolved = engine.resolve_keys(loaded.desired, engine.targeted_names(loaded.desired, targets))
     for warning in resolved.warnings if warn else ():
         click.echo(f"warning: {warning}", err=True)
     if resolved.unusable:

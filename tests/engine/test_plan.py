@@ -244,3 +244,11 @@ def test_empty_users_dir_is_one_refusal_without_a_useless_override() -> None:
     assert len(result.refusals) == 1
     assert "--allow-deletes" not in result.refusals[0]
     assert not result.notes
+
+
+def test_a_fingerprint_recorded_without_a_secret_id_still_matches() -> None:
+    legacy = live("a@example.com", fp="hmac-sha256:aaaa")
+    fps = {"a@example.com": "hmac-sha256:aaaa;sid=abc"}
+    assert plan_of([spec("a@example.com")], [legacy], fingerprints=fps).changes == ()
+    other = {"a@example.com": "hmac-sha256:bbbb;sid=abc"}
+    assert plan_of([spec("a@example.com")], [legacy], fingerprints=other).changes[0].key_reason is not None

@@ -423,3 +423,20 @@ def test_plan_fails_on_a_key_that_is_present_but_unusable(repo: Repo) -> None:
     assert "users/b@example.com.yaml:3: api_key.from_env: the key from env" in result.stderr
     absent = {k: v for k, v in repo.env().items() if k != repo.var("b@example.com")}
     assert repo.run("plan", env=absent).code == 0  # simply absent: key check skipped, plan goes on
+
+
+def test_a_bad_key_outside_the_target_does_not_block_a_targeted_run(repo: Repo) -> None:
+    seed(repo)
+    repo.write("a@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
+    env = repo.env() | {repo.var("b@example.com"): "short"}
+    assert repo.run("plan", env=env).code == 1  # untargeted: b's unusable key fails the plan
+    result = repo.run("apply", "--auto-approve", "--target", "a@*", env=env)
+    assert result.code == 0, result.output
+    assert repo.live()["a@example.com"].timezone == "UTC"
+
+
+def test_an_empty_key_variable_counts_as_absent_like_an_unavailable_ci_secret(repo: Repo) -> None:
+    seed(repo)
+    result = repo.run("plan", env=repo.env() | {repo.var("b@example.com"): ""})
+    assert result.code == 0
+    assert "Key checks were skipped for users whose key is not available: b@example.com" in result.stdout

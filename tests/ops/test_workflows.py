@@ -200,6 +200,7 @@ def _targets(args: list[str]) -> list[str]:
         ("a@*", ["a@*"]),
         ("a@*, admin@*", ["a@*", "admin@*"]),
         ("a@* ,,admin@*", ["a@*", "admin@*"]),
+        ("a@*\nadmin@*\n", ["a@*", "admin@*"]),  # a `target: |` block, one pattern per line
     ],
 )
 def test_action_target_globs_reach_the_reconciler_unexpanded(

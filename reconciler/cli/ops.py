@@ -188,8 +188,12 @@ def _drift_section(users_dir: Path, settings: Settings) -> _Section:
     except ReconcilerError as exc:
         return _Section((*lines, f"Live:    UNAVAILABLE: {exc}"), False)
     lines.append(f"Live:    {len(live)} user(s) on {settings.api_url}")
+    resolved = engine.resolve_keys(desired)
+    if resolved.unusable:
+        bad = [f"Keys:    UNUSABLE: {p}" for p in resolved.unusable]
+        return _Section((*lines, *bad, "         `reconciler plan` fails until these are fixed"), False)
     plan = engine.compute_plan(
-        desired, live, engine.resolve_keys(desired), settings=settings, guards=engine.guards_from(settings)
+        desired, live, resolved, settings=settings, guards=engine.guards_from(settings)
     )
     drift = "no" if not plan.changes else "YES: " + summary_line(plan) + " Run `reconciler plan`."
     lines.append(f"Drift:   {drift}")
@@ -198,15 +202,17 @@ def _drift_section(users_dir: Path, settings: Settings) -> _Section:
 
 
 def _lock_section(state_dir: Path, service: str) -> _Section:
-    path = lock_path(state_dir, service)
-    if not path.exists():
-        return _Section(("Lock:    free",))
+    """The service's lock and any other lock in the state dir (a gateway's mail-directory lock)."""
+    paths = {lock_path(state_dir, service), *state_dir.glob("reconcile-*.lock")}
+    lines = [_describe_lock(path) for path in sorted(paths) if path.exists()]
+    return _Section(tuple(lines) or ("Lock:    free",))
+
+
+def _describe_lock(path: Path) -> str:
     info = read_lock(path)
     if info is None:
-        return _Section(
-            (f"Lock:    {path} exists but is unreadable (a crashed run); the next run takes it over",)
-        )
-    return _Section((f"Lock:    held by {info.describe()}{_lock_age(info)}", f"         file {path}"))
+        return f"Lock:    {path} exists but is unreadable (a crashed run); the next run takes it over"
+    return f"Lock:    {info.service} held by {info.describe()}{_lock_age(info)}\n         file {path}"
 
 
 def _lock_age(info: LockInfo) -> str:

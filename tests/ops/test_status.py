@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import socket
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from reconciler.state import lock_path
+from reconciler.state import lock_path, reconcile_lock
 from tests.ops.conftest import Repo
 
 
@@ -44,7 +45,7 @@ def test_status_names_the_lock_holder_and_flags_a_stale_lock(repo: Repo) -> None
     }
     path.write_text(json.dumps(holder))
     shown = repo.run("status")
-    assert "Lock:    held by ci-bot on runner-7 (pid 4242, reconcile" in shown.stdout
+    assert f"Lock:    {repo.service.base_url} held by ci-bot on runner-7 (pid 4242, reconcile" in shown.stdout
     assert "STALE" in shown.stdout
     assert socket.gethostname() not in shown.stdout.split("Lock:")[1].splitlines()[0]
 
@@ -63,3 +64,19 @@ def test_status_when_the_service_is_down(repo: Repo) -> None:
     assert shown.code == 1
     assert "Live:    UNAVAILABLE" in shown.stdout
     assert "Lock:    free" in shown.stdout
+
+
+def test_status_shows_a_gateways_mail_lock_too(repo: Repo, tmp_path: Path) -> None:
+    state = repo.root / ".reconciler"
+    with reconcile_lock(state, f"mail:{tmp_path / 'mail'}", "render"):
+        shown = repo.run("status")
+    assert f"Lock:    mail:{tmp_path / 'mail'} held by" in shown.stdout
+    assert ", render, since" in shown.stdout
+
+
+def test_status_fails_on_a_key_that_is_present_but_unusable(repo: Repo) -> None:
+    repo.write("a@example.com")
+    shown = repo.run("status", env=repo.env() | {repo.var("a@example.com"): "short"})
+    assert shown.code == 1
+    assert "Keys:    UNUSABLE:" in shown.stdout
+    assert "a@example.com.yaml" in shown.stdout

@@ -117,7 +117,7 @@ def _acquire(path: Path, info: LockInfo, now: datetime, force: bool) -> None:
     held = read_lock(path) if path.exists() else None
     if held is not None and not force and not _stale(held, now):
         raise LockHeld(
-            f"another reconcile holds the lock: {held.describe()}. If that run is gone, "
+            f"another run holds the lock: {held.describe()}. If that run is gone, "
             f"run again with --force-unlock (lock file {path})"
         )
     # Written whole and renamed into place: a reader never sees a half-written lock.

@@ -188,7 +188,7 @@ def test_second_apply_fails_fast_naming_the_holder(repo: Repo) -> None:
     with reconcile_lock(state, repo.service.base_url, "apply"):
         result = repo.run("apply", "--auto-approve")
     assert result.code == 1
-    assert "another reconcile holds the lock" in result.stderr and f"pid {os.getpid()}" in result.stderr
+    assert "another run holds the lock" in result.stderr and f"pid {os.getpid()}" in result.stderr
     assert "a@example.com" not in repo.live()
 
 

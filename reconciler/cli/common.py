@@ -122,7 +122,3 @@ def _repo_relative(file: str) -> str:
     if workspace and path.is_absolute() and path.is_relative_to(workspace):
         return str(path.relative_to(workspace))
     return file
-
-
-def exit_with(code: int) -> Any:
-    raise SystemExit(int(code))

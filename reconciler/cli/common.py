@@ -9,14 +9,13 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec
 
 import click
 
 from reconciler.errors import ExitCode, Problem, ReconcilerError, ValidationFailed, exit_code_for
 
 P = ParamSpec("P")
-T = TypeVar("T")
 
 users_option = click.option(
     "--users",

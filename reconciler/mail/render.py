@@ -61,10 +61,6 @@ class RenderedFile:
     group: str | None  # None: root's group
     reloads: Daemon | None  # which daemon must be reloaded when the file changes
 
-    @property
-    def sensitive(self) -> bool:
-        return self.path == SASL_PASSWD
-
 
 @dataclass(frozen=True)
 class HashEntry:

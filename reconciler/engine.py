@@ -10,7 +10,6 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from reconciler.apply import KeyMaterial, needs_keys
@@ -18,7 +17,7 @@ from reconciler.config import Settings, service_api_key
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, StalePlan, UnsafePlan
 from reconciler.model import LiveUser
-from reconciler.plan import Guards, Plan, make_plan
+from reconciler.plan import Guards, Plan, make_plan, targeted
 from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint, resolve_all
 
 
@@ -43,19 +42,9 @@ def resolve_keys(
     return resolve_all(desired, env=env, names=names)
 
 
-def require_keys(desired: DesiredState, targets: tuple[str, ...] = ()) -> None:
-    """apply/reconcile: every key of the users in scope must be readable before anything is
-    applied. Otherwise a plan would skip their key checks and silently never apply a rotation."""
-    resolve_keys(desired, targeted_names(desired, targets)).raise_if_missing()
-
-
 def targeted_names(desired: DesiredState, targets: tuple[str, ...]) -> list[str] | None:
     """The declared users a --target run is about (None: all), matched like the plan matches."""
-    if not targets:
-        return None
-    return [
-        u.api_user for u in desired.users if any(fnmatchcase(u.api_user.lower(), t.lower()) for t in targets)
-    ]
+    return [u.api_user for u in desired.users if targeted(u.api_user, targets)] if targets else None
 
 
 def fingerprints_of(keys: Mapping[str, ApiKey], secret: bytes) -> dict[str, str]:
@@ -106,12 +95,11 @@ def compute_plan(
     return plan
 
 
-def key_material(plan: Plan, desired: DesiredState, settings: Settings) -> KeyMaterial:
-    """Every key the plan must send, or ValidationFailed naming each missing one: nothing is
-    applied when a single key cannot be read."""
-    resolved = resolve_keys(desired, needs_keys(plan))
-    resolved.raise_if_missing()
-    keys = {name.lower(): key for name, key in resolved.keys.items()}
+def key_material(plan: Plan, resolved: ResolvedKeys, settings: Settings) -> KeyMaterial:
+    """The keys the plan must send, from the keys already resolved for the run. The caller has
+    made sure none is missing (`resolved.raise_if_missing()`): nothing is applied otherwise."""
+    needed = set(needs_keys(plan))
+    keys = {name.lower(): key for name, key in resolved.keys.items() if name.lower() in needed}
     return KeyMaterial(keys, fingerprints_of(keys, fingerprint_secret(settings)))
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from typing import Any
 
 from reconciler.errors import UnsafePlan
@@ -127,7 +128,7 @@ def make_plan(
             changes.extend(_update(spec, current, fp, fp is None))
     gone = [user for name, user in live_by_name.items() if name not in desired_by_name]
     changes.extend(Change(Action.DELETE, user.api_user) for user in gone)
-    changes = [c for c in changes if _targeted(c.api_user, targets)]
+    changes = [c for c in changes if targeted(c.api_user, targets)]
     changes.sort(key=lambda c: c.sort_key)
     plan = Plan(
         changes=tuple(changes),
@@ -151,9 +152,8 @@ def _notes(skipped: bool, targets: Sequence[str]) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def _targeted(api_user: str, targets: Sequence[str]) -> bool:
-    from fnmatch import fnmatchcase
-
+def targeted(api_user: str, targets: Sequence[str]) -> bool:
+    """Whether a --target run is about this user (no targets: everyone); globs, any case."""
     return not targets or any(fnmatchcase(api_user.lower(), t.lower()) for t in targets)
 
 

@@ -20,6 +20,7 @@ from reconciler.desired import DesiredState, load_users
 from reconciler.errors import Cancelled, ExitCode, ReconcilerError, StalePlan, ValidationFailed
 from reconciler.output import plan_from_json, render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Guards, Plan, raise_if_unsafe
+from reconciler.secrets import ResolvedKeys
 from reconciler.service.client import ServiceClient
 from reconciler.state import AuditLog, actor, git_commit, reconcile_lock
 
@@ -56,21 +57,35 @@ def _load(users_dir: Path) -> Loaded:
     return Loaded(load_settings(users_dir), load_users(users_dir), users_dir)
 
 
+def _resolve(loaded: Loaded, targets: tuple[str, ...], *, require_all: bool) -> ResolvedKeys:
+    """The keys of the users in scope, resolved once per run. For plan, absent keys (a fork's pull
+    request) only skip key checks, but a key that is there and wrong fails the plan, not only the
+    apply after the merge. apply needs every key: otherwise a user's key check would be skipped
+    and a rotation silently never applied."""
+    resolved = engine.resolve_keys(loaded.desired, engine.targeted_names(loaded.desired, targets))
+    for warning in resolved.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if require_all:
+        resolved.raise_if_missing()
+    elif resolved.unusable:
+        raise ValidationFailed(list(resolved.unusable))
+    return resolved
+
+
 def _fresh_plan(
-    loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...], *, warn: bool = True
+    loaded: Loaded,
+    client: ServiceClient,
+    resolved: ResolvedKeys,
+    guards: Guards,
+    targets: tuple[str, ...],
+    *,
+    mail: bool = True,
 ) -> Plan:
     live = client.list_users()
-    resolved = engine.resolve_keys(loaded.desired, engine.targeted_names(loaded.desired, targets))
-    for warning in resolved.warnings if warn else ():
-        click.echo(f"warning: {warning}", err=True)
-    if resolved.unusable:
-        # Absent keys (a fork's pull request) only skip key checks; a key that is there but wrong
-        # must fail the pull request's plan, not only the apply after the merge.
-        raise ValidationFailed(list(resolved.unusable))
     plan = engine.compute_plan(
         loaded.desired, live, resolved, settings=loaded.settings, guards=guards, targets=targets
     )
-    return _with_mail_preview(plan, loaded)
+    return _with_mail_preview(plan, loaded) if mail else plan
 
 
 def _with_mail_preview(plan: Plan, loaded: Loaded) -> Plan:
@@ -143,8 +158,9 @@ def plan(
     """
     loaded = _load(users_dir)
     guards = engine.guards_from(loaded.settings, allow_deletes, allow_locks)
+    resolved = _resolve(loaded, targets, require_all=False)
     with ServiceClient.from_settings(loaded.settings) as client:
-        result = _fresh_plan(loaded, client, guards, targets)
+        result = _fresh_plan(loaded, client, resolved, guards, targets)
     _show(result, fmt)
     if out is not None:
         try:
@@ -251,22 +267,22 @@ def _apply_to_service(
     auto_approve: bool,
 ) -> int:
     settings = loaded.settings
-    engine.require_keys(loaded.desired, targets)
-    fresh = _fresh_plan(loaded, client, guards, targets)
+    resolved = _resolve(loaded, targets, require_all=True)
+    fresh = _fresh_plan(loaded, client, resolved, guards, targets)
     if plan_file is not None:
         _check_saved(_read_saved(plan_file), fresh)
     raise_if_unsafe(fresh)
     if not fresh.changes:
         click.echo("No changes to the service.")
         return ExitCode.OK
-    material = engine.key_material(fresh, loaded.desired, settings)
+    material = engine.key_material(fresh, resolved, settings)
     if plan_file is None and not _confirmed(fresh, auto_approve):
         raise Cancelled("apply cancelled; nothing was changed")
     state_dir = loaded.users_dir.parent / settings.state_dir
     audit = AuditLog(state_dir, _audit_context(loaded, settings))
     outcomes = _execute(fresh, client, material, settings, audit)
     _report(outcomes)
-    converged = _converged(loaded, client, guards, targets)
+    converged = _converged(loaded, client, resolved, guards, targets)
     return ExitCode.ERROR if failed(outcomes) or not converged else ExitCode.OK
 
 
@@ -353,13 +369,13 @@ def _report(outcomes: list[Outcome]) -> None:
         )
 
 
-def _converged(loaded: Loaded, client: ServiceClient, guards: Guards, targets: tuple[str, ...]) -> bool:
+def _converged(
+    loaded: Loaded, client: ServiceClient, resolved: ResolvedKeys, guards: Guards, targets: tuple[str, ...]
+) -> bool:
     """Plan again: a service that silently ignored a change shows up here (and fails the run), not
     in next week's drift report."""
-    again = _fresh_plan(
-        loaded, client, replace(guards, allow_deletes=None, allow_locks=None), targets, warn=False
-    )
-    pending = replace(again, mail_files=())
+    unguarded = replace(guards, allow_deletes=None, allow_locks=None)
+    pending = _fresh_plan(loaded, client, resolved, unguarded, targets, mail=False)
     if not pending.changes:
         return True
     click.echo("Still pending after apply: " + summary_line(pending), err=True)

@@ -20,8 +20,8 @@ mail-packages:
 	scripts/install-mail-packages.sh
 
 lint: setup
-	$(BIN)/ruff check reconciler tests benchmarks
-	$(BIN)/ruff format --check reconciler tests benchmarks
+	$(BIN)/ruff check reconciler reconciler_service tests benchmarks
+	$(BIN)/ruff format --check reconciler reconciler_service tests benchmarks
 
 typecheck: setup
 	$(BIN)/mypy

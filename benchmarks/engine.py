@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from reconciler.apply import KeyMaterial, apply_plan, failed
+from reconciler.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.desired import load_users
 from reconciler.engine import compute_plan, fingerprint_secret, fingerprints_of, guards_from, resolve_keys
@@ -34,8 +35,7 @@ from reconciler.model import UserAttributes
 from reconciler.output import render_text
 from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, Action
 from reconciler.secrets import ApiKey
-from reconciler.service.client import ServiceClient
-from reconciler.service.store import FAST_SCRYPT_N, Store, StoredUser, hash_key, now
+from reconciler_service.store import FAST_SCRYPT_N, Store, StoredUser, hash_key, now
 
 ADMIN = "admin@example.com"
 ADMIN_KEY = "benchAdminKey2026"

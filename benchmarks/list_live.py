@@ -21,9 +21,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from reconciler.service.client import ServiceClient
-from reconciler.service.server import ADMIN_ATTRIBUTES, free_port
-from reconciler.service.store import Store
+from reconciler.client import ServiceClient
+from reconciler_service.server import ADMIN_ATTRIBUTES, free_port
+from reconciler_service.store import Store
 
 TARGET_S = 1.0
 ADMIN = "admin@example.com"

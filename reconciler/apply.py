@@ -18,7 +18,7 @@ from reconciler.secrets import ApiKey
 
 
 class Client(Protocol):
-    """What apply needs from reconciler.service.client.ServiceClient."""
+    """What apply needs from reconciler.client.ServiceClient."""
 
     def create_user(
         self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]

@@ -66,7 +66,7 @@ def test_only_the_client_speaks_http() -> None:
         for p in ROOT.rglob("*.py")
         if "requests" in _direct(p)
     }
-    assert speakers == {"reconciler.service.client"}
+    assert speakers == {"reconciler.client"}
 
 
 def _direct(path: Path) -> set[str]:

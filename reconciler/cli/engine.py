@@ -15,13 +15,13 @@ import click
 from reconciler import engine
 from reconciler.apply import KeyMaterial, Outcome, Status, apply_plan, failed
 from reconciler.cli.common import handle_errors, use_color, users_option
+from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import Cancelled, ExitCode, ReconcilerError, StalePlan, ValidationFailed
 from reconciler.output import plan_from_json, render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Guards, Plan, raise_if_unsafe
 from reconciler.secrets import ResolvedKeys
-from reconciler.service.client import ServiceClient
 from reconciler.state import AuditLog, actor, git_commit, reconcile_lock
 
 target_option = click.option(

@@ -16,12 +16,12 @@ from click.shell_completion import get_completion_class
 
 from reconciler import agekeys, engine, importer
 from reconciler.cli.common import err, handle_errors, users_option
+from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed
 from reconciler.output import summary_line
 from reconciler.secrets import check_key
-from reconciler.service.client import ServiceClient
 from reconciler.state import STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
 
 AUDIT_ENTRIES = 10

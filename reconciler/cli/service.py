@@ -1,31 +1,54 @@
-"""`service run` (the embedded service), `service messages` and `live`."""
+"""`service run` (the embedded service, loaded from the separate reconciler_service package),
+`service messages` and `live`."""
 
 from __future__ import annotations
 
+import importlib
 import json
-import logging
-import os
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 
 import click
 
-from reconciler.cli.common import err, handle_errors, users_option
+from reconciler.cli.common import handle_errors, users_option
+from reconciler.client import ServiceClient
 from reconciler.config import load_settings
 from reconciler.errors import ConfigError, ExitCode
-from reconciler.model import EMAIL_RE, LiveUser
-from reconciler.secrets import KEY_RE, KEY_RULE
-from reconciler.service.client import ServiceClient
-from reconciler.service.faults import FaultConfig
-from reconciler.service.server import EmbeddedService, ServiceOptions
+from reconciler.model import LiveUser
 
-ADMIN_KEY_ENV = "RECONCILER_SERVICE_ADMIN_KEY"
-Rate = click.FloatRange(0.0, 1.0)
+SERVICE_EXTRA_HINT = "the embedded service is not installed: pip install 'reconciler[service]'"
 
 
-@click.group("service")
+class ServiceGroup(click.Group):
+    """`run` lives in the reconciler_service package (an optional extra); the tool never imports it
+    at module level, so `pip install reconciler` works without werkzeug and aiosmtpd."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "run"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name != "run":
+            return super().get_command(ctx, cmd_name)
+        try:
+            module = importlib.import_module("reconciler_service.cli")
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith(("reconciler_service", "werkzeug", "aiosmtpd")):
+                raise
+            return _missing_service(exc.name or "")
+        command: click.Command = module.run
+        return command
+
+
+def _missing_service(missing: str) -> click.Command:
+    @click.command("run", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @handle_errors
+    def run() -> int:
+        """The embedded service (not installed)."""
+        raise ConfigError(f"{SERVICE_EXTRA_HINT} (missing module {missing})")
+
+    return run
+
+
+@click.group("service", cls=ServiceGroup)
 def service() -> None:
     """The embedded service: the API-users HTTP API (and SMTP relay) on loopback.
 
@@ -34,121 +57,6 @@ def service() -> None:
       RECONCILER_SERVICE_ADMIN_KEY=... reconciler service run --db svc.db \\
           --admin-user admin@example.com --smtp-port 2525
     """
-
-
-@service.command("run")
-@click.option("--db", "db_path", type=click.Path(path_type=Path, dir_okay=False), required=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8725, show_default=True)
-@click.option("--smtp-port", type=click.IntRange(1, 65535), help="Also run the SMTP relay on this port.")
-@click.option(
-    "--admin-user", required=True, help=f"First admin, created if absent; key from {ADMIN_KEY_ENV}."
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="HTTP worker processes sharing the port (the relay stays in the main process).",
-)
-@click.option("--latency-ms", type=click.FloatRange(0), default=0.0, help="Delay every API-users request.")
-@click.option("--fault-5xx-rate", type=Rate, default=0.0, help="Share of requests answered 503.")
-@click.option(
-    "--fault-429-rate", type=Rate, default=0.0, help="Share of requests answered 429 + Retry-After."
-)
-@click.option("--fault-drop-rate", type=Rate, default=0.0, help="Share of responses lost (connection cut).")
-@click.option("--fault-retry-after", type=click.IntRange(0, 3600), default=1, show_default=True)
-@click.option("--fault-seed", type=int, help="Seed for reproducible faults.")
-@click.option("--fail-writes-for", multiple=True, metavar="EMAIL", help="Writes to this api_user answer 500.")
-@click.option(
-    "--ignore-writes-for",
-    multiple=True,
-    metavar="EMAIL",
-    help="PATCHes to this api_user answer 200 but change nothing.",
-)
-@handle_errors
-def run(
-    *,
-    db_path: Path,
-    host: str,
-    port: int,
-    smtp_port: int | None,
-    admin_user: str,
-    workers: int,
-    latency_ms: float,
-    fault_5xx_rate: float,
-    fault_429_rate: float,
-    fault_drop_rate: float,
-    fault_retry_after: int,
-    fault_seed: int | None,
-    fail_writes_for: tuple[str, ...],
-    ignore_writes_for: tuple[str, ...],
-) -> int:
-    """Run the embedded service until SIGTERM or Ctrl-C.
-
-    \b
-    Example:
-      RECONCILER_SERVICE_ADMIN_KEY=... reconciler service run --db service.sqlite \\
-          --admin-user admin@example.com --smtp-port 2525
-    """
-    admin_key = _admin_key(admin_user)
-    _log_to_stderr()
-    faults = FaultConfig(
-        latency_ms=latency_ms,
-        rate_5xx=fault_5xx_rate,
-        rate_429=fault_429_rate,
-        rate_drop=fault_drop_rate,
-        retry_after_s=fault_retry_after,
-        seed=fault_seed,
-        fail_writes_for={e.lower() for e in fail_writes_for},
-        ignore_writes_for={e.lower() for e in ignore_writes_for},
-    )
-    options = ServiceOptions(host=host, port=port, smtp_port=smtp_port, faults=faults, workers=workers)
-    embedded = EmbeddedService(db_path, options)
-    embedded.ensure_admin(admin_user, admin_key)
-    try:
-        embedded.start()
-    except OSError as exc:
-        embedded.stop()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    _serve_until_signal(embedded)
-    return ExitCode.OK
-
-
-def _admin_key(admin_user: str) -> str:
-    if not EMAIL_RE.match(admin_user):
-        raise ConfigError("--admin-user must be an email address like admin@example.com")
-    key = os.environ.get(ADMIN_KEY_ENV, "").strip()
-    if not key:
-        raise ConfigError(
-            f"set {ADMIN_KEY_ENV} to the first admin's key (never pass a key on the command line)"
-        )
-    if not KEY_RE.match(key):
-        raise ConfigError(f"{ADMIN_KEY_ENV} is not a valid key: it must be {KEY_RULE}")
-    return key
-
-
-def _log_to_stderr() -> None:
-    # Request lines are DEBUG; INFO shows relay decisions and errors. aiosmtpd ("mail.log") warns on
-    # every connection that AUTH without TLS is risky, which on loopback is the point: errors only.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mail.log").setLevel(logging.ERROR)
-
-
-def _serve_until_signal(embedded: EmbeddedService) -> None:
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
-    relay = f", SMTP relay on {embedded.options.host}:{embedded.smtp_port}" if embedded.smtp_port else ""
-    click.echo(f"listening on {embedded.base_url}{relay}", err=False)
-    while not stopping.wait(0.5):
-        pass
-    err("stopping")
-    embedded.stop()
 
 
 @service.command("messages")

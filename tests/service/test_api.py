@@ -14,7 +14,7 @@ from tests.service.conftest import attrs, create, raw
 
 def test_openapi_document_is_served_and_is_the_packaged_one(service: RunningService) -> None:
     response = raw(service, "GET", "/openapi.json", auth=("nobody@example.com", "x"))
-    packaged = json.loads(resources.files("reconciler.service").joinpath("openapi.json").read_text())
+    packaged = json.loads(resources.files("reconciler_service").joinpath("openapi.json").read_text())
     assert response.status_code == 200
     assert response.json() == packaged
     assert packaged["openapi"].startswith("3.1")

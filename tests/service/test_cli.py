@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from reconciler.client import ServiceClient
 from reconciler.secrets import ApiKey
-from reconciler.service.client import ServiceClient
-from reconciler.service.server import free_port
+from reconciler_service.server import free_port
 from tests.fixtures.service import RunningService, new_key
 
 RECONCILER = str(Path(sys.executable).with_name("reconciler"))

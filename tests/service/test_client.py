@@ -10,12 +10,12 @@ import requests
 from pydantic import SecretStr
 
 from reconciler import errors
+from reconciler.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.errors import AuthError, ConfigError, Conflict, NotFound, ServiceError, ServiceUnavailable
 from reconciler.secrets import ApiKey
-from reconciler.service.client import ServiceClient
-from reconciler.service.faults import Fault
-from reconciler.service.store import Store
+from reconciler_service.faults import Fault
+from reconciler_service.store import Store
 from tests.fixtures.service import RunningService, new_key
 from tests.service.conftest import attrs, create
 

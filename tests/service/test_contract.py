@@ -25,7 +25,7 @@ CHECKS = [
 
 
 schema = schemathesis.openapi.from_dict(
-    json.loads(resources.files("reconciler.service").joinpath("openapi.json").read_text())
+    json.loads(resources.files("reconciler_service").joinpath("openapi.json").read_text())
 )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.errors import ReconcilerError
 from reconciler.secrets import ApiKey
-from reconciler.service.faults import Fault
+from reconciler_service.faults import Fault
 from tests.fixtures.service import RunningService, new_key
 from tests.service.conftest import attrs, raw
 

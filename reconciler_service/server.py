@@ -20,11 +20,11 @@ from typing import Any, NoReturn
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from reconciler.service.app import BASE, ServiceApp
-from reconciler.service.faults import FaultConfig
-from reconciler.service.store import DEFAULT_SCRYPT_N, Store
+from reconciler_service.app import BASE, ServiceApp
+from reconciler_service.faults import FaultConfig
+from reconciler_service.store import DEFAULT_SCRYPT_N, Store
 
-log = logging.getLogger("reconciler.service")
+log = logging.getLogger("reconciler_service")
 
 ADMIN_ATTRIBUTES: dict[str, Any] = {
     "role": "admin",
@@ -112,7 +112,7 @@ class EmbeddedService:
         else:
             self._start_http_thread()
         if self.options.smtp_port is not None:
-            from reconciler.service.relay import start_relay
+            from reconciler_service.relay import start_relay
 
             self.smtp_port = self.options.smtp_port or free_port(self.options.host)
             self._relay = start_relay(self.store, self.options.host, self.smtp_port)

@@ -38,7 +38,7 @@ from reconciler.errors import (
 from reconciler.model import LiveUser, UserAttributes
 from reconciler.secrets import ApiKey
 
-log = logging.getLogger("reconciler.service.client")
+log = logging.getLogger("reconciler.client")
 
 PAGE_ROWS = 100  # the contract's maximum
 MAX_DETAIL = 300  # characters of a response body quoted in an error message

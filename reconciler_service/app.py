@@ -23,10 +23,10 @@ from werkzeug.wrappers import Request, Response
 
 from reconciler.model import Email, UserAttributes
 from reconciler.secrets import KEY_RE, KEY_RULE
-from reconciler.service.faults import Fault, FaultConfig
-from reconciler.service.store import DuplicateUser, Replacement, Store, StoredUser, UnknownUser, hash_key
+from reconciler_service.faults import Fault, FaultConfig
+from reconciler_service.store import DuplicateUser, Replacement, Store, StoredUser, UnknownUser, hash_key
 
-log = logging.getLogger("reconciler.service")
+log = logging.getLogger("reconciler_service")
 
 BASE = "/api/v2"
 MAX_ROWS = 100
@@ -126,7 +126,7 @@ class ServiceApp:
     def __init__(self, store: Store, faults: FaultConfig) -> None:
         self.store = store
         self.faults = faults
-        self.openapi = resources.files("reconciler.service").joinpath("openapi.json").read_bytes()
+        self.openapi = resources.files("reconciler_service").joinpath("openapi.json").read_bytes()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)

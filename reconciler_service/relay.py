@@ -15,9 +15,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from reconciler.service.store import Store
+from reconciler_service.store import Store
 
-log = logging.getLogger("reconciler.service.relay")
+log = logging.getLogger("reconciler_service.relay")
 
 
 class RelayHandler:

@@ -66,16 +66,14 @@ def parse_identities(text: str, source: str) -> list[Identity]:
 
 
 def _read_identity_file(path: Path) -> list[Identity]:
+    from reconciler.secrets import read_key_file  # the same refusals as a key file: no FIFO, no device
+
+    label = f"the age identity file ({IDENTITY_FILE_ENV})"
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_IDENTITY_FILE_BYTES + 1)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise SecretError(
-            f"cannot read the age identity file {path} ({IDENTITY_FILE_ENV}): {reason}"
-        ) from None
-    if len(raw) > MAX_IDENTITY_FILE_BYTES:
-        raise SecretError(f"the age identity file {path} is too large to be an identity file")
+        raw = read_key_file(path, MAX_IDENTITY_FILE_BYTES, label)
+    except SecretUnavailable:
+        # Set but absent is a mistake in the setting, not a secret that is simply not here.
+        raise SecretError(f"cannot read the age identity file {path} ({IDENTITY_FILE_ENV}): it does not exist") from None
     try:
         return parse_identities(raw.decode("utf-8"), f"the age identity file {path}")
     except UnicodeDecodeError:

@@ -26,6 +26,7 @@ from pydantic_core import ErrorDetails
 
 from reconciler.errors import Problem, ValidationFailed
 from reconciler.model import UserSpec
+from reconciler.secrets import key_file_path, key_file_refusal
 from reconciler.yamlfile import YamlMapping, load_mapping, type_name
 
 SUFFIX = ".yaml"
@@ -75,6 +76,7 @@ def load_users(users_dir: Path) -> DesiredState:
         results = load_user_files(paths)
         problems += [p for r in results for p in r.problems]
         problems += cross_file_problems(results)
+        problems += key_file_problems(results)
         if problems:
             raise ValidationFailed(sorted(problems, key=_reading_order))
         return _state(results)
@@ -353,6 +355,26 @@ def _claims(result: _FileResult) -> list[tuple[str, int | None]]:
     if user.smtp_senders is None:
         return [(user.api_user, result.lines.get("api_user"))]
     return [(s, result.lines.get(f"smtp_senders[{i}]")) for i, s in enumerate(user.smtp_senders)]
+
+
+def key_file_problems(results: list[_FileResult]) -> list[Problem]:
+    """`from_file` references to files that can never be a key: a FIFO, a device, a directory, a
+    file too big. Only what is visible here is checked (a secret absent on a pull request is
+    fine); `secrets.read_key_file` checks the opened file again when the key is read."""
+    problems = []
+    for result in results:
+        user = result.user
+        if user is None or user.api_key.from_file is None:
+            continue
+        path = key_file_path(user.api_key, result.path.parent)
+        try:
+            refusal = key_file_refusal(os.stat(path))  # stat, unlike open, never blocks on a FIFO
+        except OSError:
+            continue
+        if refusal is not None:
+            line = result.lines.get("api_key.from_file")
+            problems.append(Problem(str(result.path), f"{path} {refusal}", line, None, "api_key.from_file"))
+    return problems
 
 
 def _state(results: list[_FileResult]) -> DesiredState:

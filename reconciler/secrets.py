@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import queue
 import stat
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from reconciler import model
 from reconciler.errors import Problem, SecretError, SecretUnavailable, ValidationFailed
@@ -28,6 +31,10 @@ if TYPE_CHECKING:
 KEY_RE = model.KEY_RE
 KEY_RULE = model.KEY_RULE
 MAX_KEY_FILE_BYTES = 4096  # a key is at most 128 characters; anything bigger is the wrong file
+# Seconds one key resolution may take: a file on a hung network mount or a pathological age
+# ciphertext must fail that one user, not hang the run (and the lock it holds).
+RESOLVE_DEADLINE_S = 10.0
+T = TypeVar("T")
 
 
 class ApiKey:
@@ -64,8 +71,22 @@ def check_key(value: str, source: str) -> ApiKey:
     return ApiKey(value)
 
 
-def resolve(ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None = None) -> ApiKey:
-    """Read the key a reference points at. Relative file paths are relative to `base_dir`."""
+def resolve(
+    ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None = None, *, deadline: float = RESOLVE_DEADLINE_S
+) -> ApiKey:
+    """Read the key a reference points at, within `deadline` seconds. Relative file paths are
+    relative to `base_dir`."""
+    with Deadline(deadline) as limit:
+        return limit.call(lambda: _resolve_now(ref, base_dir, env), _what(ref))
+
+
+def _what(ref: KeyRef) -> str:
+    if ref.from_file is not None:
+        return "reading the key file"
+    return "decrypting the age-encrypted key" if ref.age is not None else "reading the key"
+
+
+def _resolve_now(ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None) -> ApiKey:
     environ = os.environ if env is None else env
     if ref.from_env is not None:
         # KeyRef refuses a from_env that looks like a key; a reference built some other way
@@ -80,19 +101,114 @@ def resolve(ref: KeyRef, base_dir: Path, env: Mapping[str, str] | None = None) -
 
         return check_key(agekeys.decrypt(ref.age, agekeys.load_identities(environ)), "the age ciphertext")
     path = key_file_path(ref, base_dir)
+    raw = read_key_file(path)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
         text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise SecretUnavailable(f"key file {path} does not exist") from None
-    except OSError as exc:
-        raise SecretError(f"cannot read key file {path}: {exc.strerror or type(exc).__name__}") from None
     except UnicodeDecodeError:
         raise SecretError(f"key file {path} is not UTF-8 text") from None
-    if len(raw) > MAX_KEY_FILE_BYTES:
-        raise SecretError(f"key file {path} is too large to hold one key") from None
     return check_key(text.strip(), f"file {path}")
+
+
+def read_key_file(path: Path, limit: int = MAX_KEY_FILE_BYTES, label: str = "key file") -> bytes:
+    """The bytes of a key file that is a regular file of at most `limit` bytes.
+
+    Opened with O_NONBLOCK and checked with fstat on the opened descriptor, not on the name: a FIFO
+    (or /dev/stdin) would otherwise block the run forever while it holds the lock, a device would
+    be consumed (/proc/kmsg), and a name checked before opening can be swapped before it is opened.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise SecretUnavailable(f"{label} {path} does not exist") from None
+    except OSError as exc:
+        raise SecretError(f"cannot read {label} {path}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        refusal = key_file_refusal(os.fstat(fd), limit)
+        if refusal is not None:
+            raise SecretError(f"{label} {path} {refusal}")
+        return _read_all(fd, f"{label} {path}", limit)
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int, name: str, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := os.read(fd, limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise SecretError(f"{name} is too large (over {limit} bytes)")
+    except OSError as exc:
+        raise SecretError(f"cannot read {name}: {exc.strerror or type(exc).__name__}") from None
+    return b"".join(chunks)
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def key_file_refusal(status: os.stat_result, limit: int = MAX_KEY_FILE_BYTES) -> str | None:
+    """Why a file with this status cannot be a key file, or None when it can."""
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(status.st_mode)), "a special file")
+        return f"is {kind}, not a regular file; point from_file at a file holding only the key"
+    if status.st_size > limit:
+        return f"is too large to hold one key ({status.st_size} bytes; at most {limit})"
+    return None
+
+
+class Deadline:
+    """Runs calls one at a time on a daemon worker thread, waiting at most `seconds` for each.
+
+    A call that overruns is abandoned with its thread (a thread blocked in a read cannot be
+    killed, but a daemon thread does not keep the process alive) and the next call gets a fresh
+    thread. One thread serves a whole run, so 10,000 resolutions do not start 10,000 threads.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]] | None] | None = None
+
+    def __enter__(self) -> Deadline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
+    def call(self, fn: Callable[[], T], what: str) -> T:
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=_serve, args=(self._jobs,), name="key-resolver", daemon=True).start()
+        answer: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._jobs.put((fn, answer))
+        try:
+            ok, value = answer.get(timeout=self.seconds)
+        except queue.Empty:
+            self._jobs.put(None)  # the stuck worker exits if it ever comes back
+            self._jobs = None
+            raise SecretError(f"{what} did not finish within {self.seconds:g} s") from None
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+
+def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]] | None]) -> None:
+    while (job := jobs.get()) is not None:
+        fn, answer = job
+        try:
+            answer.put((True, fn()))
+        except BaseException as exc:  # handed to the waiting caller, which re-raises it
+            answer.put((False, exc))
 
 
 def key_file_path(ref: KeyRef, base_dir: Path) -> Path:
@@ -124,10 +240,21 @@ class ResolvedKeys:
 
 
 def resolve_all(
-    desired: DesiredState, env: Mapping[str, str] | None = None, names: Iterable[str] | None = None
+    desired: DesiredState,
+    env: Mapping[str, str] | None = None,
+    names: Iterable[str] | None = None,
+    *,
+    deadline: float = RESOLVE_DEADLINE_S,
 ) -> ResolvedKeys:
-    """Resolve the keys of `names` (api_users, any case; default all declared users). Never raises
-    for a single user: the caller wants every problem of the run at once."""
+    """Resolve the keys of `names` (api_users, any case; default all declared users), each within
+    `deadline` seconds. Never raises for a single user: the caller wants every problem at once."""
+    with Deadline(deadline) as limit:
+        return _resolve_all(desired, env, names, limit)
+
+
+def _resolve_all(
+    desired: DesiredState, env: Mapping[str, str] | None, names: Iterable[str] | None, limit: Deadline
+) -> ResolvedKeys:
     wanted = None if names is None else {name.lower() for name in names}
     keys: dict[str, ApiKey] = {}
     missing: list[Problem] = []
@@ -140,7 +267,8 @@ def resolve_all(
         field = f"api_key.{user.api_key.kind}"
         line = desired.line(user.api_user, field) or desired.line(user.api_user, "api_key")
         try:
-            keys[user.api_user] = resolve(user.api_key, file.parent, env)
+            resolve_one = partial(_resolve_now, user.api_key, file.parent, env)
+            keys[user.api_user] = limit.call(resolve_one, _what(user.api_key))
         except SecretError as exc:
             problem = Problem(str(file), str(exc), line, field=field)
             missing.append(problem)

@@ -12,7 +12,9 @@ strings, so a strict model rejects them instead of silently reading a boolean.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,13 +116,29 @@ def read_text(path: Path, display: str | None = None) -> tuple[str, bytes]:
     """The file's text and raw bytes; refuses big files and non-UTF-8 with a located problem."""
     name = display or str(path)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+        raw = _read_regular(path, name)
     except OSError as exc:
         raise _fail(name, f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
     if len(raw) > MAX_FILE_BYTES:
         raise _fail(name, f"the file is larger than {MAX_FILE_BYTES // 1024} KiB; refusing to read it")
     return decode(raw, name), raw
+
+
+def _read_regular(path: Path, name: str) -> bytes:
+    # O_NONBLOCK and fstat on the opened descriptor: a FIFO or device under a .yaml name (put
+    # there after the directory was scanned, or as reconciler.yaml) must be refused, not waited on.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _fail(name, "not a regular file; refusing to read it")
+        chunks = []
+        size = 0
+        while size <= MAX_FILE_BYTES and (chunk := os.read(fd, MAX_FILE_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def decode(raw: bytes, name: str) -> str:

@@ -73,7 +73,9 @@ def _read_identity_file(path: Path) -> list[Identity]:
         raw = read_key_file(path, MAX_IDENTITY_FILE_BYTES, label)
     except SecretUnavailable:
         # Set but absent is a mistake in the setting, not a secret that is simply not here.
-        raise SecretError(f"cannot read the age identity file {path} ({IDENTITY_FILE_ENV}): it does not exist") from None
+        raise SecretError(
+            f"cannot read the age identity file {path} ({IDENTITY_FILE_ENV}): it does not exist"
+        ) from None
     try:
         return parse_identities(raw.decode("utf-8"), f"the age identity file {path}")
     except UnicodeDecodeError:

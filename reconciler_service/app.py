@@ -24,7 +24,15 @@ from werkzeug.wrappers import Request, Response
 from reconciler.model import Email, UserAttributes
 from reconciler.secrets import KEY_RE, KEY_RULE
 from reconciler_service.faults import Fault, FaultConfig
-from reconciler_service.store import DuplicateUser, Replacement, Store, StoredUser, UnknownUser, hash_key
+from reconciler_service.store import (
+    Busy,
+    DuplicateUser,
+    Replacement,
+    Store,
+    StoredUser,
+    UnknownUser,
+    hash_key,
+)
 
 log = logging.getLogger("reconciler_service")
 
@@ -187,7 +195,12 @@ class ServiceApp:
         auth = request.authorization
         if auth is None or auth.type != "basic" or not auth.username or auth.password is None:
             raise _unauthorized("credentials required (HTTP Basic)")
-        user = self.store.verify(auth.username, auth.password)
+        try:
+            user = self.store.authenticate(auth.username, auth.password)
+        except Busy:
+            raise ApiError(
+                503, [_err("busy", "too many logins at once; retry shortly")], {"Retry-After": "1"}
+            ) from None
         if user is None:
             raise _unauthorized("bad credentials")
         if user.attributes.get("locked"):

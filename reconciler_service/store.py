@@ -17,6 +17,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +53,12 @@ FROM users ORDER BY api_user LIMIT ? OFFSET ?
 DEFAULT_SCRYPT_N = 2**14  # ~50 ms per hash: slow for guessing, fine for one login
 FAST_SCRYPT_N = 2**10  # tests and benchmarks seed many users; the format records n per hash
 _CACHE_LIMIT = 10_000
+# A key check costs one scrypt (~50 ms and 16 MiB at the default cost). Unbounded, a flood of bad
+# logins runs hundreds at once: memory grows by gigabytes and a legitimate request waits seconds.
+# So at most this many run at once; a few more may wait briefly; the rest are told to come back.
+VERIFY_SLOTS = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
+VERIFY_WAITERS = 4 * VERIFY_SLOTS
+VERIFY_WAIT_S = 0.5
 
 
 class DuplicateUser(Exception):
@@ -60,6 +67,45 @@ class DuplicateUser(Exception):
 
 class UnknownUser(Exception):
     """No api_user by that name."""
+
+
+class Busy(Exception):
+    """Too many key checks are running or waiting; the caller should answer "retry later"."""
+
+
+class _Slots:
+    """A bounded number of concurrent key checks, with a bounded, briefly waiting queue.
+
+    The checks run on a pool of as many threads as there are slots: scrypt's 16 MiB buffers then
+    come from a few malloc arenas. Run on the request threads, each of a flood's threads kept its
+    own freed buffer resident (peak RSS +290 MiB for 80 clients with only two checks at a time).
+    """
+
+    def __init__(self, slots: int, waiters: int) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._room = threading.BoundedSemaphore(slots + waiters)
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="key-check")
+
+    def check(self, key: str, stored: str, wait: float | None) -> bool:
+        with self.taken(wait):
+            return self._pool.submit(check_key, key, stored).result()
+
+    @contextmanager
+    def taken(self, wait: float | None) -> Iterator[None]:
+        """Hold a slot; with `wait` set, raise Busy instead of queueing long (None: wait as long
+        as it takes, for checks made by an already authenticated admin's write)."""
+        if wait is not None and not self._room.acquire(blocking=False):
+            raise Busy
+        try:
+            if not self._slots.acquire(timeout=wait):
+                raise Busy
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            if wait is not None:
+                self._room.release()
 
 
 def now() -> str:
@@ -142,10 +188,17 @@ class Store:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _cache: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _cache_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), init=False, repr=False)
+    _slots: _Slots = field(
+        default_factory=lambda: _Slots(VERIFY_SLOTS, VERIFY_WAITERS), init=False, repr=False
+    )
+    _dummy_hash: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
         with self._conn() as conn:
             conn.executescript(SCHEMA)
+        # Checked against for unknown names, so a failed login costs the same whether or not the
+        # name exists: timing must not tell an attacker which API users there are.
+        self._dummy_hash = hash_key(secrets.token_urlsafe(16), self.scrypt_n)
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -276,14 +329,22 @@ class Store:
     # Credentials
 
     def verify(self, api_user: str, key: str) -> StoredUser | None:
-        """The user if `key` is theirs (locks and access rights are the caller's business)."""
+        """The user if `key` is theirs (locks and access rights are the caller's business). Waits
+        for a key-check slot as long as it takes."""
+        return self._verify(api_user, key, wait=None)
+
+    def authenticate(self, api_user: str, key: str) -> StoredUser | None:
+        """`verify` for a login from the network: raises Busy rather than queue behind a flood."""
+        return self._verify(api_user, key, wait=VERIFY_WAIT_S)
+
+    def _verify(self, api_user: str, key: str, wait: float | None) -> StoredUser | None:
         user = self.get(api_user)
-        if user is None:
-            return None
-        token = hmac.new(self._cache_secret, f"{user.api_user}\0{key}".encode(), "sha256").hexdigest()
-        if self._cache.get(token) == user.key_hash:
-            return user
-        if not check_key(key, user.key_hash):
+        name = user.api_user if user is not None else api_user.lower()
+        token = hmac.new(self._cache_secret, f"{name}\0{key}".encode(), "sha256").hexdigest()
+        if user is not None and self._cache.get(token) == user.key_hash:
+            return user  # remembered success: no scrypt for a client's second request
+        matches = self._slots.check(key, user.key_hash if user is not None else self._dummy_hash, wait)
+        if user is None or not matches:
             return None
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()

@@ -8,18 +8,20 @@ duplicate keys, stray files, symlinks.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import hashlib
-import multiprocessing
 import os
+import pickle
+import signal
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -31,6 +33,7 @@ from reconciler.yamlfile import YamlMapping, load_mapping, type_name
 
 SUFFIX = ".yaml"
 PARALLEL_THRESHOLD = 2000  # files; measured with benchmarks/validate.py
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Custom model-level errors that are about one field: point at that field, not the whole mapping.
 _ERROR_FIELD = {"own_data_only": "own_data_only", "smtp_senders": "smtp_senders"}
 
@@ -147,11 +150,79 @@ def load_user_files(paths: list[Path]) -> list[_FileResult]:
     if len(paths) < PARALLEL_THRESHOLD or not _can_fork():
         return [load_user_file(path) for path in paths]
     half = len(paths) // 2
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        second = pool.submit(_load_chunk_for_pickle, paths[half:])
+    child = _Child.start(paths[half:])
+    try:
         first = [load_user_file(path) for path in paths[:half]]
-        return first + [_from_pickle(*wire) for wire in second.result()]
+        second = child.results()
+    finally:
+        child.reap()
+    if second is None:  # the child failed: do its half here rather than fail the run
+        second = [load_user_file(path) for path in paths[half:]]
+    return first + second
+
+
+@dataclass
+class _Child:
+    """A forked child that loads some files and sends the results back through a pipe.
+
+    It must not outlive its parent (a killed `reconciler` once left its loader blocked on a pipe
+    forever): the kernel kills it when the parent dies (PR_SET_PDEATHSIG), and without that (not
+    Linux) it holds no read end of its own pipe, so writing after the parent died fails at once.
+    """
+
+    pid: int
+    read_fd: int
+    done: bool = False
+
+    @classmethod
+    def start(cls, paths: list[Path]) -> _Child:
+        read_fd, write_fd = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+            os.close(read_fd)
+            _child_main(paths, write_fd, parent)
+        os.close(write_fd)
+        return cls(pid, read_fd)
+
+    def results(self) -> list[_FileResult] | None:
+        with os.fdopen(self.read_fd, "rb") as pipe:
+            data = pipe.read()
+        self.done = True
+        _, status = os.waitpid(self.pid, 0)
+        if status != 0 or not data:
+            return None
+        return [_from_pickle(*wire) for wire in pickle.loads(data)]  # noqa: S301 - our own child
+
+    def reap(self) -> None:
+        """Kill and collect the child unless it finished (the parent is leaving on an error)."""
+        if self.done:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        os.close(self.read_fd)
+
+
+def _child_main(paths: list[Path], write_fd: int, parent: int) -> NoReturn:  # pragma: no cover
+    code = 1
+    try:
+        _die_with_parent(parent)
+        data = pickle.dumps(_load_chunk_for_pickle(paths), protocol=pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(data)
+        code = 0
+    finally:
+        os._exit(code)  # never run the parent's cleanup (atexit, finally blocks up the stack)
+
+
+def _die_with_parent(parent: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
 
 
 # Pickling pydantic models costs more than validating them again, so a child sends plain data.
@@ -175,7 +246,7 @@ def _can_fork() -> bool:
     # Forking a process that runs other threads (an HTTP pool, say) can copy a held lock and
     # deadlock the child; such callers get the sequential path.
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cpus >= 2 and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    return cpus >= 2 and threading.active_count() == 1 and hasattr(os, "fork")
 
 
 def load_user_file(path: Path) -> _FileResult:

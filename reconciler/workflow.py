@@ -37,8 +37,8 @@ class Reporter(Protocol):
 
     def info(self, message: str) -> None: ...
 
-    def confirm(self, plan: Plan) -> bool:
-        """Show the plan; True to go ahead."""
+    def confirm(self, plan: Plan, *, ask: bool) -> bool:
+        """Show the plan and, when `ask`, ask the person at the terminal; True to go ahead."""
         ...
 
     def progress(self, total: int) -> contextlib.AbstractContextManager[Callable[[Outcome], None]]:
@@ -186,7 +186,7 @@ def apply_to_service(
         return ExitCode.OK
     material = engine.key_material(fresh, resolved, settings)
     # A saved plan was reviewed when it was made; otherwise the person (or --auto-approve) says yes.
-    if plan_file is None and not options.auto_approve and not reporter.confirm(fresh):
+    if plan_file is None and not reporter.confirm(fresh, ask=not options.auto_approve):
         raise Cancelled("apply cancelled; nothing was changed")
     audit = AuditLog(loaded.state_dir, _audit_context(loaded))
     outcomes = execute(fresh, client, material, settings=settings, audit=audit, reporter=reporter)

@@ -184,8 +184,10 @@ class ClickReporter:
     def info(self, message: str) -> None:
         click.echo(message)
 
-    def confirm(self, plan: Plan) -> bool:
+    def confirm(self, plan: Plan, *, ask: bool) -> bool:
         _show(plan, "text")
+        if not ask:
+            return True
         if not sys.stdin.isatty():
             raise ReconcilerError("refusing to apply without --auto-approve: stdin is not a terminal")
         return click.confirm("Apply these changes?", default=False)

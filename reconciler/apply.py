@@ -1,14 +1,18 @@
 """Executing a Plan through the service client: phase by phase, bounded concurrency, an outcome
-for every change. Access is removed last: locks and deletes run only when everything before them
+for every change, reported the moment it completes (progress, outcome table and audit move with
+the run, not once per phase). Access is removed last: locks and deletes run only when everything before them
 succeeded, so a half-finished run never leaves fewer ways in than it found."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from typing import Any, Protocol
 
 from reconciler.errors import NotFound, ReconcilerError
@@ -45,12 +49,19 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class Outcome:
+    """What happened to one change. `intent` is the id of its write-ahead audit line, when one
+    was written before the change was sent."""
+
     change: Change
     status: Status
     detail: str = ""
+    intent: str | None = None
 
 
 ACCESS_REMOVING = frozenset({Action.LOCK, Action.DELETE})
+NOT_STARTED = "not started: the run was interrupted"
+# After a first SIGINT/SIGTERM, how long the changes already sent may take to finish.
+DRAIN_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,22 @@ class KeyMaterial:
         return self.keys[name], self.fingerprints[name]
 
 
+@dataclass
+class Hooks:
+    """How apply tells the world about each change, as it happens.
+
+    `on_start` runs on the worker right before the change is sent and returns the id of its
+    intent (the write-ahead audit line): if it raises, the change is not sent. `on_outcome` runs on
+    the calling thread as each change completes. `stop` is set by a first SIGINT/SIGTERM: no new
+    change starts, the ones in flight get `drain_seconds` to finish.
+    """
+
+    on_start: Callable[[Change], str | None] | None = None
+    on_outcome: Callable[[Outcome], None] | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    drain_seconds: float = DRAIN_SECONDS
+
+
 def apply_plan(
     plan: Plan,
     client: Client,
@@ -73,38 +100,112 @@ def apply_plan(
     concurrency: int = 8,
     on_outcome: Callable[[Outcome], None] | None = None,
     self_user: str | None = None,
+    hooks: Hooks | None = None,
 ) -> list[Outcome]:
-    """Apply phase by phase. A key change of `self_user` (the API user the client authenticates
-    as) runs last of all, and the client switches to the new key right after it: every other
-    request of the run still holds the old one."""
+    """Apply phase by phase, reporting each outcome as it completes. A key change of `self_user`
+    (the API user the client authenticates as) runs last of all, and the client switches to the
+    new key right after it: every other request of the run still holds the old one."""
+    hooks = hooks or Hooks()
+    if on_outcome is not None:
+        hooks.on_outcome = on_outcome
     own_key_change = _own_key_change(plan, self_user)
-    outcomes: list[Outcome] = []
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="apply") as pool:
+    run = _Run(client, material, hooks, _Workers(concurrency))
+    try:
         for phase in PHASES:
-            batch = tuple(c for c in plan.by_action(phase) if c is not own_key_change)
-            if phase in ACCESS_REMOVING and any(o.status is not Status.OK for o in outcomes):
-                done = [
-                    Outcome(c, Status.SKIPPED, "an earlier change failed; access is removed last")
-                    for c in batch
-                ]
+            batch = [c for c in plan.by_action(phase) if c is not own_key_change]
+            if phase in ACCESS_REMOVING and any(o.status is not Status.OK for o in run.outcomes):
+                run.skip(batch, "an earlier change failed; access is removed last")
             else:
-                done = list(pool.map(lambda c: _run(c, client, material), batch))
-            outcomes.extend(_report_all(done, on_outcome))
-    if own_key_change is not None:
-        outcomes.extend(_report_all([_run(own_key_change, client, material, own=True)], on_outcome))
-    return outcomes
+                run.phase(batch)
+        if own_key_change is not None:
+            run.phase([own_key_change], own=True)
+    finally:
+        run.workers.close()
+    return run.outcomes
+
+
+@dataclass
+class _Run:
+    client: Client
+    material: KeyMaterial
+    hooks: Hooks
+    workers: _Workers
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def phase(self, batch: Sequence[Change], *, own: bool = False) -> None:
+        """Run one phase's changes on the workers; report each as it completes."""
+        if self.hooks.stop.is_set():
+            self.skip(batch, NOT_STARTED)
+            return
+        for change in batch:
+            self.workers.submit(partial(self._start, change, own))
+        for outcome in self.workers.results(len(batch), self.hooks):
+            self.report(outcome)
+
+    def _start(self, change: Change, own: bool) -> Outcome:
+        if self.hooks.stop.is_set():
+            return Outcome(change, Status.SKIPPED, NOT_STARTED)
+        try:
+            intent = self.hooks.on_start(change) if self.hooks.on_start else None
+        except Exception as exc:  # no intent recorded: the change must not be sent
+            return Outcome(change, Status.FAILED, f"not sent: the audit log failed ({type(exc).__name__})")
+        return replace(_run(change, self.client, self.material, own=own), intent=intent)
+
+    def skip(self, batch: Sequence[Change], why: str) -> None:
+        for change in batch:
+            self.report(Outcome(change, Status.SKIPPED, why))
+
+    def report(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        if self.hooks.on_outcome is not None:
+            self.hooks.on_outcome(outcome)
+
+
+class _Workers:
+    """A fixed set of daemon threads. Daemon threads, unlike ThreadPoolExecutor's, let a second
+    SIGINT/SIGTERM end the process at once even while a request is in flight."""
+
+    def __init__(self, count: int) -> None:
+        self.count = max(count, 1)
+        self.jobs: queue.SimpleQueue[Callable[[], Outcome] | None] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self.started = 0
+
+    def submit(self, job: Callable[[], Outcome]) -> None:
+        if self.started < self.count:
+            threading.Thread(target=self._serve, name=f"apply-{self.started}", daemon=True).start()
+            self.started += 1
+        self.jobs.put(job)
+
+    def _serve(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            self.done.put(job())
+
+    def close(self) -> None:
+        """Let each thread leave once it is idle (one still in flight finishes its change first)."""
+        for _ in range(self.started):
+            self.jobs.put(None)
+
+    def results(self, count: int, hooks: Hooks) -> Iterator[Outcome]:
+        """`count` outcomes as they complete. Once `stop` is set, waits at most drain_seconds
+        for the rest (queued ones finish at once as not started), then leaves them unreported."""
+        deadline: float | None = None
+        for _ in range(count):
+            while True:
+                if deadline is None and hooks.stop.is_set():
+                    deadline = time.monotonic() + hooks.drain_seconds
+                try:
+                    # A short timeout keeps the main thread responsive to signals.
+                    yield self.done.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if deadline is not None and time.monotonic() > deadline:
+                        return
 
 
 def _own_key_change(plan: Plan, self_user: str | None) -> Change | None:
     me = (self_user or "").lower()
     return next((c for c in plan.by_action(Action.UPDATE) if c.key_change and c.api_user.lower() == me), None)
-
-
-def _report_all(outcomes: list[Outcome], on_outcome: Callable[[Outcome], None] | None) -> list[Outcome]:
-    for outcome in outcomes:
-        if on_outcome is not None:
-            on_outcome(outcome)
-    return outcomes
 
 
 def _run(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> Outcome:

@@ -6,6 +6,7 @@ callers pass names, files and lines, never values that came from a secret.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -17,7 +18,8 @@ class ExitCode(IntEnum):
     ERROR = 1
     CHANGES_PENDING = 2
     UNSAFE = 3
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # 128 + SIGINT
+    TERMINATED = 143  # 128 + SIGTERM (what a CI cancel sends)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,16 @@ class LockHeld(ReconcilerError):
 
 class Cancelled(ReconcilerError):
     """The person at the terminal said no: nothing was changed, and no mail step follows."""
+
+
+class Interrupted(ReconcilerError):
+    """SIGINT or SIGTERM stopped the run; the message says what was and was not done. Exits with
+    128 + the signal number, as a shell reports a process killed by that signal."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
 
 
 class MailServerError(ReconcilerError):

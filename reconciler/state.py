@@ -1,4 +1,4 @@
-"""Local state of the reconciler: the one-run-at-a-time lock and the audit log.
+"""Local state of the reconciler: the one-run-at-a-time lock and the write-ahead audit log.
 
 Both live in the state directory (`.reconciler/` beside users/ by default). The lock is per
 service URL, so two users repos applying to different services never wait for each other.
@@ -14,7 +14,8 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -144,24 +145,119 @@ def git_commit(directory: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+@dataclass(frozen=True)
+class AuditRead:
+    """The readable entries of the audit log, and the numbers of lines that are not JSON (a line
+    cut off by a crash mid-write: reported, skipped, never a reason to stop reading)."""
+
+    entries: list[dict[str, Any]]
+    damaged: list[int]
+
+    def unsettled(self) -> list[dict[str, Any]]:
+        """Intents without an outcome: the run died (kill -9, power) between sending a change
+        and recording what happened. The next plan settles them."""
+        answered = {e.get("id") for e in self.entries if e.get("event") == "outcome"}
+        return [e for e in self.entries if e.get("event") == "intent" and e.get("id") not in answered]
+
+    def shown(self) -> list[dict[str, Any]]:
+        """What a person wants to read: outcomes (and lines from before intents existed), plus
+        each unsettled intent in its place, marked "outcome unknown"."""
+        unknown = {id(e) for e in self.unsettled()}
+        return [
+            {**e, "outcome": "outcome unknown"} if id(e) in unknown else e
+            for e in self.entries
+            if e.get("event") != "intent" or id(e) in unknown
+        ]
+
+
 class AuditLog:
-    """Append-only JSON lines. Entries carry names and field values, never a key."""
+    """Append-only JSON lines, written ahead: before each write to the service an `intent` line
+    (fsynced, so it survives kill -9 and power loss), after it an `outcome` line with the same id.
+    An intent without an outcome is a change whose fate is unknown until the next plan settles it.
+    Entries carry names and field values, never a key.
+
+    Each line is one `write(2)` under an exclusive flock; if the file does not end in a newline
+    (a line cut off by a crash), one is added first, so the damage stays on its own line.
+    """
 
     def __init__(self, state_dir: Path, context: Mapping[str, Any]) -> None:
         self.path = state_dir / AUDIT_FILE
         self.context = dict(context)
 
+    def intent(self, **entry: Any) -> str:
+        """Record that a change is about to be sent; returns the id its outcome must carry."""
+        intent_id = uuid.uuid4().hex
+        self._append({"event": "intent", "id": intent_id, "outcome": None, **entry}, sync=True)
+        return intent_id
+
+    def outcome(self, intent_id: str | None, **entry: Any) -> None:
+        self._append({"event": "outcome", "id": intent_id, **entry}, sync=True)
+
     def write(self, **entry: Any) -> None:
+        self._append(entry, sync=False)
+
+    def _append(self, entry: Mapping[str, Any], *, sync: bool) -> None:
         record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **self.context, **entry}
-        line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.write(line)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # isolate a line torn by a crash, rather than extend it
+            _write_all(fd, line)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read(self) -> AuditRead:
+        try:
+            raw = self.path.read_bytes()
+        except OSError:
+            return AuditRead([], [])
+        entries: list[dict[str, Any]] = []
+        damaged: list[int] = []
+        for number, line in enumerate(raw.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                damaged.append(number)
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+            else:
+                damaged.append(number)
+        return AuditRead(entries, damaged)
 
     def tail(self, count: int) -> list[dict[str, Any]]:
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()[-count:]
-        except OSError:
-            return []
-        return [json.loads(line) for line in lines if line.strip()]
+        return self.read().entries[-count:]
+
+    def settle(self, pending: Collection[tuple[str, str]], in_scope: Callable[[str], bool]) -> int:
+        """Give each unsettled intent (of an api_user in scope) the outcome a fresh plan shows:
+        `pending` holds (api_user lowercased, action) of every change the plan still wants. Returns
+        how many were settled."""
+        settled = 0
+        for intent in self.read().unsettled():
+            name = str(intent.get("api_user", ""))
+            if not in_scope(name):
+                continue
+            done = (name.lower(), intent.get("action")) not in pending
+            self.outcome(
+                intent.get("id"),
+                action=intent.get("action"),
+                api_user=name,
+                key_change=intent.get("key_change", False),
+                outcome="ok" if done else "failed",
+                detail="settled by a later plan: " + ("in effect" if done else "not in effect"),
+            )
+            settled += 1
+        return settled
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]

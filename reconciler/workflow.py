@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler import engine
-from reconciler.apply import KeyMaterial, Outcome, apply_plan, failed
+from reconciler.apply import NOT_STARTED, Hooks, KeyMaterial, Outcome, Status, apply_plan, failed
 from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import Cancelled, ExitCode, LockHeld, ReconcilerError, StalePlan, ValidationFailed
+from reconciler.interrupts import Interruptible, interruptible
 from reconciler.mail import MailReport, keys_for_mail, preview, reflect
 from reconciler.mail.reflect import mail_dir_from
 from reconciler.output import plan_from_json
-from reconciler.plan import Guards, Plan, raise_if_unsafe
+from reconciler.plan import Change, Guards, Plan, raise_if_unsafe, targeted
 from reconciler.secrets import ResolvedKeys
 from reconciler.state import AuditLog, LockInfo, actor, git_commit, reconcile_lock
 
@@ -156,14 +158,21 @@ def run_apply(
     service changes (also when some failed: the gateway then still drops locked and deleted users)."""
     settings = loaded.settings
     command = "apply" if mail is None else "reconcile"
+    # The handlers are installed before the lock is taken, so a signal at any point unwinds
+    # through the lock's release (a SIGTERM with the default handler left the lock behind).
     with (
+        interruptible() as signals,
         reconcile_lock(loaded.state_dir, settings.api_url, command, force=options.force_unlock),
         ServiceClient.from_settings(settings) as client,
     ):
-        code = apply_to_service(loaded, client, options, reporter, plan_file=plan_file)
+        code = apply_to_service(loaded, client, options, reporter, plan_file=plan_file, signals=signals)
         if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):
             return code
-        return max(code, run_mail_step(loaded, mail, reporter, force=options.force_unlock))
+        # The mail step swaps files and reloads daemons: a signal waits until it is done.
+        with signals.draining("the mail step was finishing"):
+            mail_code = run_mail_step(loaded, mail, reporter, force=options.force_unlock)
+        signals.raise_if_stopped("the service changes and the mail step were completed")
+        return max(code, mail_code)
 
 
 def apply_to_service(
@@ -173,11 +182,15 @@ def apply_to_service(
     reporter: Reporter,
     *,
     plan_file: Path | None = None,
+    signals: Interruptible | None = None,
 ) -> int:
     settings = loaded.settings
+    signals = signals or Interruptible()
     guards = engine.guards_from(settings, options.allow_deletes, options.allow_locks)
     resolved = resolve(loaded, options.targets, reporter, require_all=True)
     fresh = fresh_plan(loaded, client, resolved, guards, options.targets)
+    audit = AuditLog(loaded.state_dir, _audit_context(loaded))
+    settle_intents(audit, fresh, options.targets, reporter)
     if plan_file is not None:
         check_saved(read_saved(plan_file), fresh)
     raise_if_unsafe(fresh)
@@ -188,9 +201,12 @@ def apply_to_service(
     # A saved plan was reviewed when it was made; otherwise the person (or --auto-approve) says yes.
     if plan_file is None and not reporter.confirm(fresh, ask=not options.auto_approve):
         raise Cancelled("apply cancelled; nothing was changed")
-    audit = AuditLog(loaded.state_dir, _audit_context(loaded))
-    outcomes = execute(fresh, client, material, settings=settings, audit=audit, reporter=reporter)
+    with signals.draining("changes already sent were finishing"):
+        outcomes = execute(
+            fresh, client, material, settings=settings, audit=audit, reporter=reporter, stop=signals.stop
+        )
     reporter.outcomes(outcomes)
+    signals.raise_if_stopped(_what_was_done(outcomes, len(fresh.changes)))
     converged = _converged(loaded, client, resolved, guards, options.targets, reporter=reporter)
     return ExitCode.ERROR if failed(outcomes) or not converged else ExitCode.OK
 
@@ -225,29 +241,60 @@ def execute(
     settings: Settings,
     audit: AuditLog,
     reporter: Reporter,
+    stop: threading.Event | None = None,
 ) -> list[Outcome]:
+    """Apply the plan, writing the audit log ahead: an intent before each change is sent, its
+    outcome (and the reporter's progress) as soon as it completes."""
     with reporter.progress(len(plan.changes)) as advance:
 
+        def started(change: Change) -> str:
+            return audit.intent(**_audit_fields(change))
+
         def record(outcome: Outcome) -> None:
-            change = outcome.change
-            audit.write(
-                action=change.action.value,
-                api_user=change.api_user,
-                fields={f.field: f.new for f in change.fields},
-                key_change=change.key_change,
+            audit.outcome(
+                outcome.intent,
+                **_audit_fields(outcome.change),
                 outcome=outcome.status.value,
                 detail=outcome.detail or None,
             )
             advance(outcome)
 
+        hooks = Hooks(on_start=started, on_outcome=record, stop=stop or threading.Event())
         return apply_plan(
-            plan,
-            client,
-            material,
-            concurrency=settings.concurrency,
-            on_outcome=record,
-            self_user=settings.api_user,
+            plan, client, material, concurrency=settings.concurrency, self_user=settings.api_user, hooks=hooks
         )
+
+
+def _audit_fields(change: Change) -> dict[str, Any]:
+    return {
+        "action": change.action.value,
+        "api_user": change.api_user,
+        "fields": {f.field: f.new for f in change.fields},
+        "key_change": change.key_change,
+    }
+
+
+def _what_was_done(outcomes: list[Outcome], planned: int) -> str:
+    done = sum(1 for o in outcomes if o.status is Status.OK)
+    not_started = sum(1 for o in outcomes if o.detail == NOT_STARTED)
+    unknown = planned - len(outcomes)
+    text = f"{done} of {planned} changes applied, {not_started} not started"
+    if unknown:
+        text += f", {unknown} still in flight (outcome unknown: `reconciler status` lists them)"
+    return text + ". Run the same command again to converge."
+
+
+def settle_intents(audit: AuditLog, plan: Plan, targets: tuple[str, ...], reporter: Reporter) -> None:
+    """Intents left without an outcome by a run that died get one from this fresh plan: a change
+    the plan no longer wants is in effect. Never fails the run: the log is a record, not a gate."""
+    pending = {(c.api_user.lower(), c.action.value) for c in plan.changes}
+    try:
+        settled = audit.settle(pending, lambda name: targeted(name, targets))
+    except OSError as exc:
+        reporter.warning(f"could not settle unknown outcomes in {audit.path}: {exc.strerror}")
+        return
+    if settled:
+        reporter.info(f"Settled {settled} change(s) of an interrupted run in {audit.path}.")
 
 
 def _converged(

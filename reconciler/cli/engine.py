@@ -194,14 +194,21 @@ class ClickReporter:
 
     @contextlib.contextmanager
     def progress(self, total: int) -> Iterator[Callable[[Outcome], None]]:
-        if not (sys.stderr.isatty() and total >= 20):
-            yield lambda _outcome: None
-            return
-        with click.progressbar(length=total, label="Applying", file=sys.stderr) as bar:
-            yield lambda _outcome: bar.update(1)
+        """One line per change the moment it completes, numbered: the outcome table and the
+        progress at once, in a CI log as on a terminal (a bar hid every outcome until the end)."""
+        width = len(str(total))
+        done = 0
+        click.echo("")
+
+        def advance(outcome: Outcome) -> None:
+            nonlocal done
+            done += 1
+            click.echo(f"[{done:>{width}}/{total}] {_outcome_row(outcome)}")
+
+        yield advance
 
     def outcomes(self, outcomes: list[Outcome]) -> None:
-        _report(outcomes)
+        _summary(outcomes)
 
     def pending(self, plan: Plan) -> None:
         click.echo("Still pending after apply: " + summary_line(plan), err=True)
@@ -225,17 +232,13 @@ class ClickReporter:
                 click.echo("Reloaded: " + ", ".join(report.reloaded))
 
 
-def _report(outcomes: list[Outcome]) -> None:
-    width = max(len(o.change.api_user) for o in outcomes)
-    click.echo("")
-    click.echo(f"{'API user'.ljust(width)}  {'action'.ljust(7)}  outcome")
-    for o in outcomes:
-        status = o.status.value + (f": {o.detail}" if o.detail else "")
-        colour = {Status.OK: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[o.status]
-        click.echo(
-            f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  "
-            + _styler()(status, colour)
-        )
+def _outcome_row(outcome: Outcome) -> str:
+    status = outcome.status.value + (f": {outcome.detail}" if outcome.detail else "")
+    colour = {Status.OK: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[outcome.status]
+    return f"{outcome.change.action.value.ljust(7)} {outcome.change.api_user}  " + _styler()(status, colour)
+
+
+def _summary(outcomes: list[Outcome]) -> None:
     bad = failed(outcomes)
     click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")
     if bad:

@@ -227,13 +227,18 @@ def _lock_age(info: LockInfo) -> str:
 
 def _audit_section(state_dir: Path, count: int) -> _Section:
     log = AuditLog(state_dir, {})
-    try:
-        tail = log.tail(count)
-    except ValueError:
-        return _Section((f"Audit:   {log.path} has a line that is not JSON",), False)
+    read = log.read()
+    # A line cut off by a crash is reported and skipped; the lines around it still count.
+    damaged = [f"  line {n} of {log.path} is not JSON (cut off by a crash?); skipped" for n in read.damaged]
+    unknown = read.unsettled()
+    notes = (
+        [f"  {len(unknown)} change(s) with outcome unknown: the next apply settles them"] if unknown else []
+    )
+    tail = read.shown()[-count:]
     if not tail:
-        return _Section((f"Audit:   no entries in {log.path}",))
-    return _Section((f"Audit:   last {len(tail)} of {log.path}", *(_audit_line(e) for e in tail)))
+        return _Section((f"Audit:   no entries in {log.path}", *damaged))
+    lines = (f"Audit:   last {len(tail)} of {log.path}", *(_audit_line(e) for e in tail), *notes, *damaged)
+    return _Section(lines)
 
 
 def _audit_line(entry: dict[str, Any]) -> str:

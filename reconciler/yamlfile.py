@@ -31,12 +31,14 @@ from ruamel.yaml.events import (
     MappingStartEvent,
     ScalarEvent,
     SequenceEndEvent,
+    SequenceStartEvent,
     StreamEndEvent,
 )
 
 from reconciler.errors import Problem, ValidationFailed
 
 MAX_FILE_BYTES = 64 * 1024
+MAX_DEPTH = 16  # the schema nests two levels; anything this deep is an attack or an accident
 _EMPTY = "the file is empty; expected a mapping of keys to values"
 
 _SPECIAL: dict[str, Any] = {
@@ -220,6 +222,7 @@ class _Builder:
         self.problems: list[Problem] = []
         self.keys: dict[str, Any] = {}
         self.values: dict[str, Any] = {}
+        self.depth = 0
 
     def refuse(self, event: Event, message: str) -> None:
         line, column = _pos(event)
@@ -262,9 +265,21 @@ class _Builder:
         if kind is ScalarEvent:
             # libyaml reports `! true` as implicit with the tag `!`; that tag means "a string".
             return resolve_scalar(event) if event.implicit[0] and event.tag is None else event.value
+        if self.depth >= MAX_DEPTH:
+            # Refused without recursing: 5,000 nested `[` once ended in a RecursionError traceback.
+            self.refuse(event, f"nested more than {MAX_DEPTH} levels deep; a user file is flat")
+            _skip_collection(parser)
+            return None
         if kind is MappingStartEvent:
-            return self.mapping(parser, path)
-        return self.sequence(parser, path)
+            return self.nested(self.mapping, parser, path)
+        return self.nested(self.sequence, parser, path)
+
+    def nested(self, build: Callable[[Any, str], Any], parser: Any, path: str) -> Any:
+        self.depth += 1
+        try:
+            return build(parser, path)
+        finally:
+            self.depth -= 1
 
     def check_props(self, event: Any) -> None:
         if event.anchor is not None:
@@ -312,6 +327,17 @@ class _Builder:
         while (event := parser.get_event()).__class__ is not SequenceEndEvent:
             result.append(self.node(parser, event, f"{path}[{len(result)}]"))
         return result
+
+
+def _skip_collection(parser: Any) -> None:
+    """Consume events up to the end of the collection just started, iteratively."""
+    open_collections = 1
+    while open_collections:
+        kind = type(parser.get_event())
+        if kind is MappingStartEvent or kind is SequenceStartEvent:
+            open_collections += 1
+        elif kind is MappingEndEvent or kind is SequenceEndEvent:
+            open_collections -= 1
 
 
 _KINDS: tuple[tuple[type, str], ...] = (

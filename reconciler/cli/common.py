@@ -56,7 +56,7 @@ def handle_errors(fn: Callable[P, int]) -> Callable[P, int]:
             if output_format() == "json":
                 click.echo(json.dumps({"ok": False, "error": str(exc), "problems": []}, indent=2))
             else:
-                err(f"error: {exc}")
+                err(f"error: {printable(str(exc))}")
             return exit_code_for(exc)
 
     return wrapper
@@ -77,7 +77,7 @@ def report_problems(problems: Sequence[Problem], fmt: str = "text", *, severity:
         click.echo(json.dumps(document, indent=2))
     else:
         for problem in problems:
-            err(f"{severity}: {problem}")
+            err(f"{severity}: {printable(str(problem))}")
         if severity == "error":
             err(_summary(problems))
     if os.environ.get("GITHUB_ACTIONS") == "true":
@@ -105,8 +105,19 @@ def github_annotation(problem: Problem, severity: str = "error") -> str:
     props = {"file": _repo_relative(problem.file), "line": problem.line, "col": problem.column}
     if problem.field:
         props["title"] = problem.field
-    rendered = ",".join(f"{k}={_escape(str(v), prop=True)}" for k, v in props.items() if v is not None)
-    return f"::{severity} {rendered}::{_escape(problem.message)}"
+    rendered = ",".join(
+        f"{k}={_escape(printable(str(v)), prop=True)}" for k, v in props.items() if v is not None
+    )
+    return f"::{severity} {rendered}::{_escape(printable(problem.message))}"
+
+
+def printable(text: str) -> str:
+    """`text` with every character a terminal or a CI log would act on (newlines, escape sequences,
+    bidi overrides) shown as an escape: a file name or a YAML key chosen by whoever wrote a pull
+    request must not start a `::workflow-command::` line, recolour the terminal or reorder text."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _escape(value: str, *, prop: bool = False) -> str:

@@ -259,10 +259,19 @@ def load_user_file(path: Path) -> _FileResult:
     try:
         user = UserSpec.model_validate(doc.data)
     except ValidationError as exc:
-        problems = [map_error(str(path), doc, err) for err in exc.errors()]
+        problems = [map_error(str(path), doc, err) for err in _meaningful(exc.errors())]
         return _FileResult(path, sha, problems=tuple(problems), lines=doc.lines(), data=doc.data)
     mismatch = _name_mismatch(path, user, doc)
     return _FileResult(path, sha, user, (mismatch,) if mismatch else (), doc.lines(), doc.data)
+
+
+def _meaningful(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Without pydantic's echo: a list whose items were all refused is also "too short" after
+    validation, which would tell the author to list at least one sender when they listed one."""
+    bad_items = {err["loc"][0] for err in errors if len(err["loc"]) == 2 and isinstance(err["loc"][1], int)}
+    return [
+        err for err in errors if not (err["type"] == "too_short" and err["loc"] in {(f,) for f in bad_items})
+    ]
 
 
 def _sha256_of(path: Path) -> str:
@@ -440,6 +449,8 @@ def key_file_problems(results: list[_FileResult]) -> list[Problem]:
         path = key_file_path(user.api_key, result.path.parent)
         try:
             refusal = key_file_refusal(os.stat(path))  # stat, unlike open, never blocks on a FIFO
+        except ValueError:
+            refusal = "is not a usable path (it contains a NUL character)"
         except OSError:
             continue
         if refusal is not None:

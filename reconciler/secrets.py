@@ -121,26 +121,29 @@ def read_key_file(path: Path, limit: int = MAX_KEY_FILE_BYTES, label: str = "key
         fd = os.open(path, flags)
     except FileNotFoundError:
         raise SecretUnavailable(f"{label} {path} does not exist") from None
+    except ValueError:
+        raise SecretError(f"{label} path contains a NUL character") from None
     except OSError as exc:
         raise SecretError(f"cannot read {label} {path}: {exc.strerror or type(exc).__name__}") from None
     try:
-        refusal = key_file_refusal(os.fstat(fd), limit)
+        status = os.fstat(fd)
+        refusal = key_file_refusal(status, limit)
         if refusal is not None:
             raise SecretError(f"{label} {path} {refusal}")
-        return _read_all(fd, f"{label} {path}", limit)
+        # Never more than fstat promised: a kernel file (/proc/kmsg says size 0) is not drained.
+        return _read_all(fd, f"{label} {path}", status.st_size)
     finally:
         os.close(fd)
 
 
-def _read_all(fd: int, name: str, limit: int) -> bytes:
+def _read_all(fd: int, name: str, size: int) -> bytes:
+    """Exactly the first `size` bytes (fewer if the file shrank)."""
     chunks: list[bytes] = []
-    size = 0
+    got = 0
     try:
-        while chunk := os.read(fd, limit + 1 - size):
+        while got < size and (chunk := os.read(fd, size - got)):
             chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise SecretError(f"{name} is too large (over {limit} bytes)")
+            got += len(chunk)
     except OSError as exc:
         raise SecretError(f"cannot read {name}: {exc.strerror or type(exc).__name__}") from None
     return b"".join(chunks)
@@ -162,6 +165,9 @@ def key_file_refusal(status: os.stat_result, limit: int = MAX_KEY_FILE_BYTES) ->
         return f"is {kind}, not a regular file; point from_file at a file holding only the key"
     if status.st_size > limit:
         return f"is too large to hold one key ({status.st_size} bytes; at most {limit})"
+    if status.st_size == 0:
+        # Also what /proc and /sys files report: reading those could consume kernel messages.
+        return "is empty (or a kernel file that reports no size, like /proc/kmsg)"
     return None
 
 

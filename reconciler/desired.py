@@ -124,7 +124,8 @@ def scan_users_dir(users_dir: Path) -> tuple[list[Path], list[Problem]]:
         path = users_dir / entry.name
         refusal = _refuse_entry(entry)
         if refusal:
-            problems.append(Problem(str(path), refusal))
+            # Line 1: a located problem is what a pull request shows on the file itself.
+            problems.append(Problem(str(path), refusal, 1))
         else:
             paths.append(path)
     return paths, problems

@@ -134,7 +134,7 @@ def _read_regular(path: Path, name: str) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _fail(name, "not a regular file; refusing to read it")
+            raise _fail(name, "not a regular file; refusing to read it", 1)
         chunks = []
         size = 0
         while size <= MAX_FILE_BYTES and (chunk := os.read(fd, MAX_FILE_BYTES + 1 - size)):

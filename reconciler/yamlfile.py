@@ -40,6 +40,7 @@ from reconciler.errors import Problem, ValidationFailed
 MAX_FILE_BYTES = 64 * 1024
 MAX_DEPTH = 16  # the schema nests two levels; anything this deep is an attack or an accident
 _EMPTY = "the file is empty; expected a mapping of keys to values"
+_AMBIGUOUS_MESSAGE = "this value reads as a number, a date or a YAML directive in other YAML readers"
 
 _SPECIAL: dict[str, Any] = {
     **dict.fromkeys(("", "~", "null", "Null", "NULL")),
@@ -51,7 +52,19 @@ _SPECIAL: dict[str, Any] = {
 }
 _INT = re.compile(r"^[-+]?[0-9]+$")
 _INT_OTHER = re.compile(r"^0o[0-7]+$|^0x[0-9a-fA-F]+$")
-_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+# Floats exactly as ruamel.yaml's YAML 1.2 resolver reads them (a differential test holds us to it;
+# note `.5e3` is not a float there: after a bare `.` the exponent needs a sign).
+_FLOAT = re.compile(
+    r"^[-+]?(?:[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+|\.[0-9]+(?:[eE][-+][0-9]+)?)$"
+)
+# Plain scalars other readers take for numbers or dates (underscores, 0b, signed hex and octal,
+# timestamps): refused with "quote it" rather than read as a string that means something else.
+_AMBIGUOUS = re.compile(
+    r"^[-+]?[0-9_.]*_[0-9_.]*(?:[eE][-+]?[0-9]+)?$"
+    r"|^[-+]?0b[01_]+$|^[-+]0[ox][0-9a-fA-F_]+$|^[-+]?0o?[0-7_]+$"
+    r"|^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}.*)?$"
+)
+AMBIGUOUS = object()  # what resolve_scalar returns for those
 _NUMBER_START = frozenset("0123456789+-.")
 _NUMBERS: tuple[tuple[re.Pattern[str], Callable[[str], Any]], ...] = (
     (_INT, int),
@@ -217,11 +230,11 @@ def resolve_scalar(event: ScalarEvent) -> Any:
     if value in _SPECIAL:
         return _SPECIAL[value]
     if value[0] not in _NUMBER_START:
-        return value  # the common case: a word or an address, never a number
+        return AMBIGUOUS if value in ("=", "<<") else value  # the common case: a word or an address
     for pattern, convert in _NUMBERS:
         if pattern.match(value):
             return convert(value)
-    return value
+    return AMBIGUOUS if _AMBIGUOUS.match(value) else value
 
 
 class _Builder:
@@ -278,7 +291,13 @@ class _Builder:
             self.check_props(event)
         if kind is ScalarEvent:
             # libyaml reports `! true` as implicit with the tag `!`; that tag means "a string".
-            return resolve_scalar(event) if event.implicit[0] and event.tag is None else event.value
+            if not event.implicit[0] or event.tag is not None:
+                return event.value
+            value = resolve_scalar(event)
+            if value is AMBIGUOUS:
+                self.refuse(event, f"{_AMBIGUOUS_MESSAGE}; quote it")
+                return None
+            return value
         if self.depth >= MAX_DEPTH:
             # Refused without recursing: 5,000 nested `[` once ended in a RecursionError traceback.
             # Stop here: libyaml takes quadratic time over deep nesting (2.5 s for 32,000 levels),
@@ -334,6 +353,11 @@ class _Builder:
         value: str = event.value
         if value == "<<" and event.implicit[0]:
             self.refuse(event, "YAML merge keys (<<) are not allowed; write the keys out")
+            return None
+        if event.implicit[0] and event.tag is None and type(resolve_scalar(event)) is not str:
+            # `1:`, `true:`, `~:` or a date are read as numbers, booleans, null or dates by YAML
+            # readers, so a key written that way would not be the name it looks like.
+            self.refuse(event, "mapping keys must be names, not numbers, booleans, null or dates; quote it")
             return None
         return value
 

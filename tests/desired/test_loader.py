@@ -84,9 +84,21 @@ def test_load_mapping_with_lines(tmp_path: Path) -> None:
         ("x: 0x1F", 31),
         ("x: 1.5", 1.5),
         ("x: 010", 10),
-        ("x: 1_000", "1_000"),
     ],
 )
 def test_scalars_follow_yaml_1_2(tmp_path: Path, text: str, value: object) -> None:
     data, _ = load_mapping_with_lines(write(tmp_path, "f.yaml", text + "\n"))
     assert data == {"x": value}
+
+
+@pytest.mark.parametrize(
+    "text", ["x: 1_000", "x: 0b101", "x: -0x1F", "x: 2001-12-14", "x: =", "x: <<", "1: x", "~: x"]
+)
+def test_scalars_other_yaml_readers_take_for_numbers_or_dates_are_refused(tmp_path: Path, text: str) -> None:
+    """ruamel.yaml reads `1_000` as 1000 and `2001-12-14` as a date; we would read strings. Rather
+    than mean something else than another reader would, such a value must be quoted."""
+    with pytest.raises(ValidationFailed) as failed:
+        load_mapping_with_lines(write(tmp_path, "f.yaml", text + "\n"))
+    (problem,) = failed.value.problems
+    assert (problem.line, problem.column) in ((1, 4), (1, 1))
+    assert "quote it" in problem.message

@@ -1,0 +1,100 @@
+"""A users repo on disk, the real `reconciler` entry point as a subprocess, and ways to read back
+what a run left behind (the audit log, the lock)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.state import AuditLog, AuditRead
+from tests.fixtures.service import RunningService, new_key
+
+RECONCILER = str(Path(sys.executable).with_name("reconciler"))
+
+
+@dataclass
+class DiskRepo:
+    root: Path
+    service: RunningService
+    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def users(self) -> Path:
+        return self.root / "users"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".reconciler"
+
+    def write(self, api_user: str, **fields: Any) -> None:
+        """A user file in flow style (fast to write by the hundred); its key from the env."""
+        self.keys.setdefault(api_user, new_key())
+        data = {"api_user": api_user, "api_key": {"from_env": _var(api_user)}, "role": "normal", **fields}
+        self.users.mkdir(parents=True, exist_ok=True)
+        (self.users / f"{api_user}.yaml").write_text(json.dumps(data) + "\n")
+
+    def write_admin(self) -> None:
+        self.keys[self.service.admin_user] = self.service.admin_key
+        self.write(self.service.admin_user, role="admin", access={"http_api": True})
+
+    def env(self) -> dict[str, str]:
+        keys = {_var(user): key for user, key in self.keys.items()}
+        return {**os.environ, **self.service.env(), **keys, "NO_COLOR": "1"}
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [RECONCILER, *args, "--users", str(self.users)],
+            cwd=self.root,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [RECONCILER, *args, "--users", str(self.users)],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        for key in self.keys.values():
+            assert key not in done.stdout + done.stderr, "a key leaked into the output"
+        return done
+
+    def audit(self) -> AuditRead:
+        return AuditLog(self.state_dir, {}).read()
+
+    def audit_size(self) -> int:
+        path = self.state_dir / "audit.jsonl"
+        return path.stat().st_size if path.exists() else 0
+
+    def locks(self) -> list[Path]:
+        return sorted(self.state_dir.glob("*.lock"))
+
+    def live(self) -> dict[str, Any]:
+        with self.service.client() as client:
+            return {u.api_user: u for u in client.list_users()}
+
+    def wait_for_intents(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(1 for e in self.audit().entries if e.get("event") == "intent") < count:
+            assert time.monotonic() < deadline, "no intent line appeared"
+            time.sleep(0.005)
+
+
+def _var(api_user: str) -> str:
+    return "KEY_" + "".join(ch if ch.isalnum() else "_" for ch in api_user.upper())
+
+
+def intents_since(read: AuditRead, ids_before: set[str]) -> list[dict[str, Any]]:
+    return [e for e in read.entries if e.get("event") == "intent" and e.get("id") not in ids_before]

@@ -19,6 +19,7 @@ import pyrage  # type: ignore[import-untyped]  # ships no type information
 from pyrage import x25519
 
 from reconciler.errors import SecretError, SecretUnavailable
+from reconciler.keyfiles import read_key_file  # the same refusals as a key file: no FIFO, no device
 
 IDENTITY_ENV = "RECONCILER_AGE_IDENTITY"
 IDENTITY_FILE_ENV = "RECONCILER_AGE_IDENTITY_FILE"
@@ -66,8 +67,6 @@ def parse_identities(text: str, source: str) -> list[Identity]:
 
 
 def _read_identity_file(path: Path) -> list[Identity]:
-    from reconciler.secrets import read_key_file  # the same refusals as a key file: no FIFO, no device
-
     label = f"the age identity file ({IDENTITY_FILE_ENV})"
     try:
         raw = read_key_file(path, MAX_IDENTITY_FILE_BYTES, label)

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconciler.errors import Problem, ValidationFailed
+from reconciler.keyfiles import key_file_path, key_file_refusal
 from reconciler.model import UserSpec
-from reconciler.secrets import key_file_path, key_file_refusal
 from reconciler.yamlfile import YamlMapping, load_mapping, type_name
 
 SUFFIX = ".yaml"

@@ -7,13 +7,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from reconciler.errors import NotFound, ReconcilerError
 from reconciler.model import LiveUser
-from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, PHASES, Action, Change, Plan
+from reconciler.plan import (
+    FINGERPRINT_ANNOTATION,
+    KEY_SOURCE_ANNOTATION,
+    KEY_UPDATED_ANNOTATION,
+    PHASES,
+    Action,
+    Change,
+    Plan,
+)
 from reconciler.secrets import ApiKey
 
 
@@ -59,10 +67,18 @@ class KeyMaterial:
 
     keys: Mapping[str, ApiKey]
     fingerprints: Mapping[str, str]
+    # The key-source digest of each age key (None: not age, remove a recorded one).
+    sources: Mapping[str, str | None] = field(default_factory=dict)
 
     def for_user(self, api_user: str) -> tuple[ApiKey, str]:
         name = api_user.lower()
         return self.keys[name], self.fingerprints[name]
+
+    def annotations(self, api_user: str) -> dict[str, str | None]:
+        """What to record with the key: its fingerprint and where it came from."""
+        name = api_user.lower()
+        source = self.sources.get(name)
+        return {FINGERPRINT_ANNOTATION: self.fingerprints[name], KEY_SOURCE_ANNOTATION: source}
 
 
 def apply_plan(
@@ -120,8 +136,9 @@ def _run(change: Change, client: Client, material: KeyMaterial, *, own: bool = F
 def _execute(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> None:
     name = change.api_user
     if change.action is Action.CREATE:
-        key, fp = material.for_user(name)
-        created = client.create_user(name, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
+        key, _ = material.for_user(name)
+        notes = {k: v for k, v in material.annotations(name).items() if v is not None}
+        created = client.create_user(name, change.new_values(), key, notes)
         _record_key_time(client, created)
     elif change.action is Action.UPDATE:
         _update(change, client, material, own=own)
@@ -137,8 +154,9 @@ def _update(change: Change, client: Client, material: KeyMaterial, *, own: bool 
     if not change.key_change:
         client.update_user(change.api_user, change.new_values())
         return
-    key, fp = material.for_user(change.api_user)
-    updated = client.update_user(change.api_user, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
+    key, _ = material.for_user(change.api_user)
+    notes = material.annotations(change.api_user)
+    updated = client.update_user(change.api_user, change.new_values(), key, notes)
     if own:
         client.use_api_key(key)
     _record_key_time(client, updated)

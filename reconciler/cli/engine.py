@@ -62,7 +62,9 @@ def _resolve(loaded: Loaded, targets: tuple[str, ...], *, require_all: bool) -> 
     request) only skip key checks, but a key that is there and wrong fails the plan, not only the
     apply after the merge. apply needs every key: otherwise a user's key check would be skipped
     and a rotation silently never applied."""
-    resolved = engine.resolve_keys(loaded.desired, engine.targeted_names(loaded.desired, targets))
+    resolved = engine.resolve_keys(
+        loaded.desired, engine.targeted_names(loaded.desired, targets), settings=loaded.settings
+    )
     for warning in resolved.warnings:
         click.echo(f"warning: {warning}", err=True)
     if require_all:
@@ -275,7 +277,7 @@ def _apply_to_service(
     if not fresh.changes:
         click.echo("No changes to the service.")
         return ExitCode.OK
-    material = engine.key_material(fresh, resolved, settings)
+    material = engine.key_material(fresh, resolved, settings, loaded.desired)
     if plan_file is None and not _confirmed(fresh, auto_approve):
         raise Cancelled("apply cancelled; nothing was changed")
     state_dir = loaded.users_dir.parent / settings.state_dir

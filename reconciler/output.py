@@ -12,7 +12,7 @@ from typing import Any
 
 from reconciler.model import COMPARED_FIELDS
 from reconciler.plan import SENSITIVE, Action, Change, FieldChange, Plan, SkippedKey
-from reconciler.safetext import md_code, md_text, terminal
+from reconciler.safetext import json_text, md_code, md_text, terminal
 
 FORMAT_VERSION = 1
 MARKDOWN_MARKER = "<!-- reconciler-plan -->"
@@ -143,7 +143,7 @@ def render_markdown(plan: Plan) -> str:
         out += _md_names(action, plan.by_action(action))
     if plan.mail_files:
         out += ["", f"#### Mail server files that would change ({len(plan.mail_files)})", ""]
-        out += [f"- {md_code(name)}" for name in plan.mail_files]
+        out += [f"- {md_code(name, table=False)}" for name in plan.mail_files]
     out += _md_key_checks(plan.skipped_keys, plan.keys_checked)
     if plan.notes:
         out += [""] + [f"> {md_text(note)}" for note in plan.notes]
@@ -265,7 +265,7 @@ def _change_json(change: Change) -> dict[str, Any]:
 
 
 def render_json(plan: Plan) -> str:
-    return json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n"
+    return json_text(json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False)) + "\n"
 
 
 def plan_from_json(data: dict[str, Any]) -> Plan:

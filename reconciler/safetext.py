@@ -26,6 +26,7 @@ _ZWSP = "\u200b"
 _ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 _COMMAND_AT_START = re.compile(r"^(\s*):(?=:)", re.M)
 _OLD_COMMAND = "##["
+_GH_REF = re.compile(r"(?i)\bgh-(?=\d)")
 
 
 def _escaped(ch: str) -> str:
@@ -52,6 +53,12 @@ def defuse_commands(text: str) -> str:
     return text.replace(_OLD_COMMAND, "\\x23#[")
 
 
+def json_text(document: str) -> str:
+    """JSON text (from json.dumps) that the runner cannot take for an old-style `##[` command:
+    `##[` can only occur inside a string there, where `\\u0023` reads back the same."""
+    return document.replace(_OLD_COMMAND, "\\u0023#[")
+
+
 # --- GitHub annotations ---------------------------------------------------------------------------
 
 
@@ -59,7 +66,8 @@ def annotation_data(text: str) -> str:
     """The message of `::error ...::message`: escaped as the runner unescapes it (actions/toolkit
     escapeData), after control characters other than newlines are shown escaped."""
     text = "".join(_escaped(ch) if _unsafe(ch, "\n\r") else ch for ch in text)
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(_OLD_COMMAND, "\\x23#[")  # the runner's old `##[` syntax, anywhere
 
 
 def annotation_property(text: str) -> str:
@@ -76,11 +84,13 @@ def _shorten(text: str, limit: int) -> tuple[str, str]:
     return text[:limit], f" (+{len(text) - limit} characters)"
 
 
-def md_code(text: str, *, limit: int = MD_VALUE_LIMIT) -> str:
-    """`text` as one inline code span that is safe in a table cell."""
+def md_code(text: str, *, limit: int = MD_VALUE_LIMIT, table: bool = True) -> str:
+    """`text` as one inline code span; with `table`, for a table cell (GFM splits cells on `|`
+    before it sees code spans, and takes `\\|` back to `|` inside them)."""
     visible = "".join(_escaped(ch) if _unsafe(ch, "") else ch for ch in text)
     shown, more = _shorten(visible, limit)
-    shown = shown.replace("|", "\\|")
+    if table:
+        shown = shown.replace("|", "\\|")
     longest = max((len(run) for run in re.findall(r"`+", shown)), default=0)
     fence = "`" * (longest + 1)
     # CommonMark strips one space from each side when both are there; a leading or trailing
@@ -93,9 +103,11 @@ def md_text(text: str, *, limit: int = MD_TEXT_LIMIT) -> str:
     """Plain text for a Markdown paragraph, list item or table cell: it renders as itself."""
     visible = "".join(_escaped(ch) if _unsafe(ch, "") else ch for ch in text)
     shown, more = _shorten(visible, limit)
+    # GitHub links @name, #123 and GH-123 in text, escaped or not: a zero-width space breaks them.
+    shown = _GH_REF.sub(lambda m: m.group(0) + _ZWSP, shown)
     out = []
     for ch in shown:
         out.append("\\" + ch if ch in _ASCII_PUNCTUATION else ch)
         if ch in "@#":
-            out.append(_ZWSP)  # GitHub links @name and #123 in text, escaped or not
+            out.append(_ZWSP)
     return "".join(out) + more

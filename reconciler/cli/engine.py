@@ -12,7 +12,7 @@ import click
 
 from reconciler import workflow
 from reconciler.apply import Outcome, Status, failed
-from reconciler.cli.common import handle_errors, use_color, users_option
+from reconciler.cli.common import err, handle_errors, use_color, users_option
 from reconciler.errors import ReconcilerError
 from reconciler.mail import MailReport
 from reconciler.output import render_json, render_markdown, render_text, summary_line
@@ -179,7 +179,7 @@ class ClickReporter:
     """The workflow's Reporter at a terminal or in a CI log."""
 
     def warning(self, message: str) -> None:
-        click.echo(f"warning: {message}", err=True)
+        err(f"warning: {message}")
 
     def info(self, message: str) -> None:
         click.echo(message)

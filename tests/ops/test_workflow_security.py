@@ -254,6 +254,15 @@ def test_actionlint_fails_on_an_untrusted_title_in_a_run_step(actionlint: Path, 
     assert '"github.event.pull_request.title" is potentially untrusted' in done.stdout
 
 
+def test_actionlint_passes_on_the_adoption_workflows_in_the_docs(actionlint: Path, tmp_path: Path) -> None:
+    docs = (ROOT / "docs" / "gitops.md").read_text()
+    for number, text in enumerate(re.findall(r"```yaml\n(name: .*?)```", docs, re.S)):
+        (tmp_path / f"adopt-{number}.yml").write_text(text)
+    done = _lint(actionlint, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Checking 2 workflow file(s)" in done.stdout
+
+
 def test_shellcheck_passes_on_every_run_script() -> None:
     files = [ROOT / "action.yml", *sorted(WORKFLOWS.glob("*.yml"))]
     done = subprocess.run(

@@ -173,14 +173,17 @@ def test_action_validate_annotates_the_pull_request(repo: Repo, tmp_path: Path) 
     assert "::error file=" in log
 
 
-def test_the_adoption_snippet_in_the_docs_is_a_valid_workflow(tmp_path: Path) -> None:
+def _doc_workflows() -> list[str]:
     docs = (ROOT / "docs" / "gitops.md").read_text()
-    match = re.search(r"```yaml\n(on: .*?)```", docs, re.S)
-    assert match is not None
-    snippet = tmp_path / "reconciler.yml"
-    snippet.write_text(match.group(1))
-    assert len(match.group(1).splitlines()) <= 15
-    done = _check_jsonschema("vendor.github-workflows", snippet)
+    return re.findall(r"```yaml\n(name: .*?)```", docs, re.S)
+
+
+def test_the_adoption_workflows_in_the_docs_are_valid(tmp_path: Path) -> None:
+    snippets = _doc_workflows()
+    assert len(snippets) == 2
+    for number, text in enumerate(snippets):
+        (tmp_path / f"adopt-{number}.yml").write_text(text)
+    done = _check_jsonschema("vendor.github-workflows", *sorted(tmp_path.glob("*.yml")))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -383,17 +386,15 @@ def test_on_call_refuses_overrides_that_are_not_whole_numbers(tmp_path: Path, va
     assert "--allow-deletes must be a whole number" in log
 
 
-def test_the_adoption_snippet_applies_in_the_apply_group_and_guards_forks() -> None:
-    docs = (ROOT / "docs" / "gitops.md").read_text()
-    match = re.search(r"```yaml\n(on: .*?)```", docs, re.S)
-    assert match is not None
-    snippet = YAML(typ="safe").load(match.group(1))
-    # The on-call workflow's real runs and apply.yml use this group: one name, so they never overlap.
+def test_the_adoption_workflows_pin_the_action_and_name_their_secrets() -> None:
+    pr, apply = (YAML(typ="safe").load(text) for text in _doc_workflows())
     apply_group = _load(ROOT / ".github" / "workflows" / "apply.yml")["concurrency"]["group"]
-    assert f"github.event_name == 'push' && '{apply_group}'" in snippet["concurrency"]["group"]
-    assert (
-        f"|| '{apply_group}'" in _load(ROOT / ".github" / "workflows" / "on-call.yml")["concurrency"]["group"]
-    )
-    (_, action) = snippet["jobs"]["reconciler"]["steps"]
-    # Forks have no secrets: they validate instead of failing a plan.
-    assert "secrets.RECONCILER_API_KEY != '' && 'plan' || 'validate'" in action["with"]["command"]
+    assert apply["concurrency"]["group"] == apply_group
+    assert apply["jobs"]["reconcile"]["environment"] == "reconciler-apply"
+    assert pr["jobs"]["plan"]["environment"] == "reconciler-plan"
+    assert "secrets." not in json.dumps(pr["jobs"]["validate"])  # the PR's own code holds none
+    for text in _doc_workflows():
+        assert "toJSON(secrets)" not in text
+        for line in text.splitlines():
+            if "uses:" in line:
+                assert PINNED.match(line), line

@@ -150,6 +150,9 @@ def render_markdown(plan: Plan) -> str:
     return "\n".join(out) + "\n"
 
 
+MD_OPEN_ROWS = 10  # more skipped key checks than this are folded away (every PR plan has them)
+
+
 def _md_key_checks(skipped: tuple[SkippedKey, ...], checked: int) -> list[str]:
     if not skipped:
         return []
@@ -160,10 +163,12 @@ def _md_key_checks(skipped: tuple[SkippedKey, ...], checked: int) -> list[str]:
         "These keys are not available to this plan, so a changed key would not show here; "
         "apply needs them and compares them.",
         "",
-        "| API user | reason |",
-        "|---|---|",
     ]
-    return out + [f"| {_md_name(k.api_user)} | {md_text(k.reason)} |" for k in skipped]
+    table = ["| API user | reason |", "|---|---|"]
+    table += [f"| {_md_name(k.api_user)} | {md_text(k.reason)} |" for k in skipped]
+    if len(skipped) <= MD_OPEN_ROWS:
+        return out + table
+    return [*out, f"<details><summary>The {len(skipped)} users</summary>", "", *table, "", "</details>"]
 
 
 def _md_counts(plan: Plan) -> list[str]:

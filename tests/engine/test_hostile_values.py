@@ -156,3 +156,18 @@ def test_a_hostile_file_name_starts_no_workflow_command_on_stdout_or_stderr(repo
             assert problem["file"] == f"users/{name}"  # JSON carries it exactly
         else:
             assert "users/x\\x1b[2J\\x0a::warning file=README.md" in result.stderr  # shown, escaped
+
+
+def test_many_skipped_key_checks_are_folded_with_only_our_own_html() -> None:
+    skipped = tuple(SkippedKey(f"u{n}@example.com", "environment variable X is not set") for n in range(12))
+    plan = Plan(
+        changes=(), desired_digest="d", live_versions={}, key_checks_skipped=True, skipped_keys=skipped
+    )
+    markdown = render_markdown(plan)
+    html_tokens = [t.content.strip() for t in tokens(markdown) if t.type in ("html_block", "html_inline")]
+    assert html_tokens == [
+        "<!-- reconciler-plan -->",
+        "<details><summary>The 12 users</summary>",
+        "</details>",
+    ]
+    assert render_html(markdown).count("<tr>") == 2 + 1 + 12  # counts (2), header, rows

@@ -398,3 +398,36 @@ def test_the_adoption_workflows_pin_the_action_and_name_their_secrets() -> None:
         for line in text.splitlines():
             if "uses:" in line:
                 assert PINNED.match(line), line
+
+
+def test_the_plan_job_plans_the_prs_users_as_a_read_only_user(repo: Repo, tmp_path: Path) -> None:
+    """plan.yml's steps after the checkouts, for real: keep only the PR's users/, then the action
+    with the read-only credential and no user key, as the workflow maps them."""
+    reader = "reader@example.com"
+    repo.write(reader, access={"http_api": True, "smtp": False})
+    repo.write("a@example.com", access={"smtp": True})
+    assert repo.run("apply", "--auto-approve").code == 0
+    workspace = tmp_path / "workspace"
+    pr = workspace / "pull-request"
+    shutil.copytree(repo.users, pr / "users")
+    (pr / "reconciler.yaml").write_text("api_url: https://attacker.example/api/v2\n")  # never used
+    (pr / "users" / "a@example.com.yaml").write_text(
+        (pr / "users" / "a@example.com.yaml").read_text() + 'description: "`` <b>hi</b> @octocat ``"\n'
+    )
+    job = _load(ROOT / ".github" / "workflows" / "plan.yml")["jobs"]["plan"]
+    keep = next(s for s in job["steps"] if s.get("name") == "Keep only users/, as plain files")
+    done = subprocess.run(
+        ["bash", "-e", "-c", keep["run"]], cwd=workspace, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (pr / "reconciler.yaml").exists()  # the default branch has none here
+    env = {k: v for k, v in repo.env().items() if not k.startswith("KEY_")}
+    env |= {"RECONCILER_API_USER": reader, "RECONCILER_API_KEY": repo.keys[reader]}
+    pr_repo = Repo(workspace, repo.service, repo.keys)
+    code, outputs, log, summary = _run_action(
+        pr_repo, "plan", tmp_path, **env, USERS_DIR="pull-request/users"
+    )
+    assert code == 0, log
+    assert (outputs["exit-code"], outputs["validated"]) == ("2", "true"), log
+    assert '| `a@example.com` | `description` | `null` | ```"`` <b>hi</b> @octocat ``"``` |' in summary
+    assert "#### Key checks skipped (3; 0 checked)" in summary

@@ -24,9 +24,7 @@ KEY_SOURCE_PREFIX = "age-sha256:"
 # As in reconciler.agekeys, which is not imported here: it loads pyrage, needed only to decrypt.
 ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
 ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
-
-
-OWN_KEY_ENV = "RECONCILER_API_KEY"
+OWN_KEY_ENV = "RECONCILER_API_KEY"  # always the key of RECONCILER_API_USER
 
 
 def fingerprint_secret(settings: Settings) -> bytes:
@@ -166,14 +164,15 @@ def compute_plan(
 
 
 def key_material(
-    plan: Plan, resolved: ResolvedKeys, settings: Settings, desired: DesiredState | None = None
+    plan: Plan, resolved: ResolvedKeys, settings: Settings, desired: DesiredState
 ) -> KeyMaterial:
-    """The keys the plan must send, from the keys already resolved for the run. The caller has
-    made sure none is missing (`resolved.raise_if_missing()`): nothing is applied otherwise."""
+    """The keys the plan must send, from the keys already resolved for the run, with what to
+    record beside each. The caller has made sure none is missing (`resolved.raise_if_missing()`):
+    nothing is applied otherwise."""
     needed = set(needs_keys(plan))
     keys = {name.lower(): key for name, key in resolved.keys.items() if name.lower() in needed}
-    sources = key_sources(desired, needed) if desired is not None else {}
-    return KeyMaterial(keys, fingerprints_of(keys, fingerprint_secret(settings)), sources)
+    fingerprints = fingerprints_of(keys, fingerprint_secret(settings))
+    return KeyMaterial(keys, fingerprints, key_sources(desired, needed))
 
 
 def key_sources(desired: DesiredState, names: set[str]) -> dict[str, str | None]:

@@ -216,7 +216,7 @@ def _md_names(action: Action, changes: tuple[Change, ...]) -> list[str]:
     if not changes:
         return []
     out = ["", f"#### {action.value.capitalize()} ({len(changes)})", ""]
-    return out + [f"- {_md_name(c.api_user)}" for c in changes]
+    return out + [f"- {md_code(c.api_user, table=False)}" for c in changes]
 
 
 def _md_value(value: Any) -> str:

@@ -263,6 +263,7 @@ class LiveUser(BaseModel):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
+    version: str | None = None  # contract 2.1: opaque, changes on every write (If-Match)
 
     def senders(self) -> tuple[str, ...]:
         return effective_senders(self.api_user, self.smtp_senders)

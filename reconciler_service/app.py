@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from pydantic_core import PydanticCustomError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.http import parse_etags
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
@@ -113,6 +113,7 @@ class LeaseBody(BaseModel):
         return LeaseRequest(self.holder, self.host, self.pid, self.command, self.ttl_seconds)
 
 
+SHARED_STATE_ENDPOINTS = frozenset({"put_lease", "get_lease", "delete_lease", "operations"})
 LEASE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_OPERATIONS = 1000
 MAX_HEADER = 200  # characters kept of an X-Reconciler-* header
@@ -180,6 +181,8 @@ class ServiceApp:
             return _http_error(exc).response()
         if endpoint == "openapi":
             return Response(self.openapi, content_type="application/json")
+        if self.faults.no_shared_state and endpoint in SHARED_STATE_ENDPOINTS:
+            return _http_error(NotFound()).response()
         try:
             self._inject(request, endpoint, args.get("api_user"))
             caller = self._authenticate(request)
@@ -206,6 +209,10 @@ class ServiceApp:
             raise ApiError(429, [_err("throttled", "too many requests")], {"Retry-After": retry_after})
         if fault is Fault.UNAVAILABLE:
             raise ApiError.one(503, "unavailable", "injected fault: service unavailable")
+        if request.method in WRITE_METHODS and self.faults.drops_write_for(
+            api_user or _body_api_user(request)
+        ):
+            request.environ["reconciler.fault"] = Fault.DROP
         if fault is Fault.FAIL or (
             request.method in WRITE_METHODS
             and self.faults.fails_writes_for(api_user or _body_api_user(request))

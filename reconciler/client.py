@@ -375,7 +375,7 @@ class ServiceClient:
         attempt may be what moved the version, which reading the user back tells."""
         if _retried_after_lost_answer(response):
             found = self.get_user(api_user)
-            if found is not None and _matches(found, changes, _set_notes(annotations)):
+            if found is not None and _patch_landed(found, changes, annotations):
                 return found
         raise self._error("PATCH", _user_path(api_user), response)
 
@@ -394,7 +394,7 @@ class ServiceClient:
         log.warning("the answer to the change of the reconciler's own key was lost; the new key works")
         self.use_api_key(api_key)
         found = self.get_user(api_user)
-        if found is None or not _matches(found, changes, _set_notes(annotations)):
+        if found is None or not _patch_landed(found, changes, annotations):
             raise refused
         return found
 
@@ -546,8 +546,23 @@ def _header_safe(value: str) -> str:
     return "".join(ch if " " <= ch <= "~" else "?" for ch in value)[:200]
 
 
-def _set_notes(annotations: dict[str, str | None] | None) -> dict[str, str]:
-    return {k: v for k, v in (annotations or {}).items() if v is not None}
+def _patch_landed(user: LiveUser, changes: dict[str, Any], annotations: dict[str, str | None] | None) -> bool:
+    """Whether `user` shows everything a PATCH set: its fields and annotations (a null removes one)."""
+    notes = annotations or {}
+    return _contains(user.model_dump(mode="json"), changes) and all(
+        user.annotations.get(name) == value for name, value in notes.items()
+    )
+
+
+def _contains(live: dict[str, Any], patch: dict[str, Any]) -> bool:
+    for name, value in patch.items():
+        if isinstance(value, dict):
+            inner = live.get(name)
+            if not isinstance(inner, dict) or not _contains(inner, value):
+                return False
+        elif live.get(name) != value:
+            return False
+    return True
 
 
 def _lease(response: requests.Response) -> Lease:

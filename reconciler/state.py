@@ -136,7 +136,7 @@ def _acquire(path: Path, info: LockInfo, now: datetime, force: bool) -> None:
 # --- the service's lease ----------------------------------------------------------------------------
 
 LEASE_NAME = "reconcile"
-WAIT_STEP = 0.5  # seconds between attempts while waiting for a lease (--lock-timeout)
+WAIT_STEPS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between attempts while waiting (--lock-timeout)
 
 
 class LeaseClient(Protocol):
@@ -215,7 +215,7 @@ def _force(client: LeaseClient) -> str | None:
 
 
 def _with_wait(acquire: Callable[[], Lease], wait: float) -> Lease:
-    deadline = time.monotonic() + wait
+    deadline, attempt = time.monotonic() + wait, 0
     while True:
         try:
             return acquire()
@@ -223,7 +223,8 @@ def _with_wait(acquire: Callable[[], Lease], wait: float) -> Lease:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise _held_message(exc, wait) from None
-            time.sleep(min(WAIT_STEP, left))
+            time.sleep(min(_step(attempt), left))
+            attempt += 1
 
 
 def _held_message(exc: LockHeld, wait: float) -> LockHeld:
@@ -236,6 +237,10 @@ def _held_message(exc: LockHeld, wait: float) -> LockHeld:
         "gone, break it with --force-unlock",
         exc.holder,
     )
+
+
+def _step(attempt: int) -> float:
+    return WAIT_STEPS[min(attempt, len(WAIT_STEPS) - 1)]
 
 
 class _Renewer:
@@ -276,6 +281,7 @@ def _local(state_dir: Path, service: str, command: str, *, force: bool, wait: fl
     held = read_lock(path) if force and path.exists() else None
     deadline = time.monotonic() + wait
     with contextlib.ExitStack() as stack:
+        attempt = 0
         while True:
             try:
                 stack.enter_context(reconcile_lock(state_dir, service, command, force=force))
@@ -283,7 +289,8 @@ def _local(state_dir: Path, service: str, command: str, *, force: bool, wait: fl
             except LockHeld:
                 if time.monotonic() >= deadline:
                     raise
-                time.sleep(WAIT_STEP)
+                time.sleep(_step(attempt))
+                attempt += 1
         broken = held.describe() if held is not None else None
         yield RunLock("local", f"the local lock {path}", broken, [warning])
 

@@ -11,11 +11,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
-from reconciler.state import LEASE_NAME
+from reconciler.errors import LeaseLost
+from reconciler.state import LEASE_NAME, run_lock
 from tests.engine.conftest import Repo, Result
 from tests.fixtures.service import RunningService, new_key
 
@@ -319,3 +322,16 @@ def test_a_rerun_after_a_rotation_that_died_continues_with_the_declared_key(repo
     assert result.code == 0, result.output
     assert "the key its file in users/ declares is accepted" in result.stderr
     assert repo.run("plan").code == 0
+
+
+def test_a_failed_renewal_loses_the_lease_so_no_write_starts(repo: Repo, tmp_path: Path) -> None:
+    with (
+        repo.service.client() as client,
+        run_lock(client, tmp_path / "state", repo.service.base_url, "apply", ttl=3) as held,
+    ):
+        assert held.kind == "lease" and client.lease_lost is None
+        _http(repo.service, "DELETE", "/leases/reconcile?force=true")  # someone broke it
+        _wait_for(lambda: client.lease_lost is not None, timeout=5)  # the next renewal (after 1 s) fails
+        assert "expired or was broken" in (client.lease_lost or "")
+        with pytest.raises(LeaseLost, match="not sent"):
+            client.update_user(repo.service.admin_user, {"description": "x"})

@@ -106,8 +106,11 @@ def md_text(text: str, *, limit: int = MD_TEXT_LIMIT) -> str:
     # GitHub links @name, #123 and GH-123 in text, escaped or not: a zero-width space breaks them.
     shown = _GH_REF.sub(lambda m: m.group(0) + _ZWSP, shown)
     out = []
+    previous = ""
     for ch in shown:
         out.append("\\" + ch if ch in _ASCII_PUNCTUATION else ch)
-        if ch in "@#":
+        # org/repo#5 links too; an @ inside a word (an email address) is no mention.
+        if ch == "#" or (ch == "@" and not (previous.isalnum() or previous == "_")):
             out.append(_ZWSP)
+        previous = ch
     return "".join(out) + more

@@ -40,13 +40,18 @@ def test_a_normal_api_user_can_plan_and_its_own_key_is_never_taken_for_the_admin
     repo.write("a@example.com", access={"smtp": True})
     assert repo.run("apply", "--auto-approve").code == 0
     repo.write("a@example.com", access={"smtp": True}, timezone="UTC")
+    with repo.service.client() as console:  # a console edit: the plan names who made it
+        console.update_user("a@example.com", {"role": "admin"})
     env = _read_only_env(repo)
     result = repo.run("plan", "--format", "json", env=env)
     assert result.code == 2, result.output
     document = json.loads(result.stdout)
     assert [(c["api_user"], [f["field"] for f in c["fields"]]) for c in document["changes"]] == [
-        ("a@example.com", ["timezone"])
+        ("a@example.com", ["role", "timezone"])
     ]
+    (drift,) = document["changes"][0]["drift"]  # the operation log is readable as a normal user
+    assert drift["changed_by"] == repo.service.admin_user
+    assert document["notes"] == []
     assert all(c["api_key"] is None for c in document["changes"])  # no false "key changed"
     skipped = {k["api_user"]: k["reason"] for k in document["key_checks"]["skipped"]}
     assert set(skipped) == {"a@example.com", READER, repo.service.admin_user}

@@ -15,9 +15,17 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, Protocol
 
-from reconciler.errors import NotFound, ReconcilerError
+from reconciler.errors import ChangedSincePlan, LeaseLost, NotFound, ReconcilerError
 from reconciler.model import LiveUser
-from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, PHASES, Action, Change, Plan
+from reconciler.plan import (
+    FINGERPRINT_ANNOTATION,
+    KEY_SOURCE_ANNOTATION,
+    KEY_UPDATED_ANNOTATION,
+    PHASES,
+    Action,
+    Change,
+    Plan,
+)
 from reconciler.secrets import ApiKey
 
 
@@ -34,9 +42,10 @@ class Client(Protocol):
         changes: dict[str, Any],
         api_key: ApiKey | None = None,
         annotations: dict[str, str | None] | None = None,
+        if_match: str | None = None,
     ) -> LiveUser: ...
 
-    def delete_user(self, api_user: str) -> None: ...
+    def delete_user(self, api_user: str, if_match: str | None = None) -> None: ...
 
     def use_api_key(self, api_key: ApiKey) -> None: ...
 
@@ -45,6 +54,7 @@ class Status(StrEnum):
     OK = "ok"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CHANGED = "changed"  # changed on the service since the plan (412): left as it is, never retried
 
 
 @dataclass(frozen=True)
@@ -70,10 +80,18 @@ class KeyMaterial:
 
     keys: Mapping[str, ApiKey]
     fingerprints: Mapping[str, str]
+    # The key-source digest of each age key (None: not age, remove a recorded one).
+    sources: Mapping[str, str | None] = field(default_factory=dict)
 
     def for_user(self, api_user: str) -> tuple[ApiKey, str]:
         name = api_user.lower()
         return self.keys[name], self.fingerprints[name]
+
+    def annotations(self, api_user: str) -> dict[str, str | None]:
+        """What to record with the key: its fingerprint and where it came from."""
+        name = api_user.lower()
+        source = self.sources.get(name)
+        return {FINGERPRINT_ANNOTATION: self.fingerprints[name], KEY_SOURCE_ANNOTATION: source}
 
 
 @dataclass
@@ -109,7 +127,10 @@ def apply_plan(
     if on_outcome is not None:
         hooks.on_outcome = on_outcome
     own_key_change = _own_key_change(plan, self_user)
-    run = _Run(client, material, hooks, _Workers(concurrency))
+    # The version each user has now: the plan's, then the one our own writes made (an update and a
+    # lock of one user are two writes; the second must not mistake the first for someone else's).
+    versions = {c.api_user.lower(): c.version for c in plan.changes if c.version}
+    run = _Run(client, material, hooks, _Workers(concurrency), versions)
     try:
         for phase in PHASES:
             batch = [c for c in plan.by_action(phase) if c is not own_key_change]
@@ -130,6 +151,7 @@ class _Run:
     material: KeyMaterial
     hooks: Hooks
     workers: _Workers
+    versions: dict[str, str]
     outcomes: list[Outcome] = field(default_factory=list)
 
     def phase(self, batch: Sequence[Change], *, own: bool = False) -> None:
@@ -149,7 +171,7 @@ class _Run:
             intent = self.hooks.on_start(change) if self.hooks.on_start else None
         except Exception as exc:  # no intent recorded: the change must not be sent
             return Outcome(change, Status.FAILED, f"not sent: the audit log failed ({type(exc).__name__})")
-        return replace(_run(change, self.client, self.material, own=own), intent=intent)
+        return replace(_run(change, self.client, self.material, self.versions, own=own), intent=intent)
 
     def skip(self, batch: Sequence[Change], why: str) -> None:
         for change in batch:
@@ -208,9 +230,15 @@ def _own_key_change(plan: Plan, self_user: str | None) -> Change | None:
     return next((c for c in plan.by_action(Action.UPDATE) if c.key_change and c.api_user.lower() == me), None)
 
 
-def _run(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> Outcome:
+def _run(
+    change: Change, client: Client, material: KeyMaterial, versions: dict[str, str], *, own: bool = False
+) -> Outcome:
     try:
-        _execute(change, client, material, own=own)
+        _execute(change, client, material, versions, own=own)
+    except ChangedSincePlan:
+        return Outcome(change, Status.CHANGED, CHANGED_DETAIL)
+    except LeaseLost as exc:
+        return Outcome(change, Status.FAILED, f"not applied: the run's lease was lost ({exc})")
     except ReconcilerError as exc:
         return Outcome(change, Status.FAILED, str(exc))
     except Exception as exc:  # a bug must not abort the run: the other changes still get reported
@@ -218,38 +246,56 @@ def _run(change: Change, client: Client, material: KeyMaterial, *, own: bool = F
     return Outcome(change, Status.OK)
 
 
-def _execute(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> None:
+CHANGED_DETAIL = (
+    "changed since the plan: someone changed this user on the service after the plan was made; "
+    "it was left as it is. Run the plan again to see the new state"
+)
+
+
+def _execute(
+    change: Change, client: Client, material: KeyMaterial, versions: dict[str, str], *, own: bool = False
+) -> None:
     name = change.api_user
+    seen = versions.get(name.lower())  # sent as If-Match: only the state the plan showed is changed
     if change.action is Action.CREATE:
-        key, fp = material.for_user(name)
-        created = client.create_user(name, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
-        _record_key_time(client, created)
+        key, _ = material.for_user(name)
+        notes = {k: v for k, v in material.annotations(name).items() if v is not None}
+        created = client.create_user(name, change.new_values(), key, notes)
+        _remember(versions, _record_key_time(client, created))
     elif change.action is Action.UPDATE:
-        _update(change, client, material, own=own)
+        _remember(versions, _update(change, client, material, seen, own=own))
     elif change.action in (Action.LOCK, Action.UNLOCK):
-        client.update_user(name, {"locked": change.action is Action.LOCK})
+        _remember(versions, client.update_user(name, {"locked": change.action is Action.LOCK}, if_match=seen))
     else:
         # Already gone is the desired outcome, e.g. on a rerun after a lost response.
         with contextlib.suppress(NotFound):
-            client.delete_user(name)
+            client.delete_user(name, if_match=seen)
 
 
-def _update(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> None:
+def _remember(versions: dict[str, str], user: LiveUser) -> None:
+    if user.version:
+        versions[user.api_user.lower()] = user.version
+
+
+def _update(
+    change: Change, client: Client, material: KeyMaterial, seen: str | None, *, own: bool = False
+) -> LiveUser:
     if not change.key_change:
-        client.update_user(change.api_user, change.new_values())
-        return
-    key, fp = material.for_user(change.api_user)
-    updated = client.update_user(change.api_user, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
+        return client.update_user(change.api_user, change.new_values(), if_match=seen)
+    key, _ = material.for_user(change.api_user)
+    notes = material.annotations(change.api_user)
+    updated = client.update_user(change.api_user, change.new_values(), key, notes, if_match=seen)
     if own:
         client.use_api_key(key)
-    _record_key_time(client, updated)
+    return _record_key_time(client, updated)
 
 
-def _record_key_time(client: Client, user: LiveUser) -> None:
+def _record_key_time(client: Client, user: LiveUser) -> LiveUser:
     """Record the service's own key_updated_at: comparing against it later tells a key changed in
     the console apart from ours exactly, with no clock-skew guesswork."""
     stamp = user.key_updated_at.isoformat() if user.key_updated_at else None
-    client.update_user(user.api_user, {}, annotations={KEY_UPDATED_ANNOTATION: stamp})
+    notes: dict[str, str | None] = {KEY_UPDATED_ANNOTATION: stamp}
+    return client.update_user(user.api_user, {}, annotations=notes, if_match=user.version)
 
 
 def needs_keys(plan: Plan) -> list[str]:

@@ -12,11 +12,12 @@ import click
 
 from reconciler import workflow
 from reconciler.apply import Outcome, Status, failed
-from reconciler.cli.common import handle_errors, use_color, users_option
+from reconciler.cli.common import Duration, err, handle_errors, use_color, users_option
 from reconciler.errors import ReconcilerError
 from reconciler.mail import MailReport
 from reconciler.output import render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
+from reconciler.safetext import terminal
 
 target_option = click.option(
     "--target",
@@ -112,7 +113,16 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
             allow_locks_option,
             target_option,
             click.option(
-                "--force-unlock", is_flag=True, help="Take over the reconcile lock from a run that is gone."
+                "--force-unlock",
+                is_flag=True,
+                help="Break the reconcile lease (or local lock) of a run that is gone; the service logs it.",
+            ),
+            click.option(
+                "--lock-timeout",
+                type=Duration(),
+                default="0s",
+                metavar="DURATION",
+                help="Wait this long (30s, 5m) for another run's lease instead of failing at once.",
             ),
         ]
     ):
@@ -162,6 +172,7 @@ def _run_apply(
     allow_locks: int | None,
     targets: tuple[str, ...],
     force_unlock: bool,
+    lock_timeout: float,
 ) -> int:
     options = workflow.ApplyOptions(
         auto_approve=auto_approve,
@@ -169,6 +180,7 @@ def _run_apply(
         allow_locks=allow_locks,
         targets=targets,
         force_unlock=force_unlock,
+        lock_timeout=lock_timeout,
     )
     return workflow.run_apply(
         workflow.load(users_dir), options, ClickReporter(), plan_file=plan_file, mail=mail
@@ -179,7 +191,7 @@ class ClickReporter:
     """The workflow's Reporter at a terminal or in a CI log."""
 
     def warning(self, message: str) -> None:
-        click.echo(f"warning: {message}", err=True)
+        err(f"warning: {message}")
 
     def info(self, message: str) -> None:
         click.echo(message)
@@ -214,7 +226,7 @@ class ClickReporter:
         click.echo("Still pending after apply: " + summary_line(plan), err=True)
         for change in plan.changes:
             fields = ", ".join(f.field for f in change.fields) or "api_key"
-            click.echo(f"  {change.action.value} {change.api_user}: {fields}", err=True)
+            err(f"  {change.action.value} {terminal(change.api_user)}: {fields}")
 
     def mail(self, report: MailReport | None) -> None:
         if report is None:
@@ -233,14 +245,27 @@ class ClickReporter:
 
 
 def _outcome_row(outcome: Outcome) -> str:
-    status = outcome.status.value + (f": {outcome.detail}" if outcome.detail else "")
-    colour = {Status.OK: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[outcome.status]
-    return f"{outcome.change.action.value.ljust(7)} {outcome.change.api_user}  " + _styler()(status, colour)
+    name = terminal(outcome.change.api_user)  # live names are untrusted too
+    status = outcome.status.value + (f": {terminal(outcome.detail)}" if outcome.detail else "")
+    colour = {
+        Status.OK: "green",
+        Status.FAILED: "red",
+        Status.SKIPPED: "yellow",
+        Status.CHANGED: "yellow",
+    }[outcome.status]
+    return f"{outcome.change.action.value.ljust(7)} {name}  " + _styler()(status, colour)
 
 
 def _summary(outcomes: list[Outcome]) -> None:
     bad = failed(outcomes)
     click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")
+    changed = sorted({o.change.api_user for o in outcomes if o.status is Status.CHANGED})
+    if changed:
+        click.echo(
+            f"Changed on the service since the plan, left as they are: {', '.join(changed)}. "
+            "Run `reconciler plan` to see their new state.",
+            err=True,
+        )
     if bad:
         click.echo(
             "Some changes did not apply; the others did. Run the same command again to converge.", err=True

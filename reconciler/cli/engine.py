@@ -253,7 +253,7 @@ def _outcome_row(outcome: Outcome) -> str:
         Status.SKIPPED: "yellow",
         Status.CHANGED: "yellow",
     }[outcome.status]
-    return f"{outcome.change.action.value.ljust(7)} {name}  " + _styler()(status, colour)
+    return f"{name}  {outcome.change.action.value.ljust(7)} " + _styler()(status, colour)
 
 
 def _summary(outcomes: list[Outcome]) -> None:

@@ -190,7 +190,9 @@ def test_a_console_edit_during_a_slow_apply_survives_and_that_users_outcome_says
 
 
 def _outcome_line(result: Result, api_user: str) -> str:
-    return next(line for line in result.stdout.splitlines() if line.startswith(api_user) and "update" in line)
+    # Outcome lines stream as `[ n/N] api_user  action  outcome`.
+    rows = [line.partition("] ")[2] for line in result.stdout.splitlines() if line.startswith("[")]
+    return next(row for row in rows if row.startswith(api_user) and "update" in row)
 
 
 def test_a_412_is_its_own_outcome_never_retried(repo: Repo) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from reconciler.state import AuditLog, AuditRead
 from tests.fixtures.service import RunningService, new_key
 
@@ -79,7 +81,12 @@ class DiskRepo:
         return path.stat().st_size if path.exists() else 0
 
     def locks(self) -> list[Path]:
-        return sorted(self.state_dir.glob("*.lock"))
+        """What still holds "one run at a time": local lock files and the service's lease."""
+        held = sorted(self.state_dir.glob("*.lock"))
+        auth = (self.service.admin_user, self.service.admin_key)
+        lease = requests.get(f"{self.service.base_url}/leases/reconcile", auth=auth, timeout=10)
+        assert lease.status_code in (200, 404), lease.status_code
+        return held + ([Path("lease:reconcile")] if lease.status_code == 200 else [])
 
     def live(self) -> dict[str, Any]:
         with self.service.client() as client:

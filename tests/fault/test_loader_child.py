@@ -1,5 +1,5 @@
 """The forked loader of a big users/ directory dies with its parent: kill -9 of `reconciler`
-while it loads 2,400 files leaves no process behind."""
+while it loads 3,000 files leaves no process behind."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.desired.helpers import user_yaml
 
 RECONCILER = str(Path(sys.executable).with_name("reconciler"))
-FILES = 2400  # above desired.PARALLEL_THRESHOLD, so half of them are parsed by a forked child
+FILES = 3000  # above desired.PARALLEL_THRESHOLD, so half of them are parsed by a forked child
 
 
 def _children(pid: int) -> list[int]:
@@ -46,6 +46,7 @@ def test_kill_9_while_loading_leaves_no_orphan_loader(tmp_path: Path) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.001)
     (child,) = children
+    time.sleep(0.03)  # its first act is to ask for SIGKILL when its parent dies; let it get there
     os.kill(child, signal.SIGSTOP)  # it cannot finish on its own now: only its parent's death ends it
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

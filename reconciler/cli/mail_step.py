@@ -12,6 +12,7 @@ from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import ExitCode, LockHeld, ValidationFailed
 from reconciler.mail import keys_for_mail, preview, reflect
+from reconciler.mail.checks import notice
 from reconciler.mail.reflect import mail_dir_from
 from reconciler.state import LockInfo, reconcile_lock
 
@@ -74,4 +75,8 @@ def run_mail_step(users_dir: Path, mail_dir: Path | None, *, reload: bool, force
     click.echo(f"Mail files changed in {report.mail_dir}: " + ", ".join(report.changed))
     if report.reloaded:
         click.echo("Reloaded: " + ", ".join(report.reloaded))
+    if report.smoke:
+        click.echo("Smoke checks passed: " + "; ".join(report.smoke))
+    if report.skipped:
+        click.echo(notice(report.skipped))
     return ExitCode.OK

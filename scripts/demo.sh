@@ -22,11 +22,12 @@ mkdir -p "$DEMO" secrets
 chmod 700 "$DEMO"
 
 key() { "$BIN/python" -c 'import secrets,string; a=string.ascii_letters+string.digits; print("k"+"".join(secrets.choice(a) for _ in range(30))+"7")'; }
-if [ ! -f "$DEMO/demo.env" ]; then
-  (umask 077
-   { echo "RECONCILER_API_KEY=$(key)"; echo "NEWSLETTER_API_KEY=$(key)"; echo "BILLING_API_KEY=$(key)"; } > "$DEMO/demo.env")
+if [ ! -f "$DEMO/demo.env" ] || grep -q '=$' "$DEMO/demo.env"; then
+  admin=$(key); newsletter=$(key); billing=$(key)   # a failing key() stops here, not in an empty key
+  (umask 077; printf 'RECONCILER_API_KEY=%s\nNEWSLETTER_API_KEY=%s\nBILLING_API_KEY=%s\n' \
+    "$admin" "$newsletter" "$billing" > "$DEMO/demo.env")
 fi
-[ -f secrets/legacy-crm.key ] || (umask 077; key > secrets/legacy-crm.key)
+if [ ! -s secrets/legacy-crm.key ]; then legacy=$(key); (umask 077; echo "$legacy" > secrets/legacy-crm.key); fi
 set -a; . "$DEMO/demo.env"; set +a
 export RECONCILER_API_URL="http://127.0.0.1:$PORT/api/v2"
 export RECONCILER_API_USER=reconciler@example.com

@@ -23,6 +23,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # readable by every user, unlike a python un
 USER = "nobody"
 NO_SBIN = "/usr/local/bin:/usr/bin:/bin"  # postfix, postconf and postmap live in /usr/sbin
 ABSENT_GROUP = "reconciler-demo-no-such-group"  # stands in for a machine without the dovecot group
+RUNUSER = shutil.which("runuser") or "runuser"  # found before PATH loses /usr/sbin
 
 
 def _root() -> bool:
@@ -51,7 +52,7 @@ def _clean_env() -> dict[str, str]:
 def user_checkout() -> Iterator[tuple[Path, Path]]:
     """A fresh clone owned by an unprivileged user, and a venv built from the lock on the system
     Python (the venv is root's and read-only for the user, as a shared install would be)."""
-    if not _root() or shutil.which("runuser") is None or not Path(SYSTEM_PYTHON).exists():
+    if not _root() or shutil.which(RUNUSER) is None or not Path(SYSTEM_PYTHON).exists():
         pytest.skip("needs root (to switch to an unprivileged user), runuser and /usr/bin/python3")
     parent = Path(tempfile.mkdtemp(prefix="reconciler-demo-test-"))
     parent.chmod(0o755)
@@ -82,7 +83,7 @@ def _demo_as_user(clone: Path, venv: Path) -> subprocess.CompletedProcess[str]:
         "RECONCILER_MAIL_FILE_GROUP": ABSENT_GROUP,
     }
     return subprocess.run(
-        ["runuser", "-u", USER, "--", "scripts/demo.sh"],
+        [RUNUSER, "-u", USER, "--", "scripts/demo.sh"],
         cwd=clone,
         env=env,
         capture_output=True,

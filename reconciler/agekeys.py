@@ -36,7 +36,7 @@ class AgeNotInstalled(MissingExtra, SecretError):
 def _pyrage() -> ModuleType:
     # Loaded on first use: most installs (gateways, repos without age keys) never need it.
     try:
-        import pyrage  # type: ignore[import-untyped]  # ships no type information
+        import pyrage  # ships no type information: ignored in [tool.mypy]
     except ModuleNotFoundError as exc:
         raise AgeNotInstalled("age keys", "age", exc.name or "pyrage") from None
     module: ModuleType = pyrage

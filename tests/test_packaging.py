@@ -30,7 +30,7 @@ def core_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("core-install")
     src = tmp / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(REPO / name, src / name)
     for package in ("reconciler", "reconciler_service"):
         shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -107,7 +107,8 @@ def _pins(lock: Path) -> dict[str, str]:
 
 def _requirements(*extras: str) -> list[Requirement]:
     project = PYPROJECT["project"]
-    texts = list(project["dependencies"])
+    # The build backend too: the project is installed from the lock with --no-build-isolation.
+    texts = [*PYPROJECT["build-system"]["requires"], *project["dependencies"]]
     for extra in extras:
         texts += project["optional-dependencies"][extra]
     return [r for r in map(Requirement, texts) if canonicalize_name(r.name) != "reconciler"]

@@ -24,6 +24,8 @@ USER = "nobody"
 NO_SBIN = "/usr/local/bin:/usr/bin:/bin"  # postfix, postconf and postmap live in /usr/sbin
 ABSENT_GROUP = "reconciler-demo-no-such-group"  # stands in for a machine without the dovecot group
 RUNUSER = shutil.which("runuser") or "runuser"  # found before PATH loses /usr/sbin
+# Building a venv takes ~30 s on an idle machine; allow for a loaded one.
+pytestmark = pytest.mark.timeout(300)
 
 
 def _root() -> bool:

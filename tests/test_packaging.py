@@ -21,6 +21,8 @@ import reconciler
 REPO = Path(reconciler.__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 OPTIONAL = {"werkzeug", "aiosmtpd", "atpublic", "attrs", "pyrage", "argon2-cffi", "bcrypt"}
+# Building a venv takes ~30 s on an idle machine; allow for a loaded one.
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="session")

@@ -70,14 +70,33 @@ def test_a_planted_violation_fails_lint_imports(
     assert f"reconciler.{module.removesuffix('.py').replace('/', '.')} -> {planted}" in run.stdout
 
 
-def test_validate_does_not_load_the_http_client() -> None:
-    code = "; ".join(
+def _loaded_by(verb: str) -> set[str]:
+    """Modules loaded by building the click command of `verb` (and its subcommands but `service
+    run`, which loads the embedded service on purpose) in a fresh interpreter."""
+    code = "\n".join(
         [
             "import sys",
             "from reconciler.cli import group",
-            "group.get_command(None, 'validate')",
+            f"command = group.get_command(None, {verb!r})",
+            "for name in getattr(command, 'list_commands', lambda ctx: [])(None):",
+            "    if name != 'run':",
+            "        command.get_command(None, name)",
             "print(*sys.modules)",
         ]
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert not {"requests", "werkzeug", "pyrage", "argon2", "bcrypt"} & set(run.stdout.split())
+    return set(run.stdout.split())
+
+
+EXTRAS = {"werkzeug", "aiosmtpd", "sqlite3", "reconciler_service", "pyrage", "argon2", "bcrypt"}
+
+
+def test_validate_does_not_load_the_http_client() -> None:
+    assert not ({"requests", "urllib3"} | EXTRAS) & _loaded_by("validate")
+
+
+@pytest.mark.parametrize(
+    "verb", ["plan", "apply", "reconcile", "render", "live", "status", "import", "service"]
+)
+def test_no_verb_loads_the_embedded_service_or_an_extra_up_front(verb: str) -> None:
+    assert not EXTRAS & _loaded_by(verb)

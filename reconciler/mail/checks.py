@@ -14,8 +14,11 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from reconciler.config import Settings
+from reconciler.errors import MailServerError
+from reconciler.mail.hashing import make_hasher
 from reconciler.mail.render import RenderedFile
 
 
@@ -104,3 +107,60 @@ def _group(files: Sequence[RenderedFile], *, root: bool) -> str | None:
 def notice(steps: Sequence[str]) -> str:
     """The one line `render` and `reconcile` print when a run left steps out."""
     return "Mail checks skipped (RECONCILER_MAIL_CHECKS=skip): " + "; ".join(steps) + "."
+
+
+# Where the daemons read their config when no setting names another (Debian's defaults).
+SYSTEM_POSTFIX_DIR = "/etc/postfix"
+SYSTEM_DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
+
+
+def preflight(settings: Settings, mail_dir: Path, *, reload: bool) -> None:
+    """What `reconcile`'s mail step needs, checked before the first write to the service, so a
+    known mail-step failure never leaves the service changed and the gateway not. Raises one
+    MailServerError listing every problem. With `mail_checks: skip` only what cannot be skipped
+    (a writable mail directory, the hashing libraries) is required."""
+    problems = [p for p in (_writable(mail_dir), _hashing(settings)) if p]
+    if settings.mail_checks == "full":
+        problems += _full_problems(settings, reload=reload)
+    if problems:
+        raise MailServerError("the mail step cannot run here, so nothing was applied: " + "; ".join(problems))
+
+
+def _full_problems(settings: Settings, *, reload: bool) -> list[str]:
+    problems = []
+    try:
+        grp.getgrnam(settings.mail_file_group)
+    except KeyError:
+        problems.append(f"group {settings.mail_file_group!r} (setting mail_file_group) does not exist")
+    commands = [
+        settings.postfix_command,
+        settings.postconf_command,
+        _postmap(settings),
+        settings.doveconf_command,
+    ]
+    if reload:
+        commands.append(settings.doveadm_command)
+    problems += [f"command {c} not found" for c in commands if shutil.which(c) is None]
+    if os.geteuid() != 0:
+        problems.append("`postfix check` and the reloads need root")
+    postfix_dir = settings.postfix_config_dir or SYSTEM_POSTFIX_DIR
+    for config in (Path(postfix_dir) / "main.cf", Path(settings.dovecot_config or SYSTEM_DOVECOT_CONFIG)):
+        if not os.access(config, os.R_OK):
+            problems.append(f"cannot read {config}")
+    return problems
+
+
+def _writable(mail_dir: Path) -> str | None:
+    # The directory, or the nearest parent that exists, since install creates what is missing.
+    existing = next((p for p in (mail_dir, *mail_dir.absolute().parents) if p.exists()), Path("/"))
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return None
+    return f"cannot write to the mail directory {mail_dir} ({existing} is not a writable directory)"
+
+
+def _hashing(settings: Settings) -> str | None:
+    try:
+        make_hasher(settings.hash_scheme)
+    except MailServerError as exc:
+        return str(exc)
+    return None

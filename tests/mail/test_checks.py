@@ -15,6 +15,9 @@ from reconciler.config import Settings
 from reconciler.errors import MailServerError
 from reconciler.mail import PASSWD, RenderedFile, install
 from reconciler.mail.checks import Skipped, notice, skipped_steps
+from tests.engine.conftest import Result, run_cli
+from tests.fixtures.service import ADMIN_USER as ADMIN
+from tests.fixtures.service import RunningService
 
 ABSENT = "/nonexistent/reconciler-test"
 NO_GROUP = "reconciler-test-no-such-group"
@@ -94,3 +97,42 @@ def test_render_prints_one_skip_line_from_the_environment_setting(tmp_path: Path
     assert len(lines) == 1
     assert f"group '{NO_GROUP}'" in lines[0] and f"postmap -s ({ABSENT}/postmap not installed)" in lines[0]
     assert "Key12345" not in result.output
+
+
+# --- preflight: what the mail step needs is checked before the first write to the service ---------
+
+
+def _reconcile(service: RunningService, root: Path, **settings: str) -> Result:
+    users = root / "users"
+    users.mkdir()
+    (users / f"{ADMIN}.yaml").write_text(
+        f"api_user: {ADMIN}\napi_key: {{from_env: RECONCILER_API_KEY}}\nrole: admin\n"
+    )
+    (users / "app@example.com.yaml").write_text(
+        "api_user: app@example.com\napi_key: {from_env: APP_KEY}\nrole: normal\naccess: {smtp: true}\n"
+    )
+    env = service.env() | {"APP_KEY": "App12345", "NO_COLOR": "1"}
+    env |= {f"RECONCILER_{name.upper()}": value for name, value in settings.items()}
+    return run_cli(["reconcile", "--auto-approve", "--mail-dir", str(root / "mail")], env, cwd=root)
+
+
+def test_reconcile_refuses_before_any_write_when_the_mail_step_cannot_run(
+    service: RunningService, tmp_path: Path
+) -> None:
+    result = _reconcile(service, tmp_path, mail_file_group=NO_GROUP, **MISSING_COMMANDS)
+    assert result.code == 1
+    assert "the mail step cannot run here, so nothing was applied" in result.stderr
+    assert f"group '{NO_GROUP}' (setting mail_file_group) does not exist" in result.stderr
+    assert f"command {ABSENT}/postfix not found" in result.stderr
+    with service.client() as client:
+        assert [u.api_user for u in client.list_users()] == [ADMIN]  # the service is untouched
+    assert not (tmp_path / "mail").exists()
+
+
+def test_reconcile_in_skip_mode_applies_and_writes_the_files(service: RunningService, tmp_path: Path) -> None:
+    result = _reconcile(service, tmp_path, mail_checks="skip", mail_file_group=NO_GROUP, **MISSING_COMMANDS)
+    assert result.code == 0, result.stdout + result.stderr
+    with service.client() as client:
+        assert "app@example.com" in [u.api_user for u in client.list_users()]
+    assert "app@example.com:{ARGON2ID}" in (tmp_path / "mail" / PASSWD).read_text()
+    assert sum(line.startswith("Mail checks skipped") for line in result.stdout.splitlines()) == 1

@@ -67,11 +67,15 @@ if [ "$(id -u)" = 0 ] && command -v postfix >/dev/null && command -v dovecot >/d
     --relay-port "$SMTP_PORT" --submission-port "$SUBMISSION_PORT")
   eval "$settings"   # export RECONCILER_MAIL_DIR=... and the gateway's other settings
   RELOAD=()
+  WHAT="apply, then render, validate and reload the gateway's files"
 else
   # No gateway to check or reload here: render into the demo's mail dir and name what is skipped.
   export RECONCILER_MAIL_CHECKS=skip RECONCILER_MAIL_DIR="$DEMO/mail"
   # As root, a system Postfix/Dovecot may be installed: the demo never reloads it.
-  if [ "$(id -u)" = 0 ]; then RELOAD=(--no-reload); else RELOAD=(); fi
+  RELOAD=() WHAT="apply, then render the mail files into $DEMO/mail"
+  if [ "$(id -u)" = 0 ]; then
+    RELOAD=(--no-reload) WHAT="$WHAT; no reload: the demo never touches this machine's mail server"
+  fi
 fi
 
 step "reconciler validate"
@@ -79,7 +83,7 @@ step "reconciler validate"
 step "reconciler plan   (exit 2: changes pending)"
 rc=0; "$BIN/reconciler" plan || rc=$?
 [ "$rc" = 2 ] || { echo "expected exit 2 from plan, got $rc"; exit 1; }
-step "reconciler reconcile --auto-approve   (apply, then render, validate and reload the mail files)"
+step "reconciler reconcile --auto-approve ${RELOAD[*]}  ($WHAT)"
 "$BIN/reconciler" reconcile --auto-approve "${RELOAD[@]}"
 step "reconciler plan   (exit 0: nothing left to do)"
 "$BIN/reconciler" plan

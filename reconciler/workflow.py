@@ -34,6 +34,7 @@ from reconciler.errors import (
 )
 from reconciler.interrupts import Interruptible, interruptible
 from reconciler.mail import MailReport, keys_for_mail, preview, reflect
+from reconciler.mail.checks import preflight
 from reconciler.mail.reflect import mail_dir_from
 from reconciler.output import plan_from_json
 from reconciler.plan import Change, Guards, Plan, attribute_drift, drift_fields, raise_if_unsafe, targeted
@@ -220,6 +221,8 @@ def run_apply(
     service changes (also when some failed: the gateway then still drops locked and deleted users)."""
     settings = loaded.settings
     command = "apply" if mail is None else "reconcile"
+    if mail is not None and (mail.mail_dir is not None or settings.mail_dir is not None):
+        preflight(settings, mail_dir_from(settings, mail.mail_dir), reload=mail.reload)
     # The handlers are installed before the lock or lease is taken, so a signal at any point
     # unwinds through its release (a SIGTERM with the default handler left the lock behind).
     with interruptible() as signals, ServiceClient.from_settings(settings) as client:

@@ -54,7 +54,10 @@ def _dir_yaml(users: Path) -> None:
 
 
 def _named(name: str) -> Builder:
-    return lambda users: (users / name).write_text(ENV_USER)
+    def build(users: Path) -> None:
+        (users / name).write_text(ENV_USER)
+
+    return build
 
 
 def _key_file(make: Callable[[Path], str]) -> Builder:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,5 +104,5 @@ def _var(api_user: str) -> str:
     return "KEY_" + "".join(ch if ch.isalnum() else "_" for ch in api_user.upper())
 
 
-def intents_since(read: AuditRead, ids_before: set[str]) -> list[dict[str, Any]]:
+def intents_since(read: AuditRead, ids_before: Collection[object]) -> list[dict[str, Any]]:
     return [e for e in read.entries if e.get("event") == "intent" and e.get("id") not in ids_before]

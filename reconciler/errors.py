@@ -156,10 +156,18 @@ class MissingExtra(ReconcilerError):
         super().__init__(f"{feature} need: pip install 'reconciler[{extra}]' (module {module} is missing)")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived. Raised from the signal handler so that every `finally` (lock release,
+    mail rollback) runs on the way out. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` mistakes it for a failed step and carries on."""
+
+
 def exit_code_for(error: BaseException) -> ExitCode:
     """The single mapping from an exception to a process exit code."""
     if isinstance(error, ReconcilerError):
         return error.exit_code
     if isinstance(error, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
+    if isinstance(error, Terminated):
+        return ExitCode.TERMINATED
     return ExitCode.ERROR

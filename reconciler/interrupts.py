@@ -1,7 +1,8 @@
 """SIGINT and SIGTERM during a run that holds the reconcile lock.
 
-Outside the apply phase a signal stops the run at once, by raising `Interrupted` on the main
-thread, so every `with` block (the lock, the HTTP session) unwinds and the lock is released. During
+Outside the apply phase a signal stops the run at once, by raising KeyboardInterrupt (SIGINT) or
+`Terminated` (SIGTERM) on the main thread, so every `with` block (the lock or lease, the HTTP
+session) unwinds and releases what it holds. During
 the apply phase the first signal only asks the run to stop starting changes (`Interruptible.stop`):
 changes already sent finish and are recorded. A second signal raises at once.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from reconciler.errors import Interrupted
+from reconciler.errors import Interrupted, Terminated
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -35,7 +36,12 @@ class Interruptible:
             self.signum = signum
             self.stop.set()
             return
-        self.signum = self.signum or signum
+        if self.signum is None:
+            # Nothing is being drained: stop as Ctrl-C always has, with an exception no
+            # `except Exception` (or `except ReconcilerError`) on the way out can swallow.
+            self.signum = signum
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+        # A second signal while draining: the main thread is in the apply loop or the mail step.
         raise Interrupted(signum, f"{signal.Signals(signum).name} again: stopped at once; {self.unfinished}")
 
     @contextlib.contextmanager

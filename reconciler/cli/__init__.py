@@ -8,7 +8,7 @@ import sys
 import click
 
 from reconciler import __version__
-from reconciler.errors import ExitCode
+from reconciler.errors import ExitCode, Terminated
 
 # Verb -> module. Modules are imported only when their verb runs, so `reconciler validate` on a
 # pull request does not pay for the HTTP client, werkzeug, Jinja and aiosmtpd imports.
@@ -72,4 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ExitCode.ERROR)
     except KeyboardInterrupt:
         sys.exit(ExitCode.INTERRUPTED)
+    except Terminated:
+        click.echo("Terminated.", err=True)
+        sys.exit(ExitCode.TERMINATED)
     sys.exit(code if isinstance(code, int) else ExitCode.OK)

@@ -84,3 +84,24 @@ def test_a_second_sigterm_stops_at_once_and_still_releases_the_lock(
     _converges(repo)
     assert repo.audit().unsettled() == []  # the rerun's plan settled them
     assert "outcome unknown" not in repo.run("status").stdout
+
+
+def test_sigterm_before_any_change_exits_143_and_releases_the_lease(
+    tmp_path: Path, start_service: Callable[..., RunningService]
+) -> None:
+    service = start_service(smtp=False)
+    repo = _repo(tmp_path, service)
+    service.faults.latency_ms = 1000  # the plan's requests are slow: the signal lands while planning
+    proc = repo.popen("apply", "--auto-approve")
+    deadline = time.monotonic() + 30
+    while not repo.locks():  # the lease is taken, the plan is being made
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert repo.locks() == []
+    assert repo.audit().entries == []  # nothing was sent, so nothing was intended
+    service.faults.latency_ms = 0
+    _converges(repo)

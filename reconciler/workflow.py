@@ -40,11 +40,13 @@ from reconciler.output import plan_from_json
 from reconciler.plan import Change, Guards, Plan, attribute_drift, drift_fields, raise_if_unsafe, targeted
 from reconciler.secrets import ResolvedKeys
 from reconciler.state import (
+    LEASE_NAME,
     AuditLog,
     LockInfo,
     RunLock,
     actor,
     git_commit,
+    lock_path,
     reconcile_lock,
     run_id,
     run_lock,
@@ -169,7 +171,26 @@ def make_plan(loaded: Loaded, options: ApplyOptions, reporter: Reporter) -> Plan
     resolved = resolve(loaded, options.targets, reporter, require_all=False)
     with ServiceClient.from_settings(loaded.settings) as client:
         _settle_rotated_key(loaded, client, reporter)
-        return with_drift_attribution(fresh_plan(loaded, client, resolved, guards, options.targets), client)
+        plan = with_drift_attribution(fresh_plan(loaded, client, resolved, guards, options.targets), client)
+        _settle_if_no_run(loaded, client, plan, options.targets, reporter)
+        return plan
+
+
+def _settle_if_no_run(
+    loaded: Loaded, client: ServiceClient, plan: Plan, targets: tuple[str, ...], reporter: Reporter
+) -> None:
+    """`plan` settles the intents a dead run left, but only when no run is going on: a running
+    apply's intents without outcome are changes in flight, not orphans."""
+    audit = AuditLog(loaded.state_dir, _audit_context(loaded))
+    if not audit.path.exists() or not audit.read().unsettled():
+        return
+    try:
+        running = client.get_lease(LEASE_NAME) is not None
+    except ReconcilerError:
+        return
+    if running or lock_path(loaded.state_dir, loaded.settings.api_url).exists():
+        return
+    settle_intents(audit, plan, targets, reporter, quiet=True)
 
 
 def with_drift_attribution(plan: Plan, client: ServiceClient) -> Plan:
@@ -383,7 +404,9 @@ def _what_was_done(outcomes: list[Outcome], planned: int) -> str:
     return text + ". Run the same command again to converge."
 
 
-def settle_intents(audit: AuditLog, plan: Plan, targets: tuple[str, ...], reporter: Reporter) -> None:
+def settle_intents(
+    audit: AuditLog, plan: Plan, targets: tuple[str, ...], reporter: Reporter, *, quiet: bool = False
+) -> None:
     """Intents left without an outcome by a run that died get one from this fresh plan: a change
     the plan no longer wants is in effect. Never fails the run: the log is a record, not a gate."""
     pending = {(c.api_user.lower(), c.action.value) for c in plan.changes}
@@ -392,7 +415,7 @@ def settle_intents(audit: AuditLog, plan: Plan, targets: tuple[str, ...], report
     except OSError as exc:
         reporter.warning(f"could not settle unknown outcomes in {audit.path}: {exc.strerror}")
         return
-    if settled:
+    if settled and not quiet:  # `plan` keeps its stdout for the plan (JSON, Markdown)
         reporter.info(f"Settled {settled} change(s) of an interrupted run in {audit.path}.")
 
 

@@ -81,9 +81,10 @@ def test_a_second_sigterm_stops_at_once_and_still_releases_the_lock(
     status = repo.run("status")
     assert "outcome unknown" in status.stdout
     service.faults.latency_ms = 0
-    _converges(repo)
-    assert repo.audit().unsettled() == []  # the rerun's plan settled them
+    assert repo.run("plan").returncode == 2  # no run holds the lease: the plan settles them
+    assert repo.audit().unsettled() == []
     assert "outcome unknown" not in repo.run("status").stdout
+    _converges(repo)
 
 
 def test_sigterm_before_any_change_exits_143_and_releases_the_lease(

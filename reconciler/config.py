@@ -85,6 +85,7 @@ class Settings(BaseModel):
     doveadm_command: str = "doveadm"
     mail_file_group: str = "dovecot"
     submission_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    mail_command_timeout: Annotated[float, Field(gt=0)] = 60.0  # each postfix/doveadm/... command
 
     @field_validator("api_key")
     @classmethod

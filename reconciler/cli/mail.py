@@ -95,6 +95,8 @@ def render(
 
 
 def _show(report: MailReport) -> None:
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     verb = "would change" if report.check else "changed"
     if not report.changed:
         click.echo(

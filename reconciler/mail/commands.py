@@ -3,8 +3,11 @@ doveconf, doveadm) goes through `run`, which shows command, exit code and output
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -14,6 +17,8 @@ from reconciler.config import Settings
 from reconciler.errors import MailServerError
 
 MAX_OUTPUT = 2000
+# A diagnostic of postfix/postconf/postmap ("postmap: warning: ...") or Dovecot ("doveconf: Fatal: ...").
+_DIAGNOSTIC = re.compile(r"^(?:[\w/.-]+(?:\[\d+\])?: )?(?P<level>fatal|panic|error|warning):", re.IGNORECASE)
 STOP_TIMEOUT = 15.0
 
 
@@ -34,26 +39,91 @@ def run(command: Sequence[str], *, tty: bool = False, timeout: float = 60.0, std
     `tty=True` runs it under `script`: the postfix(1) command reports fatal errors on stderr only
     when stderr is a terminal (otherwise to syslog, which a container lacks), so without a tty a
     broken config fails with no message at all. `stdout=False` discards stdout (postmap -s would
-    print sasl_passwd, keys included)."""
+    print sasl_passwd, keys included). On timeout every process the command started is killed."""
     argv = ["script", "-qec", shlex.join(command), "/dev/null"] if tty else list(command)
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
+            start_new_session=True,  # its own process group, so a timeout can kill all of it
         )
     except FileNotFoundError:
         raise CommandFailed(command, 127, f"{argv[0]}: command not found") from None
-    except subprocess.TimeoutExpired as exc:
-        raise CommandFailed(command, None, f"no result after {timeout:g} s") from exc
-    output = ((proc.stdout or "") + (proc.stderr or "")).replace("\r\n", "\n")
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        proc.communicate()
+        raise CommandFailed(
+            command, None, f"no result after {timeout:g} s; killed it and its children"
+        ) from None
+    except BaseException:
+        kill_tree(proc.pid)
+        proc.communicate()
+        raise
+    output = ((out or "") + (err or "")).replace("\r\n", "\n")
     if proc.returncode != 0:
         raise CommandFailed(command, proc.returncode, output)
     return output
+
+
+def kill_tree(pid: int, wait: float = 2.0) -> None:
+    """SIGKILL the process group of `pid` and every descendant's group, and wait until they are
+    gone. The group alone is not enough: under `script` the command runs in a session of its own
+    on the pty, and a hung `postfix reload` (postfix-script, postlog) ignores the hangup."""
+    children = descendants(pid)
+    for group in {pid, *(_pgid(p) for p in children)}:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    for child in children:  # anything that had moved to yet another group
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while any(_running(child) for child in children) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _running(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"  # a zombie is dead, only not yet reaped
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of `pid`, from /proc (Linux, where the mail daemons run)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = _ppid(int(entry.name))
+            if parent is not None:
+                parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: split after it.
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _ppid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def _pgid(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return int(fields[2]) if fields else pid
 
 
 def postfix(settings: Settings, *args: str) -> list[str]:
@@ -80,22 +150,53 @@ def dovecot(command: str, settings: Settings, *args: str) -> list[str]:
     return [command, *conf, *args]
 
 
-def validate_live(daemons: set[str], settings: Settings) -> None:
+def run_for(settings: Settings, command: Sequence[str], *, tty: bool = False, stdout: bool = True) -> str:
+    return run(command, tty=tty, stdout=stdout, timeout=settings.mail_command_timeout)
+
+
+def split_warnings(output: str, ours: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(problems, other warnings) in a command's output. A `fatal:` or `error:` line, and a
+    `warning:` that names one of our files (`ours`), is a problem; any other warning is about the
+    operator's own config (say, main.cf's `relayhost =` given twice) and only passed on."""
+    problems: list[str] = []
+    others: list[str] = []
+    for line in output.splitlines():
+        text = line.strip()
+        match = _DIAGNOSTIC.match(text)
+        if match is None:
+            continue  # config output (postconf -n prints values like `error:local mail ...`)
+        if match["level"].lower() != "warning" or any(name in text for name in ours):
+            problems.append(text)
+        else:
+            others.append(text)
+    return problems, others
+
+
+def validate_live(daemons: set[str], settings: Settings, ours: Sequence[str]) -> tuple[str, ...]:
+    """Check the live config with the new files in place; return the warnings that are not about
+    our files. A failed command, or a warning about one of `ours`, raises."""
+    commands: list[tuple[list[str], bool]] = []
     if "postfix" in daemons:
-        run(postconf(settings, "-n"))
-        run(postconf(settings, "-M"))
-        run(postfix(settings, "check"), tty=True)
+        commands += [(postconf(settings, "-n"), False), (postconf(settings, "-M"), False)]
+        commands.append((postfix(settings, "check"), True))
     if "dovecot" in daemons:
-        run(dovecot(settings.doveconf_command, settings, "-n"))
+        commands.append((dovecot(settings.doveconf_command, settings, "-n"), False))
+    warnings: list[str] = []
+    for command, tty in commands:
+        problems, others = split_warnings(run_for(settings, command, tty=tty), ours)
+        if problems:
+            raise CommandFailed(command, 0, "\n".join(problems))
+        warnings.extend(w for w in others if w not in warnings)
+    return tuple(warnings)
 
 
 def reload(daemons: set[str], settings: Settings) -> tuple[str, ...]:
     done: list[str] = []
     if "postfix" in daemons:
-        run(postfix(settings, "reload"), tty=True)
+        run_for(settings, postfix(settings, "reload"), tty=True)
         done.append("postfix")
     if "dovecot" in daemons and dovecot_caches(settings):
-        run(dovecot(settings.doveadm_command, settings, "auth", "cache", "flush"))
+        run_for(settings, dovecot(settings.doveadm_command, settings, "auth", "cache", "flush"))
         done.append("dovecot auth cache")
     return tuple(done)
 
@@ -105,18 +206,18 @@ def dovecot_caches(settings: Settings) -> bool:
     # the auth service, and an smtpd started in that window dies ("no SASL authentication
     # mechanisms"), after which Postfix throttles submission for 60 s (seen in our tests). Only an
     # enabled auth cache could keep a removed user or an old key working; flush it then.
-    size = run(dovecot(settings.doveconf_command, settings, "-h", "auth_cache_size")).strip()
+    size = run_for(settings, dovecot(settings.doveconf_command, settings, "-h", "auth_cache_size")).strip()
     return size not in {"0", ""}
 
 
 def restart_postfix(settings: Settings) -> None:
-    pid_file = Path(run(postconf(settings, "-h", "queue_directory")).strip()) / "pid" / "master.pid"
-    pid = read_pid(pid_file)
-    run(postfix(settings, "stop"), tty=True)
+    queue = run_for(settings, postconf(settings, "-h", "queue_directory")).strip()
+    pid = read_pid(Path(queue) / "pid" / "master.pid")
+    run_for(settings, postfix(settings, "stop"), tty=True)
     # `postfix stop` returns before the master has exited; an immediate start says "already running".
     if pid is not None:
         wait_for_exit(pid, STOP_TIMEOUT)
-    run(postfix(settings, "start"), tty=True)
+    run_for(settings, postfix(settings, "start"), tty=True)
 
 
 def read_pid(path: Path) -> int | None:

@@ -21,7 +21,7 @@ doveconf/doveadm. Order of work:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reconciler.config import Settings
@@ -57,18 +57,24 @@ class InstallReport:
     changed: tuple[str, ...] = ()
     reloaded: tuple[str, ...] = ()
     smoke: tuple[str, ...] = ()  # the smoke checks that passed
+    warnings: tuple[str, ...] = ()  # postmap/postconf warnings about the operator's config, not ours
 
 
-def _validate_maps(staged: Iterable[Staged], settings: Settings) -> None:
-    # postmap parses texthash exactly as the daemons will; it only *warns* about a malformed line or
-    # a duplicate key (the daemons would silently skip or pick one), so any warning fails here.
+def _validate_maps(staged: Iterable[Staged], settings: Settings) -> tuple[str, ...]:
+    """postmap parses texthash exactly as the daemons will; it only *warns* about a malformed line
+    or a duplicate key (the daemons would silently skip or pick one), so a warning that names the
+    staged file fails here. postmap also reads main.cf: its warnings are the operator's, passed on."""
+    warnings: list[str] = []
     for item in staged:
         if item.file.reloads != "postfix":
             continue
         command = commands.postmap(settings, "-s", f"texthash:{item.tmp}")
-        output = commands.run(command, stdout=False)
-        if "warning:" in output or "fatal:" in output:
-            raise CommandFailed(command, 0, output.replace(str(item.tmp), str(item.target)))
+        output = commands.run_for(settings, command, stdout=False)
+        problems, others = commands.split_warnings(output, [str(item.tmp)])
+        if problems:
+            raise CommandFailed(command, 0, "\n".join(problems).replace(str(item.tmp), str(item.target)))
+        warnings.extend(w for w in others if w not in warnings)
+    return tuple(warnings)
 
 
 # --- the entry point ----------------------------------------------------------------------------
@@ -90,14 +96,15 @@ def install(
     files.ensure_dirs(mail_dir)
     staged = files.stage(changed, mail_dir, disk)
     try:
-        _validate_maps(staged, settings)
+        warnings = _validate_maps(staged, settings)
     except BaseException:
         files.discard(staged)
         raise
     files.swap(staged)
     names = tuple(f.path for f in changed)
     daemons: set[str] = {f.reloads for f in changed if f.reloads is not None}
-    return _activate(names, daemons, mail_dir, settings, disk, reload=reload, probes=probes)
+    report = _activate(names, daemons, mail_dir, settings, disk, reload=reload, probes=probes)
+    return replace(report, warnings=tuple(dict.fromkeys((*warnings, *report.warnings))))
 
 
 def _activate(
@@ -112,12 +119,13 @@ def _activate(
 ) -> InstallReport:
     reloaded: list[str] = []  # filled as we go, so a rollback reloads only what was reloaded
     try:
-        commands.validate_live(daemons, settings)
+        warnings = commands.validate_live(daemons, settings, [str(mail_dir / name) for name in names])
         if not reload:
-            return InstallReport(names)
+            return InstallReport(names, warnings=warnings)
         for daemon in sorted(daemons, reverse=True):
             reloaded.extend(commands.reload({daemon}, settings))
-        return InstallReport(names, tuple(reloaded), checks.smoke(reloaded, daemons, settings, probes))
+        passed = checks.smoke(reloaded, daemons, settings, probes)
+        return InstallReport(names, tuple(reloaded), passed, warnings)
     except MailServerError as exc:
         raise _roll_back(
             exc, names=names, reloaded=set(reloaded), mail_dir=mail_dir, settings=settings, disk=disk

@@ -164,6 +164,19 @@ def render_mail(
         _render(templates, SENDER_RELAYHOST_MAPS, 0o644, None, "postfix", rows=rows, next_hop=next_hop),
         RenderedFile(STATE, dump_state(entries), 0o600, None, None),
     )
+    # Imported here: verify imports this module's file names.
+    from reconciler.mail.verify import Expected, verify
+
+    verify(
+        files,
+        Expected(
+            hasher.scheme,
+            {u: e.hash for u, e in entries.items()},
+            {r.sender: r.api_user for r in credentials},
+            user_keys,
+            next_hop,
+        ),
+    )
     rehashed = tuple(u for u, e in entries.items() if u not in previous or previous[u] != e)
     return Rendered(files, counting.calls, len(smtp_users), rehashed)
 

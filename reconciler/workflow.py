@@ -23,7 +23,9 @@ from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import Cancelled, ExitCode, LockHeld, ReconcilerError, StalePlan, ValidationFailed
 from reconciler.mail import MailReport, keys_for_mail, preview, reflect
+from reconciler.mail.accepted import MailView, accepted_view
 from reconciler.mail.reflect import mail_dir_from
+from reconciler.mail.state import read_served
 from reconciler.output import plan_from_json
 from reconciler.plan import Guards, Plan, raise_if_unsafe
 from reconciler.secrets import ResolvedKeys
@@ -82,6 +84,12 @@ class ApplyOptions:
 class MailStep:
     mail_dir: Path | None
     reload: bool
+
+
+@dataclass(frozen=True)
+class Applied:
+    code: int
+    not_applied: frozenset[str] = frozenset()  # api_users whose change failed or was skipped
 
 
 def load(users_dir: Path) -> Loaded:
@@ -160,10 +168,14 @@ def run_apply(
         reconcile_lock(loaded.state_dir, settings.api_url, command, force=options.force_unlock),
         ServiceClient.from_settings(settings) as client,
     ):
-        code = apply_to_service(loaded, client, options, reporter, plan_file=plan_file)
+        applied = apply_to_service(loaded, client, options, reporter, plan_file=plan_file)
+        code = applied.code
         if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):
             return code
-        return max(code, run_mail_step(loaded, mail, reporter, force=options.force_unlock))
+        step = run_mail_step(
+            loaded, mail, reporter, force=options.force_unlock, not_applied=applied.not_applied
+        )
+        return max(code, step)
 
 
 def apply_to_service(
@@ -173,7 +185,7 @@ def apply_to_service(
     reporter: Reporter,
     *,
     plan_file: Path | None = None,
-) -> int:
+) -> Applied:
     settings = loaded.settings
     guards = engine.guards_from(settings, options.allow_deletes, options.allow_locks)
     resolved = resolve(loaded, options.targets, reporter, require_all=True)
@@ -183,7 +195,7 @@ def apply_to_service(
     raise_if_unsafe(fresh)
     if not fresh.changes:
         reporter.info("No changes to the service.")
-        return ExitCode.OK
+        return Applied(ExitCode.OK)
     material = engine.key_material(fresh, resolved, settings)
     # A saved plan was reviewed when it was made; otherwise the person (or --auto-approve) says yes.
     if plan_file is None and not reporter.confirm(fresh, ask=not options.auto_approve):
@@ -192,7 +204,8 @@ def apply_to_service(
     outcomes = execute(fresh, client, material, settings=settings, audit=audit, reporter=reporter)
     reporter.outcomes(outcomes)
     converged = _converged(loaded, client, resolved, guards, options.targets, reporter=reporter)
-    return ExitCode.ERROR if failed(outcomes) or not converged else ExitCode.OK
+    not_applied = frozenset(o.change.api_user for o in failed(outcomes))
+    return Applied(ExitCode.ERROR if not_applied or not converged else ExitCode.OK, not_applied)
 
 
 def check_saved(saved: Plan, fresh: Plan) -> None:
@@ -307,19 +320,44 @@ def mail_preview(settings: Settings, desired: DesiredState) -> tuple[str, ...]:
     return preview(desired.users, keys, settings)
 
 
-def run_mail_step(loaded: Loaded, mail: MailStep, reporter: Reporter, *, force: bool = False) -> int:
+def run_mail_step(
+    loaded: Loaded,
+    mail: MailStep,
+    reporter: Reporter,
+    *,
+    force: bool = False,
+    not_applied: frozenset[str] = frozenset(),
+) -> int:
     """The mail step of `reconcile`, called under the service lock; takes the mail-directory lock
     too, so a `render` (say, from cron) on the same directory waits its turn (fails fast). It
-    renders from the same snapshot of users/ that was just applied, never a re-read."""
+    renders from the same snapshot of users/ that was just applied, never a re-read, except for
+    the users in `not_applied`: the service refused their change, so they keep what the gateway
+    served before (reconciler.mail.accepted)."""
     settings = loaded.settings
     if mail.mail_dir is None and settings.mail_dir is None:
         reporter.mail(None)
         return ExitCode.OK
     target = mail_dir_from(settings, mail.mail_dir)
     with mail_lock(loaded.users_dir, settings, target, "reconcile", force=force):
-        desired = loaded.desired
-        report = reflect(
-            desired.users, keys_for_mail(desired), settings, reload=mail.reload, check=False, mail_dir=target
+        view = accepted_view(
+            loaded.desired.users, keys_for_mail(loaded.desired), not_applied, read_served(target)
         )
+        _report_view(view, reporter)
+        report = reflect(view.users, view.keys, settings, reload=mail.reload, check=False, mail_dir=target)
     reporter.mail(report)
     return ExitCode.OK
+
+
+def _report_view(view: MailView, reporter: Reporter) -> None:
+    if view.kept:
+        reporter.warning(
+            "the service did not accept the change of "
+            + ", ".join(view.kept)
+            + ": the gateway keeps serving what it served before"
+        )
+    if view.left_out:
+        reporter.warning(
+            "the service did not accept the change of "
+            + ", ".join(view.left_out)
+            + ": no mail lines (this gateway did not serve them before)"
+        )

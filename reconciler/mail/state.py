@@ -8,8 +8,10 @@ import secrets
 from pathlib import Path
 
 from reconciler.config import Settings
+from reconciler.mail.accepted import Served
 from reconciler.mail.files import ensure_dirs, read_bytes, write_atomic
-from reconciler.mail.render import STATE, HashEntry, parse_state
+from reconciler.mail.render import SASL_PASSWD, STATE, HashEntry, parse_state
+from reconciler.secrets import ApiKey
 
 SECRET_FILE = "state/fingerprint.secret"  # noqa: S105 (a file name)
 
@@ -37,3 +39,24 @@ def fingerprint_secret(mail_dir: Path, settings: Settings, *, create: bool) -> b
         ensure_dirs(mail_dir)
         write_atomic(path, value + b"\n", mode=0o600, uid=0, gid=0)
     return value
+
+
+def read_served(mail_dir: Path) -> dict[str, Served]:
+    """Each login's senders and key as this gateway serves them now, from sasl_passwd (the only
+    file with keys; it passed the structural check when it was written). Empty when there is none."""
+    try:
+        text = read_bytes(mail_dir / SASL_PASSWD).decode("utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return {}
+    senders: dict[str, list[str]] = {}
+    keys: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2 or line.startswith("#"):
+            continue
+        login, _, key = parts[1].partition(":")
+        senders.setdefault(login.lower(), []).append(parts[0])
+        keys[login.lower()] = (login, key)
+    return {
+        name: Served(keys[name][0], tuple(found), ApiKey(keys[name][1])) for name, found in senders.items()
+    }

@@ -22,6 +22,7 @@ from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import Cancelled, ExitCode, LockHeld, ReconcilerError, StalePlan, ValidationFailed
+from reconciler.gateway import run_recorded
 from reconciler.mail import MailReport, keys_for_mail, preview, reflect
 from reconciler.mail.accepted import MailView, accepted_view
 from reconciler.mail.reflect import mail_dir_from
@@ -343,7 +344,16 @@ def run_mail_step(
             loaded.desired.users, keys_for_mail(loaded.desired), not_applied, read_served(target)
         )
         _report_view(view, reporter)
-        report = reflect(view.users, view.keys, settings, reload=mail.reload, check=False, mail_dir=target)
+        report = run_recorded(
+            lambda: reflect(
+                view.users, view.keys, settings, reload=mail.reload, check=False, mail_dir=target
+            ),
+            desired=loaded.desired,
+            users_dir=loaded.users_dir,
+            settings=settings,
+            mail_dir=target,
+            warn=reporter.warning,
+        )
     reporter.mail(report)
     return ExitCode.OK
 

@@ -53,6 +53,8 @@ def _imports(module: str) -> frozenset[str]:
         "reconciler.output",
         "reconciler.model",
         "reconciler.mail.render",
+        "reconciler.mail.verify",
+        "reconciler.mail.accepted",
         "reconciler.importer",
     ],
 )

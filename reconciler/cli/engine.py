@@ -221,8 +221,13 @@ class ClickReporter:
             )
         else:
             click.echo(f"Mail files changed in {report.mail_dir}: " + ", ".join(report.changed))
+            click.echo(f"Keys hashed: {report.hashes} of {report.users} SMTP users")
             if report.reloaded:
                 click.echo("Reloaded: " + ", ".join(report.reloaded))
+            for check in report.smoke:
+                click.echo(f"Smoke check passed: {check}")
+        for warning in report.warnings if report is not None else ():
+            click.echo(f"warning: {warning}", err=True)
 
 
 def _report(outcomes: list[Outcome]) -> None:

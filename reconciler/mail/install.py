@@ -40,6 +40,7 @@ __all__ = [
     "AuthProbe",
     "CommandFailed",
     "InstallReport",
+    "RolledBack",
     "SmokeFailed",
     "changed_files",
     "fingerprint_secret",
@@ -50,6 +51,10 @@ __all__ = [
     "smoke_ehlo",
     "wait_for_exit",
 ]
+
+
+class RolledBack(MailServerError):
+    """A step after the swap failed and the previous files were put back (and refreshed)."""
 
 
 @dataclass(frozen=True)
@@ -158,4 +163,4 @@ def _roll_back(
             notes.append("Postfix was stopped and started to clear its throttled smtpd")
     except (MailServerError, OSError) as again:
         return MailServerError(f"{exc}; rolling back failed too: {again}")
-    return MailServerError(f"{exc}; {', '.join(notes)}")
+    return RolledBack(f"{exc}; {', '.join(notes)}")

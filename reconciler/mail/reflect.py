@@ -20,6 +20,7 @@ from reconciler.mail.render import (
     template_environment,
     templates_dir_for,
 )
+from reconciler.mail.verify import verify
 from reconciler.model import UserSpec
 from reconciler.secrets import ApiKey, resolve_all
 
@@ -121,7 +122,7 @@ def _render(
     check: bool,
 ) -> Rendered:
     templates = template_environment(templates_dir_for(settings, templates_dir))
-    return render_mail(
+    rendered = render_mail(
         users,
         keys,
         settings,
@@ -130,6 +131,8 @@ def _render(
         hasher=hasher,
         templates=templates,
     )
+    verify(rendered.files, rendered.expected)  # a custom template's typo stops here, nothing written
+    return rendered
 
 
 def _probes(keys: Mapping[str, ApiKey], rendered: Rendered) -> tuple[AuthProbe, ...]:

@@ -70,11 +70,23 @@ class HashEntry:
     hash: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What the templates were given, so reconciler.mail.verify can check the files say exactly it."""
+
+    scheme: str
+    hashes: Mapping[str, str] = field(repr=False)  # api_user -> "{SCHEME}..."
+    senders: Mapping[str, str]  # sender (lower case) -> api_user
+    keys: Mapping[str, ApiKey] = field(repr=False)  # api_user -> key
+    next_hop: str
+
+
 class Rendered(NamedTuple):
     files: tuple[RenderedFile, ...]
     hashes: int  # how many keys were hashed in this render
     users: int  # how many users got lines
     rehashed: tuple[str, ...]  # api_users whose hash was computed in this render
+    expected: Expected  # checked by verify() before anything is written
 
 
 class _SenderRow(NamedTuple):
@@ -164,21 +176,15 @@ def render_mail(
         _render(templates, SENDER_RELAYHOST_MAPS, 0o644, None, "postfix", rows=rows, next_hop=next_hop),
         RenderedFile(STATE, dump_state(entries), 0o600, None, None),
     )
-    # Imported here: verify imports this module's file names.
-    from reconciler.mail.verify import Expected, verify
-
-    verify(
-        files,
-        Expected(
-            hasher.scheme,
-            {u: e.hash for u, e in entries.items()},
-            {r.sender: r.api_user for r in credentials},
-            user_keys,
-            next_hop,
-        ),
+    expected = Expected(
+        hasher.scheme,
+        {u: e.hash for u, e in entries.items()},
+        {r.sender: r.api_user for r in credentials},
+        user_keys,
+        next_hop,
     )
     rehashed = tuple(u for u, e in entries.items() if u not in previous or previous[u] != e)
-    return Rendered(files, counting.calls, len(smtp_users), rehashed)
+    return Rendered(files, counting.calls, len(smtp_users), rehashed, expected)
 
 
 def render_snippets(

@@ -13,30 +13,26 @@ users.passwd (keys and hashes).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from reconciler.errors import MailServerError
-from reconciler.mail.render import PASSWD, SASL_PASSWD, SENDER_LOGIN_MAPS, SENDER_RELAYHOST_MAPS, RenderedFile
-from reconciler.secrets import ApiKey
+from reconciler.mail.render import (
+    PASSWD,
+    SASL_PASSWD,
+    SENDER_LOGIN_MAPS,
+    SENDER_RELAYHOST_MAPS,
+    Expected,
+    RenderedFile,
+)
 
 MAX_PROBLEMS = 20
 
 
-@dataclass(frozen=True)
-class Expected:
-    """What the templates were given: the files must say exactly this."""
-
-    scheme: str
-    hashes: Mapping[str, str] = field(repr=False)  # api_user -> "{SCHEME}..."
-    senders: Mapping[str, str]  # sender (lower case) -> api_user
-    keys: Mapping[str, ApiKey] = field(repr=False)  # api_user -> key
-    next_hop: str
-
-
 def verify(files: Sequence[RenderedFile], expected: Expected) -> None:
-    """Raise one MailServerError listing every problem (up to MAX_PROBLEMS) in the rendered files."""
+    """The files must say exactly what `expected` says the templates were given.
+
+    Raise one MailServerError listing every problem (up to MAX_PROBLEMS) in the rendered files."""
     checks = {
         PASSWD: _passwd,
         SENDER_LOGIN_MAPS: _login_maps,

@@ -6,7 +6,8 @@ import pytest
 
 from reconciler.errors import MailServerError
 from reconciler.mail import PASSWD, SASL_PASSWD, SENDER_LOGIN_MAPS, SENDER_RELAYHOST_MAPS, RenderedFile
-from reconciler.mail.verify import Expected, verify
+from reconciler.mail.render import Expected
+from reconciler.mail.verify import verify
 from reconciler.secrets import ApiKey
 
 KEY = "Key12345"

@@ -10,10 +10,12 @@ from typing import Any
 
 import click
 
-from reconciler import workflow
+from reconciler import gateway, workflow
 from reconciler.apply import Outcome, Status, failed
 from reconciler.cli.common import handle_errors, use_color, users_option
-from reconciler.errors import ReconcilerError
+from reconciler.client import ServiceClient
+from reconciler.config import Settings
+from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.mail import MailReport
 from reconciler.output import render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
@@ -103,6 +105,24 @@ def plan(
     return workflow.plan_exit(result)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """90, 90s, 10m or 1h -> seconds."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1:], 0)
+    try:
+        seconds = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration such as 90s, 10m or 1h") from None
+    if not 0 < seconds <= 86400:
+        raise click.BadParameter(f"{value!r}: choose between 1s and 24h")
+    return seconds
+
+
 def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
     for option in reversed(
         [
@@ -141,15 +161,25 @@ def apply(plan_file: Path | None, **options: Any) -> int:
 @_apply_options
 @click.option("--mail-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the mail files go.")
 @click.option("--no-reload", is_flag=True, help="Write mail files but do not reload Postfix/Dovecot.")
+@click.option(
+    "--wait-gateways",
+    metavar="DURATION",
+    callback=_duration,
+    help="Then wait until every reporting gateway serves this users/ (e.g. 90s, 10m); exit 1 naming "
+    "the gateways still behind when the time is up.",
+)
 @handle_errors
-def reconcile(mail_dir: Path | None, no_reload: bool, **options: Any) -> int:
+def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | None, **options: Any) -> int:
     """Apply users/ to the service, then reflect SMTP users on the mail server.
 
     \b
     Example:
       reconciler reconcile --auto-approve --mail-dir /etc/reconciler/mail
+      reconciler reconcile --auto-approve --wait-gateways 10m
     """
-    return _run_apply(None, mail=workflow.MailStep(mail_dir, reload=not no_reload), **options)
+    return _run_apply(
+        None, mail=workflow.MailStep(mail_dir, reload=not no_reload), wait_gateways=wait_gateways, **options
+    )
 
 
 def _run_apply(
@@ -162,6 +192,7 @@ def _run_apply(
     allow_locks: int | None,
     targets: tuple[str, ...],
     force_unlock: bool,
+    wait_gateways: float | None = None,
 ) -> int:
     options = workflow.ApplyOptions(
         auto_approve=auto_approve,
@@ -170,9 +201,22 @@ def _run_apply(
         targets=targets,
         force_unlock=force_unlock,
     )
-    return workflow.run_apply(
-        workflow.load(users_dir), options, ClickReporter(), plan_file=plan_file, mail=mail
-    )
+    loaded = workflow.load(users_dir)
+    code = workflow.run_apply(loaded, options, ClickReporter(), plan_file=plan_file, mail=mail)
+    if wait_gateways is None or code != ExitCode.OK:
+        return code
+    return _wait_for_gateways(loaded.settings, loaded.desired.digest, wait_gateways)
+
+
+def _wait_for_gateways(settings: Settings, digest: str, timeout: float) -> int:
+    click.echo(f"Waiting up to {timeout:g} s for every gateway to serve users/ {digest[:12]} ...")
+    with ServiceClient.from_settings(settings) as client:
+        behind = gateway.wait_for_gateways(client.list_gateways, digest, timeout)
+    if behind:
+        click.echo(f"error: gateways still behind after {timeout:g} s: " + ", ".join(behind), err=True)
+        return ExitCode.ERROR
+    click.echo("Every reporting gateway serves this users/.")
+    return ExitCode.OK
 
 
 class ClickReporter:

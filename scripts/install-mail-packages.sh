@@ -2,7 +2,7 @@
 # Install the Debian packages the mail tests need, without starting the system daemons.
 # Idempotent: returns at once when everything is installed.
 set -euo pipefail
-packages=(postfix dovecot-core swaks libsasl2-modules)
+packages=(postfix dovecot-core swaks libsasl2-modules systemd)  # systemd: systemd-analyze for contrib/systemd
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

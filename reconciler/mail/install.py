@@ -92,6 +92,7 @@ def install(
     *,
     reload: bool,
     probes: Sequence[AuthProbe] = (),
+    relay_probes: Sequence[AuthProbe] = (),
 ) -> InstallReport:
     """Write what changed, validate, reload and smoke-check; roll back and raise on any failure."""
     disk = {f.path: files.read(mail_dir / f.path) for f in rendered}
@@ -108,7 +109,7 @@ def install(
     files.swap(staged)
     names = tuple(f.path for f in changed)
     daemons: set[str] = {f.reloads for f in changed if f.reloads is not None}
-    report = _activate(names, daemons, mail_dir, settings, disk, reload=reload, probes=probes)
+    report = _activate(names, daemons, mail_dir, settings, disk, reload=reload, probes=(probes, relay_probes))
     return replace(report, warnings=tuple(dict.fromkeys((*warnings, *report.warnings))))
 
 
@@ -120,7 +121,7 @@ def _activate(
     disk: dict[str, OnDisk],
     *,
     reload: bool,
-    probes: Sequence[AuthProbe],
+    probes: tuple[Sequence[AuthProbe], Sequence[AuthProbe]],  # Dovecot's, the relay's
 ) -> InstallReport:
     reloaded: list[str] = []  # filled as we go, so a rollback reloads only what was reloaded
     try:
@@ -129,7 +130,7 @@ def _activate(
             return InstallReport(names, warnings=warnings)
         for daemon in sorted(daemons, reverse=True):
             reloaded.extend(commands.reload({daemon}, settings))
-        passed = checks.smoke(reloaded, daemons, settings, probes)
+        passed = checks.smoke(reloaded, daemons, settings, *probes)
         return InstallReport(names, tuple(reloaded), passed, warnings)
     except MailServerError as exc:
         raise _roll_back(

@@ -24,6 +24,8 @@ from reconciler.mail.verify import verify
 from reconciler.model import UserSpec
 from reconciler.secrets import ApiKey, resolve_all
 
+MAX_RELAY_PROBES = 20
+
 
 @dataclass(frozen=True)
 class MailReport:
@@ -68,8 +70,10 @@ def reflect(
     )
     if check:
         return MailReport(target, changed_files(rendered.files, target), users=rendered.users, check=True)
-    probes = _probes(keys, rendered)
-    report = install(rendered.files, target, settings, reload=reload, probes=probes)
+    probes, relay_probes = _probes(keys, rendered)
+    report = install(
+        rendered.files, target, settings, reload=reload, probes=probes, relay_probes=relay_probes
+    )
     return MailReport(
         target,
         report.changed,
@@ -135,7 +139,18 @@ def _render(
     return rendered
 
 
-def _probes(keys: Mapping[str, ApiKey], rendered: Rendered) -> tuple[AuthProbe, ...]:
-    # Only a user whose hash was computed in this run proves anything about the new passwd-file;
-    # one probe is enough (each costs a slow hash on the Dovecot side too).
-    return tuple(AuthProbe(u, key) for u in rendered.rehashed[:1] if (key := key_for(keys, u)) is not None)
+def _probes(
+    keys: Mapping[str, ApiKey], rendered: Rendered
+) -> tuple[tuple[AuthProbe, ...], tuple[AuthProbe, ...]]:
+    """Dovecot: one user whose hash was computed in this run (proves the new lines) and one whose
+    hash was kept (a canary: proves the rest of the file still works); each costs a slow hash on
+    Dovecot's side. The relay: each changed credential, up to MAX_RELAY_PROBES (a first render of
+    a big fleet would otherwise log in thousands of times)."""
+    changed = rendered.rehashed
+    canary = next((u for u in rendered.expected.hashes if u not in set(changed)), None)
+    chosen = [*changed[:1], *([canary] if canary is not None else [])]
+    return _with_keys(keys, chosen), _with_keys(keys, changed[:MAX_RELAY_PROBES])
+
+
+def _with_keys(keys: Mapping[str, ApiKey], names: Sequence[str]) -> tuple[AuthProbe, ...]:
+    return tuple(AuthProbe(u, key) for u in names if (key := key_for(keys, u)) is not None)

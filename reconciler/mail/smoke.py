@@ -25,7 +25,7 @@ class SmokeFailed(MailServerError):
 
 @dataclass(frozen=True)
 class AuthProbe:
-    """A user whose key changed in this render, to prove Dovecot accepts the new key."""
+    """A user and its key, to prove Dovecot (or the relay) accepts what the new files say."""
 
     api_user: str
     key: ApiKey = field(repr=False)
@@ -45,19 +45,43 @@ def smoke_ehlo(port: int, host: str = "127.0.0.1", timeout: float = SMOKE_TIMEOU
     return f"EHLO {host}:{port} offers AUTH"
 
 
-def smoke_dovecot_auth(settings: Settings, probe: AuthProbe, timeout: float = AUTH_TIMEOUT) -> str:
+def smoke_dovecot_auth(
+    settings: Settings, probe: AuthProbe, timeout: float = AUTH_TIMEOUT, *, wait: bool = True
+) -> str:
     """Authenticate `probe` over Dovecot's auth-client socket, the protocol Postfix speaks: unlike
     `doveadm auth test`, it keeps the key off the command line (visible in ps and /proc)."""
     base_dir = run(dovecot(settings.doveconf_command, settings, "-h", "base_dir")).strip()
     path = f"{base_dir}/auth-client"
-    _wait_next_second()
+    if wait:
+        _wait_next_second()
     try:
         answer = _auth_exchange(path, probe, timeout)
     except OSError as exc:
         raise SmokeFailed(f"smoke check: Dovecot auth socket {path}: {type(exc).__name__}: {exc}") from None
     if not answer.startswith("OK\t"):
-        raise SmokeFailed(f"smoke check: Dovecot refused the new key of {probe.api_user}")
+        raise SmokeFailed(f"smoke check: Dovecot refused the key of {probe.api_user}")
     return f"Dovecot auth OK for {probe.api_user}"
+
+
+def smoke_relay_auth(settings: Settings, probe: AuthProbe, timeout: float = SMOKE_TIMEOUT) -> str:
+    """SMTP AUTH against the service's relay with the credential sasl_passwd now holds, and QUIT:
+    no message is sent. STARTTLS first when the relay offers it, as Postfix's smtp client would."""
+    host, port = settings.relay_host, settings.relay_port
+    try:
+        with smtplib.SMTP(host, port, timeout=timeout) as client:
+            client.ehlo("reconciler-smoke-check")
+            if client.has_extn("starttls"):
+                client.starttls()
+                client.ehlo("reconciler-smoke-check")
+            client.login(probe.api_user, probe.key.reveal())
+    except smtplib.SMTPAuthenticationError as exc:
+        raise SmokeFailed(
+            f"smoke check: the relay {host}:{port} refused the key of {probe.api_user} ({exc.smtp_code})"
+        ) from None
+    except (OSError, smtplib.SMTPException) as exc:
+        # The exception text of a failed login may echo the server's answer, never our key.
+        raise SmokeFailed(f"smoke check: relay {host}:{port}: {type(exc).__name__}") from None
+    return f"relay {host}:{port} accepts the key of {probe.api_user}"
 
 
 def _wait_next_second() -> None:
@@ -80,11 +104,20 @@ def _auth_exchange(path: str, probe: AuthProbe, timeout: float) -> str:
 
 
 def smoke(
-    reloaded: Sequence[str], daemons: set[str], settings: Settings, probes: Sequence[AuthProbe]
+    reloaded: Sequence[str],
+    daemons: set[str],
+    settings: Settings,
+    probes: Sequence[AuthProbe],
+    relay_probes: Sequence[AuthProbe] = (),
 ) -> tuple[str, ...]:
+    """EHLO after a Postfix reload; Dovecot auth for `probes` (a changed user and an unchanged
+    canary) after a passwd-file change; the relay for each changed credential of sasl_passwd."""
     passed: list[str] = []
     if "postfix" in reloaded and settings.submission_port is not None:
         passed.append(smoke_ehlo(settings.submission_port))
-    if "dovecot" in daemons and probes:
-        passed.append(smoke_dovecot_auth(settings, probes[0]))
+    if "dovecot" in daemons:
+        for index, probe in enumerate(probes):
+            passed.append(smoke_dovecot_auth(settings, probe, wait=index == 0))
+    if "postfix" in daemons:
+        passed.extend(smoke_relay_auth(settings, probe) for probe in relay_probes)
     return tuple(passed)

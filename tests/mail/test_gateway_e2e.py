@@ -195,3 +195,45 @@ def test_hung_reload_is_killed_with_its_children_and_rolled_back(gateway: Gatewa
     finally:
         gateway.declare("bob@example.com", KEYS["bob@example.com"])
         assert gateway.render()[0] == 0
+
+
+# --- row 2: smoke checks probe a canary and the relay, and a refusal rolls back ---------------------
+
+
+def test_key_change_is_smoke_checked_with_a_canary_and_the_relay(gateway: Gateway) -> None:
+    alice, new_key = "alice@example.com", "AliceKey0042"
+    gateway.sandbox.service_user(alice, new_key)
+    gateway.declare(alice, new_key)
+    try:
+        code, output = gateway.render()
+        assert code == 0, output
+        assert f"smoke check passed: Dovecot auth OK for {alice}" in output
+        assert "smoke check passed: Dovecot auth OK for bob@example.com" in output  # the canary
+        assert f"accepts the key of {alice}" in output
+    finally:
+        gateway.sandbox.service_user(alice, KEYS[alice])
+        gateway.declare(alice, KEYS[alice])
+        assert gateway.render()[0] == 0
+        settle_dovecot()
+
+
+def test_a_key_the_relay_refuses_is_rolled_back(gateway: Gateway) -> None:
+    """users/ has a new key the service never got (rendered before the apply): the gateway would
+    accept it and the relay refuse every message, so the render rolls back to the old key."""
+    alice = "alice@example.com"
+    gateway.declare(alice, "AliceKey0666")
+    before = gateway.mail_files()
+    try:
+        code, output = gateway.render()
+        assert code == 1, output
+        assert f"refused the key of {alice} (535)" in output
+        assert "the previous files were put back" in output
+        assert "AliceKey0666" not in output
+        after = gateway.mail_files()
+        assert {k: after[k] for k in after if k.startswith(("dovecot/", "postfix/"))} == {
+            k: before[k] for k in before if k.startswith(("dovecot/", "postfix/"))
+        }
+        settle_dovecot()
+        assert gateway.serves(alice)
+    finally:
+        gateway.declare(alice, KEYS[alice])

@@ -14,6 +14,7 @@ from typing import Any, ParamSpec
 import click
 
 from reconciler.errors import ExitCode, Problem, ReconcilerError, ValidationFailed, exit_code_for
+from reconciler.safetext import annotation_data, annotation_property, json_text, terminal
 
 P = ParamSpec("P")
 
@@ -38,7 +39,9 @@ def use_color(ctx: click.Context | None = None) -> bool:
 
 
 def err(message: str) -> None:
-    click.echo(message, err=True)
+    """A message on stderr. Messages carry file names and values from users/: control characters
+    are shown escaped and no line can pass for a GitHub workflow command (`::warning ...`)."""
+    click.echo(terminal(message, keep="\n\t"), err=True)
 
 
 def handle_errors(fn: Callable[P, int]) -> Callable[P, int]:
@@ -54,7 +57,7 @@ def handle_errors(fn: Callable[P, int]) -> Callable[P, int]:
             return ExitCode.ERROR
         except ReconcilerError as exc:
             if output_format() == "json":
-                click.echo(json.dumps({"ok": False, "error": str(exc), "problems": []}, indent=2))
+                click.echo(json_text(json.dumps({"ok": False, "error": str(exc), "problems": []}, indent=2)))
             else:
                 err(f"error: {exc}")
             return exit_code_for(exc)
@@ -74,10 +77,10 @@ def report_problems(problems: Sequence[Problem], fmt: str = "text", *, severity:
     when running in GitHub Actions so a pull request shows each error on its line."""
     if fmt == "json" and severity == "error":
         document = {"ok": False, "error": _summary(problems), "problems": [problem_json(p) for p in problems]}
-        click.echo(json.dumps(document, indent=2))
+        click.echo(json_text(json.dumps(document, indent=2)))
     else:
         for problem in problems:
-            err(f"{severity}: {problem}")
+            err(f"{severity}: {terminal(str(problem))}")  # one line each, whatever the file name
         if severity == "error":
             err(_summary(problems))
     if os.environ.get("GITHUB_ACTIONS") == "true":
@@ -105,13 +108,8 @@ def github_annotation(problem: Problem, severity: str = "error") -> str:
     props = {"file": _repo_relative(problem.file), "line": problem.line, "col": problem.column}
     if problem.field:
         props["title"] = problem.field
-    rendered = ",".join(f"{k}={_escape(str(v), prop=True)}" for k, v in props.items() if v is not None)
-    return f"::{severity} {rendered}::{_escape(problem.message)}"
-
-
-def _escape(value: str, *, prop: bool = False) -> str:
-    value = value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return value.replace(":", "%3A").replace(",", "%2C") if prop else value
+    rendered = ",".join(f"{k}={annotation_property(str(v))}" for k, v in props.items() if v is not None)
+    return f"::{severity} {rendered}::{annotation_data(problem.message)}"
 
 
 def _repo_relative(file: str) -> str:
@@ -121,3 +119,19 @@ def _repo_relative(file: str) -> str:
     if workspace and path.is_absolute() and path.is_relative_to(workspace):
         return str(path.relative_to(workspace))
     return file
+
+
+class Duration(click.ParamType[float, Any]):
+    """`30s`, `5m`, `2h`, `7d` -> seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float | int):
+            return float(value)
+        from reconciler.durations import parse_duration
+
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)

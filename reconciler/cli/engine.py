@@ -12,13 +12,14 @@ import click
 
 from reconciler import gateway, workflow
 from reconciler.apply import Outcome, Status, failed
-from reconciler.cli.common import handle_errors, use_color, users_option
+from reconciler.cli.common import Duration, err, handle_errors, use_color, users_option
 from reconciler.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.mail import MailReport
 from reconciler.output import render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
+from reconciler.safetext import terminal
 
 target_option = click.option(
     "--target",
@@ -105,24 +106,6 @@ def plan(
     return workflow.plan_exit(result)
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600}
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """90, 90s, 10m or 1h -> seconds."""
-    if value is None:
-        return None
-    text = value.strip().lower()
-    unit = _UNITS.get(text[-1:], 0)
-    try:
-        seconds = float(text[:-1] if unit else text) * (unit or 1)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a duration such as 90s, 10m or 1h") from None
-    if not 0 < seconds <= 86400:
-        raise click.BadParameter(f"{value!r}: choose between 1s and 24h")
-    return seconds
-
-
 def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
     for option in reversed(
         [
@@ -132,7 +115,16 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
             allow_locks_option,
             target_option,
             click.option(
-                "--force-unlock", is_flag=True, help="Take over the reconcile lock from a run that is gone."
+                "--force-unlock",
+                is_flag=True,
+                help="Break the reconcile lease (or local lock) of a run that is gone; the service logs it.",
+            ),
+            click.option(
+                "--lock-timeout",
+                type=Duration(),
+                default="0s",
+                metavar="DURATION",
+                help="Wait this long (30s, 5m) for another run's lease instead of failing at once.",
             ),
         ]
     ):
@@ -164,7 +156,7 @@ def apply(plan_file: Path | None, **options: Any) -> int:
 @click.option(
     "--wait-gateways",
     metavar="DURATION",
-    callback=_duration,
+    type=Duration(),
     help="Then wait until every reporting gateway serves this users/ (e.g. 90s, 10m); exit 1 naming "
     "the gateways still behind when the time is up.",
 )
@@ -192,6 +184,7 @@ def _run_apply(
     allow_locks: int | None,
     targets: tuple[str, ...],
     force_unlock: bool,
+    lock_timeout: float,
     wait_gateways: float | None = None,
 ) -> int:
     options = workflow.ApplyOptions(
@@ -200,6 +193,7 @@ def _run_apply(
         allow_locks=allow_locks,
         targets=targets,
         force_unlock=force_unlock,
+        lock_timeout=lock_timeout,
     )
     loaded = workflow.load(users_dir)
     code = workflow.run_apply(loaded, options, ClickReporter(), plan_file=plan_file, mail=mail)
@@ -223,7 +217,7 @@ class ClickReporter:
     """The workflow's Reporter at a terminal or in a CI log."""
 
     def warning(self, message: str) -> None:
-        click.echo(f"warning: {message}", err=True)
+        err(f"warning: {message}")
 
     def info(self, message: str) -> None:
         click.echo(message)
@@ -251,7 +245,7 @@ class ClickReporter:
         click.echo("Still pending after apply: " + summary_line(plan), err=True)
         for change in plan.changes:
             fields = ", ".join(f.field for f in change.fields) or "api_key"
-            click.echo(f"  {change.action.value} {change.api_user}: {fields}", err=True)
+            err(f"  {change.action.value} {terminal(change.api_user)}: {fields}")
 
     def mail(self, report: MailReport | None) -> None:
         if report is None:
@@ -275,18 +269,30 @@ class ClickReporter:
 
 
 def _report(outcomes: list[Outcome]) -> None:
-    width = max(len(o.change.api_user) for o in outcomes)
+    names = {id(o): terminal(o.change.api_user) for o in outcomes}  # live names are untrusted too
+    width = max(len(name) for name in names.values())
     click.echo("")
     click.echo(f"{'API user'.ljust(width)}  {'action'.ljust(7)}  outcome")
     for o in outcomes:
-        status = o.status.value + (f": {o.detail}" if o.detail else "")
-        colour = {Status.OK: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[o.status]
+        status = o.status.value + (f": {terminal(o.detail)}" if o.detail else "")
+        colour = {
+            Status.OK: "green",
+            Status.FAILED: "red",
+            Status.SKIPPED: "yellow",
+            Status.CHANGED: "yellow",
+        }[o.status]
         click.echo(
-            f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  "
-            + _styler()(status, colour)
+            f"{names[id(o)].ljust(width)}  {o.change.action.value.ljust(7)}  " + _styler()(status, colour)
         )
     bad = failed(outcomes)
     click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")
+    changed = sorted({o.change.api_user for o in outcomes if o.status is Status.CHANGED})
+    if changed:
+        click.echo(
+            f"Changed on the service since the plan, left as they are: {', '.join(changed)}. "
+            "Run `reconciler plan` to see their new state.",
+            err=True,
+        )
     if bad:
         click.echo(
             "Some changes did not apply; the others did. Run the same command again to converge.", err=True

@@ -437,9 +437,8 @@ def run_mail_step(
         return ExitCode.OK
     target = mail_dir_from(settings, mail.mail_dir)
     with mail_lock(loaded.users_dir, settings, target, "reconcile", force=force):
-        view = accepted_view(
-            loaded.desired.users, keys_for_mail(loaded.desired), not_applied, read_served(target)
-        )
+        served = read_served(target) if not_applied else {}  # only needed when something failed
+        view = accepted_view(loaded.desired.users, keys_for_mail(loaded.desired), not_applied, served)
         _report_view(view, reporter)
         report = run_recorded(
             lambda: reflect(

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from reconciler.cli.mail import render
 from reconciler.mail import default_templates_dir
+from reconciler.state import AuditLog
 from tests.fixtures.mail import MailSandbox, settle_dovecot
 
 pytestmark = pytest.mark.mail
@@ -53,6 +54,10 @@ class Gateway:
     def mail_files(self) -> dict[str, bytes]:
         mail_dir = self.sandbox.mail_dir
         return {str(p.relative_to(mail_dir)): p.read_bytes() for p in mail_dir.rglob("*") if p.is_file()}
+
+    def last_audit(self) -> dict[str, object]:
+        entries = [e for e in AuditLog(self.root / ".reconciler", {}).tail(20) if e.get("action") == "mail"]
+        return entries[-1]
 
     def serves(self, name: str) -> bool:
         return self.sandbox.submit(name, KEYS[name], name, f"serves {name} {os.urandom(4).hex()}").code == 250
@@ -109,6 +114,7 @@ def test_template_typo_is_refused_and_nothing_is_swapped(
     assert "the rendered mail files are malformed" in output
     assert template.removesuffix(".j2") + ": line " in output
     assert gateway.mail_files() == before
+    assert gateway.last_audit()["outcome"] == "failed"
     assert gateway.serves("alice@example.com")
 
 
@@ -187,6 +193,9 @@ def test_hung_reload_is_killed_with_its_children_and_rolled_back(gateway: Gatewa
         assert "the previous files were put back" in output
         pids = [int((tmp_path / name).read_text()) for name in ("parent", "child")]
         assert not [pid for pid in pids if _alive(pid)], "a process of the hung reload survived"
+        audit = gateway.last_audit()
+        assert audit["outcome"] == "rolled_back"
+        assert "reload` timed out" in str(audit["detail"])
         assert {k: v for k, v in gateway.mail_files().items() if not k.startswith("state/")} == {
             k: v for k, v in before.items() if not k.startswith("state/")
         }

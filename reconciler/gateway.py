@@ -133,19 +133,28 @@ def report_body(result: Result, *, commit: str | None, digest: str, smtp_users: 
 # --- the fleet view -----------------------------------------------------------------------------
 
 
-def with_behind(gateways: Sequence[Mapping[str, Any]], digest: str | None) -> list[dict[str, Any]]:
+def with_behind(
+    gateways: Sequence[Mapping[str, Any]],
+    digest: str | None,
+    commits_behind: Callable[[str], int | None] = lambda _commit: None,
+) -> list[dict[str, Any]]:
     """Each gateway with `behind`: its digest differs from `digest` (the users/ of the checkout
     asking), or its last render did not succeed. With no local digest (users/ is invalid) only
-    the result counts."""
+    the result counts. `commits_behind` says how many commits of this checkout a gateway's commit
+    lacks (None when unknown)."""
     fields = ("name", "commit", "desired_digest", "result", "smtp_users", "rendered_at", "reported_at")
-    return [
-        {
-            **{name: gateway.get(name) for name in fields},
-            "behind": gateway.get("result") != "ok"
-            or (digest is not None and gateway.get("desired_digest") != digest),
-        }
-        for gateway in gateways
-    ]
+    rows = []
+    for gateway in gateways:
+        commit = gateway.get("commit")
+        rows.append(
+            {
+                **{name: gateway.get(name) for name in fields},
+                "behind": gateway.get("result") != "ok"
+                or (digest is not None and gateway.get("desired_digest") != digest),
+                "commits_behind": commits_behind(commit) if isinstance(commit, str) else None,
+            }
+        )
+    return rows
 
 
 def laggards(gateways: Sequence[Mapping[str, Any]], digest: str) -> list[str]:
@@ -177,6 +186,8 @@ def text_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [f"Gateways: {len(rows)}, {sum(1 for r in rows if r['behind'])} behind"]
     for row in rows:
         state = "BEHIND" if row["behind"] else "current"
+        if row.get("commits_behind"):
+            state += f" by {row['commits_behind']} commit(s)"
         commit = (row["commit"] or "-")[:12]
         lines.append(
             f"  {row['name']}: {state}, last result {row['result']}, commit {commit}, "

@@ -20,10 +20,18 @@ from reconciler.cli.common import err, handle_errors, users_option
 from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
-from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed
+from reconciler.errors import ExitCode, NotFound, ReconcilerError, ValidationFailed
 from reconciler.output import summary_line
 from reconciler.secrets import check_key
-from reconciler.state import LEASE_NAME, STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
+from reconciler.state import (
+    LEASE_NAME,
+    STALE_AFTER,
+    AuditLog,
+    LockInfo,
+    commits_between,
+    lock_path,
+    read_lock,
+)
 
 AUDIT_ENTRIES = 10
 
@@ -225,7 +233,10 @@ def gateway_status(users_dir: Path, settings: Settings) -> tuple[list[dict[str, 
         digest = None  # then only a failed last render counts as behind
     try:
         with ServiceClient.from_settings(settings) as client:
-            return gateway.with_behind(client.list_gateways(), digest), True
+            reports = client.list_gateways()
+        return gateway.with_behind(reports, digest, lambda c: commits_between(users_dir, c)), True
+    except NotFound:
+        return [], True  # a service without gateway reports: nothing has reported
     except ReconcilerError:
         return [], False
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,14 @@ def _render(repo: Repo, checkout: Path, name: str) -> Result:
     return repo.run("render", "--users", str(checkout / "users"), "--no-reload", env=env)
 
 
+def _commit(repo: Repo, message: str) -> None:
+    """The users repo is a git checkout: gateways report its commit, status counts how far behind."""
+    git = ["git", "-C", str(repo.root), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "users"], check=True)
+    subprocess.run([*git, "commit", "-qm", message], check=True)
+
+
 def _checkout(repo: Repo, where: Path) -> Path:
     """A gateway's own copy of the users repo, as `git pull` would leave it."""
     shutil.rmtree(where / "users", ignore_errors=True)
@@ -47,6 +56,7 @@ def test_two_gateways_report_and_status_shows_the_one_behind(repo: Repo, tmp_pat
     repo.write(GATEWAY_USER, access={"http_api": True})  # a normal user: reporting needs no admin
     repo.write("app@example.com", access={"smtp": True})
     assert repo.run("apply", "--auto-approve").code == 0
+    _commit(repo, "app")
     mx1, mx2 = _checkout(repo, tmp_path / "mx1"), _checkout(repo, tmp_path / "mx2")
     assert _render(repo, mx1, "mx1").code == 0
     assert _render(repo, mx2, "mx2").code == 0
@@ -54,6 +64,7 @@ def test_two_gateways_report_and_status_shows_the_one_behind(repo: Repo, tmp_pat
     # A new SMTP user is applied; only mx1 pulls and renders it.
     repo.write("new@example.com", access={"smtp": True}, key=new_key())
     assert repo.run("apply", "--auto-approve").code == 0
+    _commit(repo, "new")
     assert _render(repo, _checkout(repo, mx1), "mx1").code == 0
 
     status = repo.run("status", "--format", "json")
@@ -62,7 +73,8 @@ def test_two_gateways_report_and_status_shows_the_one_behind(repo: Repo, tmp_pat
     assert {name: g["behind"] for name, g in gateways.items()} == {"mx1": False, "mx2": True}
     assert gateways["mx1"]["result"] == "ok"
     assert set(gateways["mx1"]) >= {"name", "commit", "desired_digest", "result", "reported_at", "behind"}
-    assert "mx2: BEHIND" in repo.run("status").stdout
+    assert (gateways["mx1"]["commits_behind"], gateways["mx2"]["commits_behind"]) == (0, 1)
+    assert "mx2: BEHIND by 1 commit(s), last result ok" in repo.run("status").stdout
 
     waited = repo.run("reconcile", "--auto-approve", "--wait-gateways", "1s")
     assert waited.code == 1

@@ -6,6 +6,7 @@ import base64
 import os
 import smtplib
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,13 +66,15 @@ def smoke_dovecot_auth(
 
 def smoke_relay_auth(settings: Settings, probe: AuthProbe, timeout: float = SMOKE_TIMEOUT) -> str:
     """SMTP AUTH against the service's relay with the credential sasl_passwd now holds, and QUIT:
-    no message is sent. STARTTLS first when the relay offers it, as Postfix's smtp client would."""
+    no message is sent. STARTTLS first when the relay offers it, as Postfix's smtp client would
+    (without it the key crosses the network as Postfix itself sends it, in AUTH PLAIN)."""
     host, port = settings.relay_host, settings.relay_port
     try:
         with smtplib.SMTP(host, port, timeout=timeout) as client:
             client.ehlo("reconciler-smoke-check")
             if client.has_extn("starttls"):
-                client.starttls()
+                # Verified against the system CAs (and ca_bundle): the key is about to be sent.
+                client.starttls(context=ssl.create_default_context(cafile=settings.ca_bundle))
                 client.ehlo("reconciler-smoke-check")
             client.login(probe.api_user, probe.key.reveal())
     except smtplib.SMTPAuthenticationError as exc:

@@ -17,6 +17,7 @@ from reconciler.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.mail import MailReport
+from reconciler.mail.checks import notice
 from reconciler.output import render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
 from reconciler.safetext import terminal
@@ -262,8 +263,10 @@ class ClickReporter:
             click.echo(f"Keys hashed: {report.hashes} of {report.users} SMTP users")
             if report.reloaded:
                 click.echo("Reloaded: " + ", ".join(report.reloaded))
-            for check in report.smoke:
-                click.echo(f"Smoke check passed: {check}")
+            if report.smoke:
+                click.echo("Smoke checks passed: " + "; ".join(report.smoke))
+            if report.skipped:
+                click.echo(notice(report.skipped))
         for warning in report.warnings if report is not None else ():
             click.echo(f"warning: {warning}", err=True)
 

@@ -17,6 +17,7 @@ from reconciler.desired import load_users
 from reconciler.errors import ExitCode
 from reconciler.gateway import run_recorded
 from reconciler.mail import MailReport, keys_for_mail, reflect
+from reconciler.mail.checks import notice
 from reconciler.mail.reflect import mail_dir_from
 from reconciler.workflow import mail_lock
 
@@ -132,6 +133,8 @@ def show_mail_report(report: MailReport) -> None:
     )
     for check in report.smoke:
         click.echo(f"  smoke check passed: {check}")
+    if report.skipped:
+        click.echo(notice(report.skipped))
 
 
 COMMANDS = (render,)

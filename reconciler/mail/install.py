@@ -28,6 +28,7 @@ from reconciler.config import Settings
 from reconciler.errors import MailServerError
 from reconciler.mail import commands, files
 from reconciler.mail import smoke as checks
+from reconciler.mail.checks import Skipped, skipped_steps
 from reconciler.mail.commands import CommandFailed, run, wait_for_exit
 from reconciler.mail.files import OnDisk, Staged, changed_files
 from reconciler.mail.render import RenderedFile
@@ -63,6 +64,7 @@ class InstallReport:
     reloaded: tuple[str, ...] = ()
     smoke: tuple[str, ...] = ()  # the smoke checks that passed
     warnings: tuple[str, ...] = ()  # postmap/postconf warnings about the operator's config, not ours
+    skipped: tuple[str, ...] = ()  # steps left out by `mail_checks: skip`, each with its reason
 
 
 def _validate_maps(staged: Iterable[Staged], settings: Settings) -> tuple[str, ...]:
@@ -95,6 +97,8 @@ def install(
     relay_probes: Sequence[AuthProbe] = (),
 ) -> InstallReport:
     """Write what changed, validate, reload and smoke-check; roll back and raise on any failure."""
+    skip = skipped_steps(settings, rendered)
+    rendered = skip.files(rendered)
     disk = {f.path: files.read(mail_dir / f.path) for f in rendered}
     changed = [f for f in rendered if files.differs(f, disk[f.path])]
     if not changed:
@@ -102,15 +106,21 @@ def install(
     files.ensure_dirs(mail_dir)
     staged = files.stage(changed, mail_dir, disk)
     try:
-        warnings = _validate_maps(staged, settings)
+        warnings = _validate_maps(staged, settings) if skip.postmap is None else ()
     except BaseException:
         files.discard(staged)
         raise
     files.swap(staged)
     names = tuple(f.path for f in changed)
     daemons: set[str] = {f.reloads for f in changed if f.reloads is not None}
-    report = _activate(names, daemons, mail_dir, settings, disk, reload=reload, probes=(probes, relay_probes))
-    return replace(report, warnings=tuple(dict.fromkeys((*warnings, *report.warnings))))
+    report = _activate(
+        names, daemons, mail_dir, settings, disk, reload=reload, probes=(probes, relay_probes), skip=skip
+    )
+    return replace(
+        report,
+        warnings=tuple(dict.fromkeys((*warnings, *report.warnings))),
+        skipped=skip.steps(daemons, reload=reload),
+    )
 
 
 def _activate(
@@ -122,15 +132,18 @@ def _activate(
     *,
     reload: bool,
     probes: tuple[Sequence[AuthProbe], Sequence[AuthProbe]],  # Dovecot's, the relay's
+    skip: Skipped,
 ) -> InstallReport:
     reloaded: list[str] = []  # filled as we go, so a rollback reloads only what was reloaded
     try:
-        warnings = commands.validate_live(daemons, settings, [str(mail_dir / name) for name in names])
+        ours = [str(mail_dir / name) for name in names]
+        warnings = commands.validate_live(skip.daemons_validated(daemons), settings, ours)
         if not reload:
             return InstallReport(names, warnings=warnings)
-        for daemon in sorted(daemons, reverse=True):
+        live = skip.daemons_reloaded(daemons)
+        for daemon in sorted(live, reverse=True):
             reloaded.extend(commands.reload({daemon}, settings))
-        passed = checks.smoke(reloaded, daemons, settings, *probes)
+        passed = checks.smoke(reloaded, live, settings, *probes)
         return InstallReport(names, tuple(reloaded), passed, warnings)
     except MailServerError as exc:
         raise _roll_back(

@@ -39,6 +39,7 @@ class MailReport:
     users: int = 0  # users with SMTP access that got lines
     check: bool = False
     warnings: tuple[str, ...] = ()  # about the operator's config (main.cf, ...), not our files
+    skipped: tuple[str, ...] = ()  # steps `mail_checks: skip` left out, with reasons (mail/checks.py)
 
 
 def mail_dir_from(settings: Settings, mail_dir: Path | None) -> Path:
@@ -82,6 +83,7 @@ def reflect(
         rendered.hashes,
         rendered.users,
         warnings=report.warnings,
+        skipped=report.skipped,
     )
 
 

@@ -38,7 +38,7 @@ def recipe() -> str:
     """The ```sh block of docs/mail.md whose first line is `# recipe: gateway`."""
     blocks = re.findall(r"^```sh\n(# recipe: gateway\n.*?)^```$", DOC.read_text(), re.M | re.S)
     assert len(blocks) == 1, "docs/mail.md must hold exactly one `# recipe: gateway` block"
-    return blocks[0]
+    return str(blocks[0])
 
 
 def _isolate(root: Path, port: int) -> None:

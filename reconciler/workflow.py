@@ -298,9 +298,11 @@ def apply_to_service(
     audit = AuditLog(loaded.state_dir, _audit_context(loaded))
     outcomes = execute(fresh, client, material, settings=settings, audit=audit, reporter=reporter)
     reporter.outcomes(outcomes)
-    converged = _converged(loaded, client, resolved, guards, options.targets, reporter=reporter)
-    not_applied = frozenset(o.change.api_user for o in failed(outcomes))
-    return Applied(ExitCode.ERROR if not_applied or not converged else ExitCode.OK, not_applied)
+    pending = _converged(loaded, client, resolved, guards, options.targets, reporter=reporter)
+    # A change the service refused, skipped, or silently ignored: the mail step keeps what the
+    # gateway served for these users.
+    not_applied = frozenset(o.change.api_user for o in failed(outcomes)) | pending
+    return Applied(ExitCode.ERROR if not_applied else ExitCode.OK, not_applied)
 
 
 def check_saved(saved: Plan, fresh: Plan) -> None:
@@ -372,15 +374,15 @@ def _converged(
     targets: tuple[str, ...],
     *,
     reporter: Reporter,
-) -> bool:
+) -> frozenset[str]:
     """Plan again: a service that silently ignored a change shows up here (and fails the run), not
-    in next week's drift report."""
+    in next week's drift report. The api_users still pending; empty when converged."""
     unguarded = replace(guards, allow_deletes=None, allow_locks=None)
     pending = fresh_plan(loaded, client, resolved, unguarded, targets, mail=False)
     if not pending.changes:
-        return True
+        return frozenset()
     reporter.pending(pending)
-    return False
+    return frozenset(c.api_user for c in pending.changes)
 
 
 # --- the mail step -------------------------------------------------------------------------------

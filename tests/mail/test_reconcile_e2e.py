@@ -131,3 +131,20 @@ def test_a_key_change_the_service_refuses_keeps_the_old_key_on_the_gateway(repo:
     assert repo.reconcile().code == 0
     assert repo.submit("bob@example.com") == 250
     assert repo.submit("bob@example.com", key=old_bob) == 535
+
+
+def test_a_key_change_the_service_silently_ignores_keeps_the_old_key_on_the_gateway(repo: Repo) -> None:
+    """The service answers 200 but keeps dora's old key: only the plan after apply sees it, and the
+    gateway must not start using a key the relay does not know."""
+    repo.write("dora@example.com", access={"smtp": True})
+    assert repo.reconcile().code == 0
+    old = repo.keys["dora@example.com"]
+    repo.keys["dora@example.com"] = new_key()
+    repo.sandbox.service.faults.ignore_writes_for.add("dora@example.com")
+    try:
+        result = repo.reconcile()
+    finally:
+        repo.sandbox.service.faults.ignore_writes_for.clear()
+    assert result.code == 1, result.output
+    assert "the service did not accept the change of dora@example.com" in result.stderr
+    assert repo.submit("dora@example.com", key=old) == 250

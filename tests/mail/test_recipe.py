@@ -17,7 +17,9 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -138,14 +140,22 @@ def test_the_documented_recipe_builds_a_working_gateway_from_stock_configs(sandb
         main_cf = (root / "postfix/main.cf").read_text()
         assert stock_relayhosts == 1 and main_cf.count("\nrelayhost =") == 1  # replaced, not appended
         assert "\ndefault_transport = smtp" in main_cf
-        assert not (root / "run/anvil-auth-penalty").exists()
+        penalty_off = not (root / "run/anvil-auth-penalty").exists()
         settle_dovecot()
 
         # Applications on other hosts: no AUTH before STARTTLS.
         with smtplib.SMTP(HOST, port, timeout=15) as client:
             client.ehlo("app.test")
             assert not client.has_extn("auth")
+        # Three applications behind this one address still hold a wrong key; the right key still
+        # works at once. (Three failures did not trip the penalty here even with it on: what proves
+        # the setting is that the penalty socket is gone, checked below.)
+        with ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(lambda _: _login(port, "WrongKey001"), range(3))) == [535] * 3
+        started = time.monotonic()
         _send_with_tls(port)
+        assert time.monotonic() - started < 5, "the right key waited out an auth penalty"
+        assert penalty_off
         relayed = _relayed(service, "through the recipe")
         assert relayed is not None, (root / "logs/postfix.log").read_text()[-3000:]
         assert relayed["api_user"] == USER
@@ -166,9 +176,25 @@ def _self_signed(root: Path) -> None:
     )  # fmt: skip
 
 
-def _send_with_tls(port: int) -> None:
+def _tls() -> ssl.SSLContext:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the self-signed test cert
+    return context
+
+
+def _login(port: int, key: str) -> int:
+    with smtplib.SMTP(HOST, port, timeout=30) as client:
+        client.ehlo("app.test")
+        client.starttls(context=_tls())
+        client.ehlo("app.test")
+        try:
+            return client.login(USER, key)[0]
+        except smtplib.SMTPAuthenticationError as exc:
+            return exc.smtp_code
+
+
+def _send_with_tls(port: int) -> None:
+    context = _tls()
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = USER, "rcpt@example.org", "through the recipe"
     message.set_content("hello")
@@ -181,8 +207,6 @@ def _send_with_tls(port: int) -> None:
 
 
 def _relayed(service: EmbeddedService, subject: str) -> dict[str, object] | None:
-    import time
-
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         for message in service.store.messages():

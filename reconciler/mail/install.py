@@ -1,21 +1,24 @@
-"""The mail-server gateway: the only code that writes mail files and runs postfix/postconf/postmap/
-doveconf/doveadm. Order of work:
+"""The install sequence of the mail step; the effects themselves live by job in commands.py
+(subprocesses), files.py (the files on disk), smoke.py (smoke checks) and state.py (what the mail
+directory remembers). The rendered files arrive already checked for structure (verify.py). Order:
 
 1. compare the rendered files with the disk; stop here when nothing differs (no reload);
 2. stage each changed file as a temp file in its own directory (fsync, owner, mode);
-3. parse the staged Postfix maps with `postmap -s`, where any warning is a failure. This is the
-   only check that runs *before* the swap: a map postmap rejects never reaches the daemons;
+3. parse the staged Postfix maps with `postmap -s`: an error or a warning about the staged file is
+   a failure, a warning about the operator's own config (main.cf) is passed on. This is the only
+   daemon check that runs *before* the swap: a map postmap rejects never reaches the daemons;
 4. rename the staged files into place, then validate the whole live config (postconf -n/-M,
    postfix check, doveconf -n). These checks run *after* the swap, so the daemons can already use
    the new files while they run: Dovecot re-reads users.passwd by itself (within about a second of
    the change), and every smtpd/smtp process Postfix starts from then on opens the new texthash
    maps, reload or not. A config these checks reject is therefore briefly live, until step 6;
-5. reload Postfix only when a map changed (Dovecot is never reloaded, see `commands.dovecot_caches`), then
-   smoke-check: EHLO offers AUTH, and Dovecot accepts a changed user's new key over the auth
-   socket, so no key is ever put on a command line;
+5. reload Postfix only when a map changed (Dovecot is never reloaded, see
+   `commands.dovecot_caches`), then smoke-check: EHLO offers AUTH; Dovecot accepts a changed user's
+   new key and an unchanged canary's over the auth socket (no key on a command line); the relay
+   accepts each changed credential (SMTP AUTH, no message);
 6. on any failure in 4 or 5 put the previous files back, refresh what was reloaded again (stop +
    start Postfix when the smoke check failed: a plain reload keeps a throttled smtpd hanging for
-   60 s) and raise.
+   60 s) and raise RolledBack.
 """
 
 from __future__ import annotations

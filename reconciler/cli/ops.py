@@ -294,7 +294,9 @@ def _audit_section(state_dir: Path, count: int) -> _Section:
     damaged = [f"  line {n} of {log.path} is not JSON (cut off by a crash?); skipped" for n in read.damaged]
     unknown = read.unsettled()
     notes = (
-        [f"  {len(unknown)} change(s) with outcome unknown: the next apply settles them"] if unknown else []
+        [f"  {len(unknown)} change(s) with outcome unknown: the next plan or apply settles them"]
+        if unknown
+        else []
     )
     tail = read.shown()[-count:]
     if not tail:

@@ -3,7 +3,10 @@ put the old content back on failure. No subprocess runs here."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import grp
+import json
 import os
 import tempfile
 import time
@@ -15,6 +18,7 @@ from reconciler.errors import MailServerError
 from reconciler.mail.render import PASSWD, STATE, RenderedFile
 
 DIR_MODES = {"dovecot": 0o755, "postfix": 0o755, "state": 0o700}
+SWAP_JOURNAL = ".swap-journal"  # in the mail directory, while a swapped set is not yet in effect
 
 
 class OnDisk(NamedTuple):
@@ -172,13 +176,78 @@ def discard(staged: Iterable[Staged]) -> None:
         item.tmp.unlink(missing_ok=True)
 
 
-def swap(staged: Sequence[Staged]) -> None:
+def swap(staged: Sequence[Staged], mail_dir: Path) -> None:
+    """Put the staged set in place so that a crash at any point leaves the whole old set or the
+    whole new set: each old file is kept as a hard link, and a journal naming them is written
+    (fsynced) before the first rename. Until `forget_swap` (after validation and reload), the next
+    install's `recover` puts the old set back whole, and then installs again from the start."""
+    for item in staged:
+        backup = _backup(item.target)
+        backup.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # a new file has no old version to keep
+            os.link(item.target, backup)
+    # Relative to the mail directory, so the journal holds wherever the directory is mounted.
+    entries = [
+        [str(i.tmp.relative_to(mail_dir)), str(i.target.relative_to(mail_dir)), _backup(i.target).exists()]
+        for i in staged
+    ]
+    write_atomic(mail_dir / SWAP_JOURNAL, json.dumps(entries).encode(), mode=0o600, uid=0, gid=0)
     # The state file goes last: if we stop half-way, a stale state only causes a re-hash next time,
     # whereas a new state beside an old passwd-file would keep an outdated hash forever.
     for item in sorted(staged, key=lambda s: s.file.path == STATE):
         os.replace(item.tmp, item.target)
     for parent in {item.target.parent for item in staged}:
         fsync_dir(parent)
+
+
+def forget_swap(mail_dir: Path) -> None:
+    """The swapped set is in effect (or was rolled back): drop the journal, then the old copies."""
+    journal = mail_dir / SWAP_JOURNAL
+    entries = _journal(journal)
+    journal.unlink(missing_ok=True)
+    fsync_dir(mail_dir)
+    for _tmp, target, _had_old in entries:
+        _backup(mail_dir / target).unlink(missing_ok=True)
+
+
+def recover(mail_dir: Path, paths: Iterable[str]) -> list[str]:
+    """Before an install: undo a swap that a crash (kill -9, power) cut short, so the whole old set
+    is back, and delete what crashed installs left staged beside the files (copies of
+    sasl_passwd hold keys). Returns the files put back."""
+    journal = mail_dir / SWAP_JOURNAL
+    restored: list[str] = []
+    for tmp, target, had_old in _journal(journal):
+        live = mail_dir / target
+        if had_old and _backup(live).exists():
+            os.replace(_backup(live), live)
+        elif not had_old:
+            live.unlink(missing_ok=True)
+        (mail_dir / tmp).unlink(missing_ok=True)
+        restored.append(target)
+    for parent in {(mail_dir / t).parent for t in restored}:
+        fsync_dir(parent)
+    journal.unlink(missing_ok=True)
+    for leftover in mail_dir.glob(f".{SWAP_JOURNAL}.*"):  # a journal cut off while being staged
+        leftover.unlink(missing_ok=True)
+    for path in paths:
+        file = mail_dir / path
+        for leftover in file.parent.glob(f".{glob.escape(file.name)}.*"):
+            leftover.unlink(missing_ok=True)  # staged copies (mkstemp) and old copies of a swap
+    return restored
+
+
+def _backup(target: Path) -> Path:
+    return target.with_name(f".{target.name}.previous")
+
+
+def _journal(path: Path) -> list[tuple[str, str, bool]]:
+    try:
+        entries = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:  # written whole and renamed into place: damage, not a race
+        raise MailServerError(f"cannot read the swap journal {path}: {exc}") from None
+    return [(str(tmp), str(target), bool(had_old)) for tmp, target, had_old in entries]
 
 
 def restore(mail_dir: Path, disk: dict[str, OnDisk], paths: Iterable[str]) -> None:

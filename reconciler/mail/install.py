@@ -102,6 +102,8 @@ def install(
     """Write what changed, validate, reload and smoke-check; roll back and raise on any failure."""
     skip = skipped_steps(settings, rendered)
     rendered = skip.files(rendered)
+    if mail_dir.is_dir():
+        files.recover(mail_dir, [f.path for f in rendered])  # a crashed install: the old set, whole
     disk = {f.path: files.read(mail_dir / f.path) for f in rendered}
     changed = [f for f in rendered if files.differs(f, disk[f.path])]
     if not changed:
@@ -113,12 +115,17 @@ def install(
     except BaseException:
         files.discard(staged)
         raise
-    files.swap(staged)
+    files.swap(staged, mail_dir)
     names = tuple(f.path for f in changed)
     daemons: set[str] = {f.reloads for f in changed if f.reloads is not None}
-    report = _activate(
-        names, daemons, mail_dir, settings, disk, reload=reload, probes=(probes, relay_probes), skip=skip
-    )
+    try:
+        report = _activate(
+            names, daemons, mail_dir, settings, disk, reload=reload, probes=(probes, relay_probes), skip=skip
+        )
+    except RolledBack:
+        files.forget_swap(mail_dir)  # the old set is back in effect; a failed rollback keeps the journal
+        raise
+    files.forget_swap(mail_dir)
     return replace(
         report,
         warnings=tuple(dict.fromkeys((*warnings, *report.warnings))),

@@ -187,8 +187,9 @@ def swap(staged: Sequence[Staged], mail_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):  # a new file has no old version to keep
             os.link(item.target, backup)
     # Relative to the mail directory, so the journal holds wherever the directory is mounted.
+    # (os.path.relpath: mkstemp's names are absolute even when mail_dir is not.)
     entries = [
-        [str(i.tmp.relative_to(mail_dir)), str(i.target.relative_to(mail_dir)), _backup(i.target).exists()]
+        [os.path.relpath(i.tmp, mail_dir), os.path.relpath(i.target, mail_dir), _backup(i.target).exists()]
         for i in staged
     ]
     write_atomic(mail_dir / SWAP_JOURNAL, json.dumps(entries).encode(), mode=0o600, uid=0, gid=0)

@@ -12,7 +12,7 @@ import click
 
 from reconciler import workflow
 from reconciler.apply import Outcome, Status, failed
-from reconciler.cli.common import handle_errors, use_color, users_option
+from reconciler.cli.common import format_option, use_color, users_option
 from reconciler.errors import ReconcilerError
 from reconciler.mail import MailReport
 from reconciler.output import render_json, render_markdown, render_text, summary_line
@@ -60,9 +60,7 @@ def _show(plan: Plan, fmt: str) -> None:
 
 @click.command()
 @users_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True
-)
+@format_option("text", "markdown", "json", default="text")
 @click.option(
     "--out",
     "out",
@@ -72,7 +70,6 @@ def _show(plan: Plan, fmt: str) -> None:
 @target_option
 @allow_deletes_option
 @allow_locks_option
-@handle_errors
 def plan(
     *,
     users_dir: Path,
@@ -123,7 +120,6 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
 @click.command()
 @click.argument("plan_file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @_apply_options
-@handle_errors
 def apply(plan_file: Path | None, **options: Any) -> int:
     """Apply users/ to the service (or exactly a plan saved with `plan --out`).
 
@@ -141,7 +137,6 @@ def apply(plan_file: Path | None, **options: Any) -> int:
 @_apply_options
 @click.option("--mail-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the mail files go.")
 @click.option("--no-reload", is_flag=True, help="Write mail files but do not reload Postfix/Dovecot.")
-@handle_errors
 def reconcile(mail_dir: Path | None, no_reload: bool, **options: Any) -> int:
     """Apply users/ to the service, then reflect SMTP users on the mail server.
 

@@ -15,7 +15,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from reconciler import agekeys, engine, importer
-from reconciler.cli.common import err, handle_errors, users_option
+from reconciler.cli.common import err, users_option
 from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
@@ -32,7 +32,6 @@ AUDIT_ENTRIES = 10
 @click.command("import")
 @users_option
 @click.option("--force", is_flag=True, help="Also update existing files (comments and key order are kept).")
-@handle_errors
 def import_(users_dir: Path, force: bool) -> int:
     """Write users/<api_user>.yaml for every API user on the service, to adopt an existing account.
 
@@ -151,7 +150,6 @@ class _Section:
     show_default=True,
     help="How many audit log entries to show.",
 )
-@handle_errors
 def status(users_dir: Path, entries: int) -> int:
     """Summarise desired vs live state, the reconcile lock and the last audit entries.
 
@@ -272,7 +270,6 @@ def secret() -> None:
     metavar="AGE1...",
     help="age public key that may decrypt (repeat for CI and each on-call person).",
 )
-@handle_errors
 def encrypt(recipients: tuple[str, ...]) -> int:
     """Encrypt an API key for the users repo and print the `api_key:` YAML to paste.
 

@@ -8,9 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from reconciler.cli.mail import render
 from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import MailServerError
@@ -25,6 +23,7 @@ from reconciler.mail import (
 )
 from reconciler.mail.reflect import keys_for_mail
 from reconciler.workflow import mail_preview
+from tests.fixtures.cli import CliResult, run_main
 from tests.fixtures.workflow import run_mail_step
 
 KEY = "Key12345"
@@ -102,7 +101,7 @@ def test_an_explicit_templates_dir_wins_over_the_setting(
     monkeypatch.setenv("RECONCILER_TEMPLATES_DIR", str(tmp_path / "nowhere"))
     mail_dir = tmp_path / "mail"
     result = invoke(repo, "--mail-dir", str(mail_dir), "--templates", str(custom_templates))
-    assert result.return_value == 0, result.output
+    assert result.code == 0, result.output
     assert (mail_dir / SENDER_LOGIN_MAPS).read_text().endswith(MARK + "\n")
 
 
@@ -119,8 +118,8 @@ def test_a_missing_templates_dir_is_a_clear_error(
 # --- render and RECONCILER_MAIL_DIR ----------------------------------------------------------------
 
 
-def invoke(users: Path, *args: str) -> Result:
-    result = CliRunner().invoke(render, ["--users", str(users), "--no-reload", *args], standalone_mode=False)
+def invoke(users: Path, *args: str) -> CliResult:
+    result = run_main(["render", "--users", str(users), "--no-reload", *args])
     assert KEY not in result.output
     return result
 
@@ -131,12 +130,12 @@ def test_render_falls_back_to_reconciler_mail_dir(
     mail_dir = tmp_path / "mail"
     monkeypatch.setenv("RECONCILER_MAIL_DIR", str(mail_dir))
     checked = invoke(repo, "--check")
-    assert checked.return_value == 2, checked.output
+    assert checked.code == 2, checked.output
     assert not mail_dir.exists()
     result = invoke(repo)
-    assert result.return_value == 0, result.output
+    assert result.code == 0, result.output
     assert (mail_dir / SENDER_LOGIN_MAPS).read_text().endswith("a@example.com a@example.com\n")
-    assert invoke(repo, "--check").return_value == 0
+    assert invoke(repo, "--check").code == 0
 
 
 def test_render_mail_dir_option_wins_over_the_setting(
@@ -144,15 +143,15 @@ def test_render_mail_dir_option_wins_over_the_setting(
 ) -> None:
     monkeypatch.setenv("RECONCILER_MAIL_DIR", str(tmp_path / "from-env"))
     result = invoke(repo, "--mail-dir", str(tmp_path / "pinned"))
-    assert result.return_value == 0, result.output
+    assert result.code == 0, result.output
     assert (tmp_path / "pinned" / PASSWD).is_file()
     assert not (tmp_path / "from-env").exists()
 
 
 def test_render_without_any_mail_dir_is_a_clear_error(repo: Path) -> None:
-    result = CliRunner().invoke(render, ["--users", str(repo)], standalone_mode=False)
+    result = run_main(["render", "--users", str(repo)])
     # 1, not click's usage error 2 (which would read as "changes pending" with --check).
-    assert result.return_value == 1, result.output
+    assert result.code == 1, result.output
     assert "no mail directory: pass --mail-dir or set RECONCILER_MAIL_DIR" in result.output
 
 

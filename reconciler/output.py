@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from reconciler.model import COMPARED_FIELDS
-from reconciler.plan import SENSITIVE, Action, Change, FieldChange, Plan
+from reconciler.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan
 
 FORMAT_VERSION = 1
 MARKDOWN_MARKER = "<!-- reconciler-plan -->"
@@ -62,6 +63,7 @@ def render_text(plan: Plan, style: Styler = _plain) -> str:
             lines.append("  Mail server files that would change:")
             lines.extend(f"    ~ {name}" for name in plan.mail_files)
             lines.append("")
+        lines.extend(_text_drift(plan))
         lines.append(summary_line(plan))
     lines.extend(f"Note: {note}" for note in plan.notes)
     lines.extend(style(f"Refused: {reason}", "red") for reason in plan.refusals)
@@ -93,6 +95,15 @@ def _show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _text_drift(plan: Plan) -> list[str]:
+    drifted = [c for c in plan.changes if c.drift]
+    if not drifted:
+        return []
+    lines = ["  Changed outside the reconciler (from the service's operation log):"]
+    lines += [f"    {c.api_user}  {d.describe()}" for c in drifted for d in c.drift]
+    return [*lines, ""]
+
+
 # --- Markdown --------------------------------------------------------------------------------------
 
 
@@ -108,6 +119,7 @@ def render_markdown(plan: Plan) -> str:
     out += _md_updates(plan.by_action(Action.UPDATE))
     for action in (Action.UNLOCK, Action.LOCK, Action.DELETE):
         out += _md_names(action, plan.by_action(action))
+    out += _md_drift(plan)
     if plan.mail_files:
         out += ["", f"#### Mail server files that would change ({len(plan.mail_files)})", ""]
         out += [f"- `{name}`" for name in plan.mail_files]
@@ -164,6 +176,14 @@ def _md_names(action: Action, changes: tuple[Change, ...]) -> list[str]:
     return out + [f"- {_md_name(c.api_user)}" for c in changes]
 
 
+def _md_drift(plan: Plan) -> list[str]:
+    drifted = [(c.api_user, d) for c in plan.changes for d in c.drift]
+    if not drifted:
+        return []
+    out = ["", f"#### Changed outside the reconciler ({len(drifted)})", ""]
+    return out + [f"- {_md_name(name)} {_md(d.describe())}" for name, d in drifted]
+
+
 def _md_value(value: Any) -> str:
     """A JSON value as a code span: no Markdown, HTML or @-mention (an `@domain` sender would
     notify a GitHub user) can come out of a value. Pipes stay escaped for the table."""
@@ -215,6 +235,18 @@ def _change_json(change: Change) -> dict[str, Any]:
         "fields": [{"field": f.field, "old": f.old, "new": f.new} for f in change.fields],
         "api_key": f"{SENSITIVE} will change" if change.key_change else None,
         "key_reason": change.key_reason,
+        "version": change.version,
+        "drift": [_drift_json(d) for d in change.drift],
+    }
+
+
+def _drift_json(drift: Drift) -> dict[str, Any]:
+    return {
+        "field": drift.field,
+        "changed_by": drift.actor,
+        "via": "api",
+        "at": drift.at.isoformat().replace("+00:00", "Z"),
+        "text": drift.describe(),
     }
 
 
@@ -233,6 +265,12 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
             fields=tuple(FieldChange(f["field"], f["old"], f["new"]) for f in c["fields"]),
             key_change=c["api_key"] is not None,
             key_reason=c["key_reason"],
+            # Plans saved before contract 2.1 have neither: their writes are then unconditional.
+            version=c.get("version"),
+            drift=tuple(
+                Drift(d["field"], d["changed_by"], datetime.fromisoformat(d["at"]))
+                for d in c.get("drift", ())
+            ),
         )
         for c in data["changes"]
     )

@@ -182,3 +182,19 @@ def _repo_relative(file: str) -> str:
     if workspace and path.is_absolute() and path.is_relative_to(workspace):
         return str(path.relative_to(workspace))
     return file
+
+
+class Duration(click.ParamType[float, Any]):
+    """`30s`, `5m`, `2h`, `7d` -> seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float | int):
+            return float(value)
+        from reconciler.durations import parse_duration
+
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)

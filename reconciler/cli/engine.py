@@ -12,7 +12,7 @@ import click
 
 from reconciler import workflow
 from reconciler.apply import Outcome, Status, failed
-from reconciler.cli.common import format_option, use_color, users_option
+from reconciler.cli.common import Duration, format_option, use_color, users_option
 from reconciler.errors import ReconcilerError
 from reconciler.mail import MailReport
 from reconciler.output import render_json, render_markdown, render_text, summary_line
@@ -109,7 +109,16 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
             allow_locks_option,
             target_option,
             click.option(
-                "--force-unlock", is_flag=True, help="Take over the reconcile lock from a run that is gone."
+                "--force-unlock",
+                is_flag=True,
+                help="Break the reconcile lease (or local lock) of a run that is gone; the service logs it.",
+            ),
+            click.option(
+                "--lock-timeout",
+                type=Duration(),
+                default="0s",
+                metavar="DURATION",
+                help="Wait this long (30s, 5m) for another run's lease instead of failing at once.",
             ),
         ]
     ):
@@ -157,6 +166,7 @@ def _run_apply(
     allow_locks: int | None,
     targets: tuple[str, ...],
     force_unlock: bool,
+    lock_timeout: float,
 ) -> int:
     options = workflow.ApplyOptions(
         auto_approve=auto_approve,
@@ -164,6 +174,7 @@ def _run_apply(
         allow_locks=allow_locks,
         targets=targets,
         force_unlock=force_unlock,
+        lock_timeout=lock_timeout,
     )
     return workflow.run_apply(
         workflow.load(users_dir), options, ClickReporter(), plan_file=plan_file, mail=mail
@@ -226,13 +237,25 @@ def _report(outcomes: list[Outcome]) -> None:
     click.echo(f"{'API user'.ljust(width)}  {'action'.ljust(7)}  outcome")
     for o in outcomes:
         status = o.status.value + (f": {o.detail}" if o.detail else "")
-        colour = {Status.OK: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[o.status]
+        colour = {
+            Status.OK: "green",
+            Status.FAILED: "red",
+            Status.SKIPPED: "yellow",
+            Status.CHANGED: "yellow",
+        }[o.status]
         click.echo(
             f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  "
             + _styler()(status, colour)
         )
     bad = failed(outcomes)
     click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")
+    changed = sorted({o.change.api_user for o in outcomes if o.status is Status.CHANGED})
+    if changed:
+        click.echo(
+            f"Changed on the service since the plan, left as they are: {', '.join(changed)}. "
+            "Run `reconciler plan` to see their new state.",
+            err=True,
+        )
     if bad:
         click.echo(
             "Some changes did not apply; the others did. Run the same command again to converge.", err=True

@@ -22,7 +22,7 @@ from reconciler.desired import load_users
 from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed
 from reconciler.output import summary_line
 from reconciler.secrets import check_key
-from reconciler.state import STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
+from reconciler.state import LEASE_NAME, STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
 
 AUDIT_ENTRIES = 10
 
@@ -164,6 +164,7 @@ def status(users_dir: Path, entries: int) -> int:
     state_dir = users_dir.parent / settings.state_dir
     sections = [
         _drift_section(users_dir, settings),
+        _lease_section(settings),
         _lock_section(state_dir, settings.api_url),
         _audit_section(state_dir, entries),
     ]
@@ -197,6 +198,21 @@ def _drift_section(users_dir: Path, settings: Settings) -> _Section:
     lines.append(f"Drift:   {drift}")
     lines += [f"Note:    {note}" for note in plan.notes]
     return _Section(tuple(lines))
+
+
+def _lease_section(settings: Settings) -> _Section:
+    """The service's lease (contract 2.1): who runs apply/reconcile anywhere right now."""
+    try:
+        with ServiceClient.from_settings(settings) as client:
+            lease = client.get_lease(LEASE_NAME)
+    except ReconcilerError as exc:
+        return _Section((f"Lease:   UNAVAILABLE: {exc}",), False)
+    if lease is None:
+        return _Section((f"Lease:   '{LEASE_NAME}' on the service is free",))
+    expires = lease.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _Section(
+        (f"Lease:   '{LEASE_NAME}' held by {lease.describe()}, expires {expires} unless renewed",)
+    )
 
 
 def _lock_section(state_dir: Path, service: str) -> _Section:

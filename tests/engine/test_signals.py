@@ -1,5 +1,5 @@
 """Ctrl-C and SIGTERM reach a real `reconciler` process: it exits 130 or 143, says so in one line,
-and the `finally` blocks run on the way out (the reconcile lock is released, nothing is half-done)."""
+and the `finally` blocks run on the way out (the service lease is released, nothing is half-done)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from tests.engine.conftest import Repo
 RECONCILER = str(Path(sys.executable).with_name("reconciler"))
 
 
-def _locks(repo: Repo) -> list[Path]:
-    return sorted((repo.root / ".reconciler").glob("*.lock"))
+def _lease(repo: Repo) -> object:
+    """The run's lease on the service, read from the store (an HTTP read would wait out the latency)."""
+    return repo.service.embedded.store.get_lease("reconcile")
 
 
 def _wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> None:
@@ -43,7 +44,7 @@ def test_a_signal_during_a_slow_apply_exits_with_its_code_and_releases_the_lock(
     repo: Repo, signum: signal.Signals, code: ExitCode, said: str
 ) -> None:
     repo.write("a@example.com")
-    repo.service.faults.latency_ms = 5000  # every request hangs: the run is inside the lock, waiting
+    repo.service.faults.latency_ms = 1500  # every request is slow: the run waits inside its lease
     with subprocess.Popen(
         [RECONCILER, "apply", "--auto-approve"],
         cwd=repo.root,
@@ -52,15 +53,15 @@ def test_a_signal_during_a_slow_apply_exits_with_its_code_and_releases_the_lock(
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
-        _wait_for(lambda: _locks(repo))
+        _wait_for(lambda: _lease(repo) is not None)
         time.sleep(0.3)  # into the first request
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=30)
-    repo.service.faults.latency_ms = 0
     assert proc.returncode == code, stderr
     assert stderr.strip().splitlines()[-1] == said
     assert "Traceback" not in stderr + stdout
-    assert _locks(repo) == []
+    assert _lease(repo) is None  # released on the way out
+    repo.service.faults.latency_ms = 0
     assert "a@example.com" not in repo.live()
 
 
@@ -91,5 +92,5 @@ def test_ctrl_c_at_the_confirmation_prompt_exits_130_and_changes_nothing(repo: R
     assert proc.returncode == ExitCode.INTERRUPTED
     assert b"Interrupted." in stderr
     assert b"Traceback" not in stderr
-    assert _locks(repo) == []
+    assert _lease(repo) is None  # released on the way out
     assert "a@example.com" not in repo.live()

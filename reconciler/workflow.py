@@ -37,7 +37,7 @@ from reconciler.mail import MailReport, preview, reflect
 from reconciler.mail.reflect import mail_dir_from, mail_users
 from reconciler.output import plan_from_json
 from reconciler.plan import Guards, Plan, attribute_drift, drift_fields, raise_if_unsafe
-from reconciler.secrets import ApiKey, ResolvedKeys, resolve_all
+from reconciler.secrets import ApiKey, ResolvedKeys
 from reconciler.state import (
     AuditLog,
     LockInfo,
@@ -84,8 +84,9 @@ class KeyCache:
     check of the reconciler's own key, the mail step). An age decryption is slow, and a key file
     replaced mid-run must not give the service one key and the gateway another."""
 
-    def __init__(self, desired: DesiredState) -> None:
+    def __init__(self, desired: DesiredState, settings: Settings) -> None:
         self._desired = desired
+        self._settings = settings
         self._user_of = {str(path): name.lower() for name, path in desired.files.items()}
         self._keys: dict[str, ApiKey] = {}
         self._seen: set[str] = set()
@@ -97,7 +98,7 @@ class KeyCache:
         wanted = (
             {u.api_user.lower() for u in self._desired.users} if names is None else {n.lower() for n in names}
         )
-        fresh = resolve_all(self._desired, names=sorted(wanted - self._seen))
+        fresh = engine.resolve_keys(self._desired, sorted(wanted - self._seen), settings=self._settings)
         self._remember(fresh)
         self._seen |= wanted
         keys = {name: key for name, key in self._keys.items() if name.lower() in wanted}
@@ -126,7 +127,7 @@ class Loaded:
     keys: KeyCache = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "keys", KeyCache(self.desired))
+        object.__setattr__(self, "keys", KeyCache(self.desired, self.settings))
 
     @property
     def state_dir(self) -> Path:
@@ -314,7 +315,7 @@ def apply_to_service(
     if not fresh.changes:
         reporter.info("No changes to the service.")
         return ExitCode.OK
-    material = engine.key_material(fresh, resolved, settings)
+    material = engine.key_material(fresh, resolved, settings, loaded.desired)
     if plan_file is None:
         fresh = with_drift_attribution(fresh, client)
     # A saved plan was reviewed when it was made; otherwise the person (or --auto-approve) says yes.

@@ -51,6 +51,7 @@ def _imports(module: str) -> frozenset[str]:
     [
         "reconciler.plan",
         "reconciler.output",
+        "reconciler.safetext",
         "reconciler.model",
         "reconciler.mail.render",
         "reconciler.importer",

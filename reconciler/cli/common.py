@@ -17,6 +17,7 @@ from typing import Any, ParamSpec
 import click
 
 from reconciler.errors import Problem, ReconcilerError, Terminated, ValidationFailed, exit_code_for
+from reconciler.safetext import annotation_data, annotation_property, json_text, terminal
 
 P = ParamSpec("P")
 DEBUG_ENV = "RECONCILER_DEBUG"
@@ -44,7 +45,9 @@ def use_color(ctx: click.Context | None = None) -> bool:
 
 
 def err(message: str) -> None:
-    click.echo(message, err=True)
+    """A message on stderr. Messages carry file names and values from users/: control characters
+    are shown escaped and no line can pass for a GitHub workflow command (`::warning ...`)."""
+    click.echo(terminal(message, keep="\n\t"), err=True)
 
 
 @dataclass
@@ -98,7 +101,7 @@ def report_error(exc: BaseException, fmt: str = "text") -> int:
 
 def _error_line(message: str, fmt: str) -> None:
     if fmt == "json":
-        click.echo(json.dumps({"ok": False, "error": message, "problems": []}, indent=2))
+        click.echo(json_text(json.dumps({"ok": False, "error": message, "problems": []}, indent=2)))
     else:
         err(f"error: {message}")
 
@@ -135,10 +138,10 @@ def report_problems(problems: Sequence[Problem], fmt: str = "text", *, severity:
     when running in GitHub Actions so a pull request shows each error on its line."""
     if fmt == "json" and severity == "error":
         document = {"ok": False, "error": _summary(problems), "problems": [problem_json(p) for p in problems]}
-        click.echo(json.dumps(document, indent=2))
+        click.echo(json_text(json.dumps(document, indent=2)))
     else:
         for problem in problems:
-            err(f"{severity}: {problem}")
+            err(f"{severity}: {terminal(str(problem))}")  # one line each, whatever the file name
         if severity == "error":
             err(_summary(problems))
     if os.environ.get("GITHUB_ACTIONS") == "true":
@@ -166,13 +169,8 @@ def github_annotation(problem: Problem, severity: str = "error") -> str:
     props = {"file": _repo_relative(problem.file), "line": problem.line, "col": problem.column}
     if problem.field:
         props["title"] = problem.field
-    rendered = ",".join(f"{k}={_escape(str(v), prop=True)}" for k, v in props.items() if v is not None)
-    return f"::{severity} {rendered}::{_escape(problem.message)}"
-
-
-def _escape(value: str, *, prop: bool = False) -> str:
-    value = value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return value.replace(":", "%3A").replace(",", "%2C") if prop else value
+    rendered = ",".join(f"{k}={annotation_property(str(v))}" for k, v in props.items() if v is not None)
+    return f"::{severity} {rendered}::{annotation_data(problem.message)}"
 
 
 def _repo_relative(file: str) -> str:

@@ -12,11 +12,12 @@ import click
 
 from reconciler import workflow
 from reconciler.apply import Outcome, Status, failed
-from reconciler.cli.common import Duration, format_option, use_color, users_option
+from reconciler.cli.common import Duration, err, format_option, use_color, users_option
 from reconciler.errors import ReconcilerError
 from reconciler.mail import MailReport
 from reconciler.output import render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
+from reconciler.safetext import terminal
 
 target_option = click.option(
     "--target",
@@ -185,7 +186,7 @@ class ClickReporter:
     """The workflow's Reporter at a terminal or in a CI log."""
 
     def warning(self, message: str) -> None:
-        click.echo(f"warning: {message}", err=True)
+        err(f"warning: {message}")
 
     def info(self, message: str) -> None:
         click.echo(message)
@@ -213,7 +214,7 @@ class ClickReporter:
         click.echo("Still pending after apply: " + summary_line(plan), err=True)
         for change in plan.changes:
             fields = ", ".join(f.field for f in change.fields) or "api_key"
-            click.echo(f"  {change.action.value} {change.api_user}: {fields}", err=True)
+            err(f"  {change.action.value} {terminal(change.api_user)}: {fields}")
 
     def mail(self, report: MailReport | None) -> None:
         if report is None:
@@ -232,11 +233,12 @@ class ClickReporter:
 
 
 def _report(outcomes: list[Outcome]) -> None:
-    width = max(len(o.change.api_user) for o in outcomes)
+    names = {id(o): terminal(o.change.api_user) for o in outcomes}  # live names are untrusted too
+    width = max(len(name) for name in names.values())
     click.echo("")
     click.echo(f"{'API user'.ljust(width)}  {'action'.ljust(7)}  outcome")
     for o in outcomes:
-        status = o.status.value + (f": {o.detail}" if o.detail else "")
+        status = o.status.value + (f": {terminal(o.detail)}" if o.detail else "")
         colour = {
             Status.OK: "green",
             Status.FAILED: "red",
@@ -244,8 +246,7 @@ def _report(outcomes: list[Outcome]) -> None:
             Status.CHANGED: "yellow",
         }[o.status]
         click.echo(
-            f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  "
-            + _styler()(status, colour)
+            f"{names[id(o)].ljust(width)}  {o.change.action.value.ljust(7)}  " + _styler()(status, colour)
         )
     bad = failed(outcomes)
     click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")

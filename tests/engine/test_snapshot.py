@@ -15,14 +15,12 @@ from reconciler.mail import SASL_PASSWD
 from reconciler.model import KeyRef
 from tests.engine.conftest import Repo
 
-SMTP = {"access": {"smtp": True}}
-
 
 def test_a_reconcile_resolves_each_key_exactly_once(
     repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo.write("a@example.com", **SMTP)
-    repo.write("b@example.com", **SMTP)
+    repo.write("a@example.com", access={"smtp": True})
+    repo.write("b@example.com", access={"smtp": True})
     repo.write("c@example.com", access={"http_api": True})  # no mail lines: its key is for the service only
     resolutions: Counter[str] = Counter()
     real = secrets.resolve

@@ -113,7 +113,7 @@ def test_the_read_only_plan_uses_the_read_only_user_and_only_the_prs_users_dir()
 
 def _keep_only_users_step() -> str:
     job = _load(WORKFLOWS / "plan.yml")["jobs"]["plan"]
-    return next(s["run"] for s in job["steps"] if s.get("name") == "Keep only users/, as plain files")
+    return str(next(s["run"] for s in job["steps"] if s.get("name") == "Keep only users/, as plain files"))
 
 
 def _run_keep_only_users(workspace: Path) -> subprocess.CompletedProcess[str]:

@@ -90,7 +90,7 @@ def test_pre_commit_hook_runs_validate() -> None:
 
 def _run_step_script() -> str:
     steps = _load(ACTION)["runs"]["steps"]
-    return next(step["run"] for step in steps if step.get("id") == "run")
+    return str(next(step["run"] for step in steps if step.get("id") == "run"))
 
 
 def _run_action(repo: Repo, command: str, tmp: Path, **env: str) -> tuple[int, dict[str, str], str, str]:

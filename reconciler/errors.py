@@ -133,6 +133,10 @@ class Cancelled(ReconcilerError):
     """The person at the terminal said no: nothing was changed, and no mail step follows."""
 
 
+class StateError(ReconcilerError):
+    """The local state directory (audit log, local locks) cannot be used; names the path and why."""
+
+
 class MailServerError(ReconcilerError):
     """Rendering, validating, installing or reloading the mail server failed."""
 

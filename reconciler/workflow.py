@@ -261,8 +261,7 @@ def run_apply(
     service changes (also when some failed: the gateway then still drops locked and deleted users)."""
     settings = loaded.settings
     command = "apply" if mail is None else "reconcile"
-    if mail is not None and (mail.mail_dir is not None or settings.mail_dir is not None):
-        preflight(settings, mail_dir_from(settings, mail.mail_dir), reload=mail.reload)
+    check_before_writing(loaded, mail)
     with ServiceClient.from_settings(settings) as client:
         client.set_run_headers(actor(), git_commit(loaded.users_dir), run_id())
         _settle_rotated_key(loaded, client, reporter)
@@ -281,6 +280,18 @@ def run_apply(
             if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):
                 return code
             return max(code, run_mail_step(loaded, mail, reporter, force=options.force_unlock))
+
+
+def check_before_writing(loaded: Loaded, mail: MailStep | None) -> None:
+    """What would otherwise fail only after the service changed, checked before the first write:
+    the state directory (every change is logged there), and for reconcile what the mail step
+    needs (directory, group, commands, config) and the keys of the users with mail lines."""
+    AuditLog(loaded.state_dir, {}).check()
+    settings = loaded.settings
+    if mail is None or (mail.mail_dir is None and settings.mail_dir is None):
+        return
+    preflight(settings, mail_dir_from(settings, mail.mail_dir), reload=mail.reload)
+    mail_keys(loaded)  # every key the mail files need and cannot have, at once
 
 
 def _report_lock(held: RunLock, reporter: Reporter) -> None:

@@ -55,6 +55,7 @@ def test_hostile_input_is_a_located_error(
         (f"{{from_file: /{LONG}}}", "api_key.from_file", "at most 4096 characters"),
         (f"{{from_env: {'A' * 500}}}", "api_key.from_env", "at most 128 characters"),
         ('{age: "-----BEGIN AGE\\0"}', "api_key.age", "NUL"),
+        ("{from_file: ~no-such-user-here/key}", "api_key.from_file", "~no-such-user-here has no home here"),
     ],
 )
 def test_hostile_key_references_are_located_errors(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import grp
 import os
 import secrets
@@ -114,6 +115,8 @@ def run(command: Sequence[str], *, tty: bool = False, timeout: float = 60.0, std
         )
     except FileNotFoundError:
         raise CommandFailed(command, 127, f"{argv[0]}: command not found") from None
+    except OSError as exc:  # not executable, or not a program at all: what a shell calls 126
+        raise CommandFailed(command, 126, f"{argv[0]}: {exc.strerror or type(exc).__name__}") from None
     except subprocess.TimeoutExpired as exc:
         raise CommandFailed(command, None, f"no result after {timeout:g} s") from exc
     output = ((proc.stdout or "") + (proc.stderr or "")).replace("\r\n", "\n")
@@ -239,8 +242,17 @@ def changed_files(files: Iterable[RenderedFile], mail_dir: Path) -> tuple[str, .
 def _ensure_dirs(mail_dir: Path) -> None:
     for name, mode in _DIR_MODES.items():
         path = mail_dir / name
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, mode)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, mode)
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
+
+
+def _unwritable(path: Path, exc: OSError) -> MailServerError:
+    # mkdir on a regular file says "File exists", which reads as if all were well.
+    reason = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror or type(exc).__name__
+    return MailServerError(f"cannot write {exc.filename or path}: {reason}")
 
 
 def _stage_bytes(
@@ -306,6 +318,9 @@ def _stage(files: Sequence[RenderedFile], mail_dir: Path, disk: dict[str, _OnDis
                     target,
                 )
             )
+    except OSError as exc:
+        _discard(staged)
+        raise _unwritable(mail_dir, exc) from None
     except BaseException:
         _discard(staged)
         raise
@@ -499,26 +514,32 @@ def install(
     except BaseException:
         _discard(staged)
         raise
-    _swap(staged)
     names = tuple(f.path for f in changed)
     daemons: set[str] = {f.reloads for f in changed if f.reloads is not None}
-    report = _activate(names, daemons, mail_dir, settings, disk, reload=reload, probes=probes, skip=skip)
+    report = _activate(
+        staged, names, daemons, mail_dir, settings, disk=disk, reload=reload, probes=probes, skip=skip
+    )
     return replace(report, skipped=skip.steps(daemons, reload=reload))
 
 
 def _activate(
+    staged: Sequence[_Staged],
     names: tuple[str, ...],
     daemons: set[str],
     mail_dir: Path,
     settings: Settings,
-    disk: dict[str, _OnDisk],
     *,
+    disk: dict[str, _OnDisk],
     reload: bool,
     probes: Sequence[AuthProbe],
     skip: Skipped,
 ) -> InstallReport:
+    """Swap, validate, reload, smoke-check. From the first rename on, any failure (an OSError,
+    Ctrl-C, SIGTERM, a bug) puts the previous files back: unvalidated files never stay live."""
     reloaded: list[str] = []  # filled as we go, so a rollback reloads only what was reloaded
+    undo = functools.partial(_roll_back, names=names, mail_dir=mail_dir, settings=settings, disk=disk)
     try:
+        _swap(staged)
         _validate_live(skip.daemons_validated(daemons), settings)
         if not reload:
             return InstallReport(names)
@@ -527,9 +548,16 @@ def _activate(
             reloaded.extend(_reload({daemon}, settings))
         return InstallReport(names, tuple(reloaded), _smoke(reloaded, live, settings, probes))
     except MailServerError as exc:
-        raise _roll_back(
-            exc, names=names, reloaded=set(reloaded), mail_dir=mail_dir, settings=settings, disk=disk
-        ) from exc
+        raise undo(exc, reloaded=set(reloaded)) from exc
+    except OSError as exc:
+        raise undo(_unwritable(mail_dir, exc), reloaded=set(reloaded)) from exc
+    except BaseException as exc:
+        # Not ours to word (Ctrl-C, SIGTERM, a bug): put the files back, then let it go on.
+        rolled = undo(MailServerError(f"stopped by {type(exc).__name__}"), reloaded=set(reloaded))
+        exc.add_note(str(rolled))
+        raise
+    finally:
+        _discard(staged)  # temp files that a failed swap left behind
 
 
 def _daemons_of(reloaded: Iterable[str]) -> set[str]:

@@ -483,7 +483,8 @@ def _lease_token(request: Request, name: str) -> str | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    tokens = sorted(parse_etags(raw).as_set())
+    # An empty quoted tag ("") parses as None: no token, and nothing to sort against a string.
+    tokens = sorted(tag for tag in parse_etags(raw).as_set() if tag)
     if len(tokens) != 1:
         raise _lease_lost(f'If-Match must name the token of lease {name} as "<token>"', 412)
     return tokens[0]

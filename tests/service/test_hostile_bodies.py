@@ -94,3 +94,11 @@ def test_hostile_paging_parameters_are_400(service: RunningService, query: str) 
     response = raw(service, "GET", f"/api_users?{query}")
     assert response.status_code == 400
     assert response.json()["errors"][0]["code"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize("if_match", ['""', '"", "x"', "W/", ","])
+def test_a_malformed_lease_token_is_a_4xx_not_a_500(service: RunningService, if_match: str) -> None:
+    body = {"holder": "me", "host": "h", "pid": 1, "command": "apply", "ttl_seconds": 60}
+    response = raw(service, "PUT", "/leases/reconcile", json=body, headers={"If-Match": if_match})
+    assert 400 <= response.status_code < 500, response.text
+    assert set(response.json()["errors"][0]) == {"code", "field", "message"}

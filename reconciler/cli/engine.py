@@ -10,10 +10,12 @@ from typing import Any
 
 import click
 
-from reconciler import workflow
+from reconciler import gateway, workflow
 from reconciler.apply import Outcome, Status, failed
 from reconciler.cli.common import Duration, err, format_option, use_color, users_option
-from reconciler.errors import ReconcilerError
+from reconciler.client import ServiceClient
+from reconciler.config import Settings
+from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.mail import MailReport
 from reconciler.mail.checks import notice
 from reconciler.output import render_json, render_markdown, render_text, summary_line
@@ -148,14 +150,24 @@ def apply(plan_file: Path | None, **options: Any) -> int:
 @_apply_options
 @click.option("--mail-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the mail files go.")
 @click.option("--no-reload", is_flag=True, help="Write mail files but do not reload Postfix/Dovecot.")
-def reconcile(mail_dir: Path | None, no_reload: bool, **options: Any) -> int:
+@click.option(
+    "--wait-gateways",
+    metavar="DURATION",
+    type=Duration(),
+    help="Then wait until every reporting gateway serves this users/ (e.g. 90s, 10m); exit 1 naming "
+    "the gateways still behind when the time is up.",
+)
+def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | None, **options: Any) -> int:
     """Apply users/ to the service, then reflect SMTP users on the mail server.
 
     \b
     Example:
       reconciler reconcile --auto-approve --mail-dir /etc/reconciler/mail
+      reconciler reconcile --auto-approve --wait-gateways 10m
     """
-    return _run_apply(None, mail=workflow.MailStep(mail_dir, reload=not no_reload), **options)
+    return _run_apply(
+        None, mail=workflow.MailStep(mail_dir, reload=not no_reload), wait_gateways=wait_gateways, **options
+    )
 
 
 def _run_apply(
@@ -169,6 +181,7 @@ def _run_apply(
     targets: tuple[str, ...],
     force_unlock: bool,
     lock_timeout: float,
+    wait_gateways: float | None = None,
 ) -> int:
     options = workflow.ApplyOptions(
         auto_approve=auto_approve,
@@ -178,9 +191,22 @@ def _run_apply(
         force_unlock=force_unlock,
         lock_timeout=lock_timeout,
     )
-    return workflow.run_apply(
-        workflow.load(users_dir), options, ClickReporter(), plan_file=plan_file, mail=mail
-    )
+    loaded = workflow.load(users_dir)
+    code = workflow.run_apply(loaded, options, ClickReporter(), plan_file=plan_file, mail=mail)
+    if wait_gateways is None or code != ExitCode.OK:
+        return code
+    return _wait_for_gateways(loaded.settings, loaded.desired.digest, wait_gateways)
+
+
+def _wait_for_gateways(settings: Settings, digest: str, timeout: float) -> int:
+    click.echo(f"Waiting up to {timeout:g} s for every gateway to serve users/ {digest[:12]} ...")
+    with ServiceClient.from_settings(settings) as client:
+        behind = gateway.wait_for_gateways(client.list_gateways, digest, timeout)
+    if behind:
+        click.echo(f"error: gateways still behind after {timeout:g} s: " + ", ".join(behind), err=True)
+        return ExitCode.ERROR
+    click.echo("Every reporting gateway serves this users/.")
+    return ExitCode.OK
 
 
 class ClickReporter:
@@ -229,12 +255,15 @@ class ClickReporter:
             )
         else:
             click.echo(f"Mail files changed in {report.mail_dir}: " + ", ".join(report.changed))
+            click.echo(f"Keys hashed: {report.hashes} of {report.users} SMTP users")
             if report.reloaded:
                 click.echo("Reloaded: " + ", ".join(report.reloaded))
             if report.smoke:
                 click.echo("Smoke checks passed: " + "; ".join(report.smoke))
             if report.skipped:
                 click.echo(notice(report.skipped))
+        for warning in report.warnings if report is not None else ():
+            click.echo(f"warning: {warning}", err=True)
 
 
 def _report(outcomes: list[Outcome]) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -14,15 +15,23 @@ from typing import Any
 import click
 from click.shell_completion import get_completion_class
 
-from reconciler import agekeys, engine, importer
-from reconciler.cli.common import err, users_option
+from reconciler import agekeys, engine, gateway, importer
+from reconciler.cli.common import err, format_option, users_option
 from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
-from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed
+from reconciler.errors import ExitCode, NotFound, ReconcilerError, ValidationFailed
 from reconciler.output import summary_line
 from reconciler.secrets import check_key
-from reconciler.state import LEASE_NAME, STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
+from reconciler.state import (
+    LEASE_NAME,
+    STALE_AFTER,
+    AuditLog,
+    LockInfo,
+    commits_between,
+    lock_path,
+    read_lock,
+)
 
 AUDIT_ENTRIES = 10
 
@@ -150,7 +159,8 @@ class _Section:
     show_default=True,
     help="How many audit log entries to show.",
 )
-def status(users_dir: Path, entries: int) -> int:
+@format_option("text", "json", default="text")
+def status(users_dir: Path, entries: int, fmt: str = "text") -> int:
     """Summarise desired vs live state, the reconcile lock and the last audit entries.
 
     Read-only, and each part is shown even when another fails (a broken users/ file or an
@@ -162,10 +172,15 @@ def status(users_dir: Path, entries: int) -> int:
     """
     settings = load_settings(users_dir)
     state_dir = users_dir.parent / settings.state_dir
+    if fmt == "json":
+        rows, ok = gateway_status(users_dir, settings)
+        click.echo(json.dumps({"gateways": rows}, indent=2))
+        return ExitCode.OK if ok else ExitCode.ERROR
     sections = [
         _drift_section(users_dir, settings),
         _lease_section(settings),
         _lock_section(state_dir, settings.api_url),
+        _gateways_section(users_dir, settings),
         _audit_section(state_dir, entries),
     ]
     for section in sections:
@@ -198,6 +213,30 @@ def _drift_section(users_dir: Path, settings: Settings) -> _Section:
     lines.append(f"Drift:   {drift}")
     lines += [f"Note:    {note}" for note in plan.notes]
     return _Section(tuple(lines))
+
+
+def gateway_status(users_dir: Path, settings: Settings) -> tuple[list[dict[str, Any]], bool]:
+    """Every gateway's last report with `behind` against this checkout's users/ (for text and
+    JSON); False when the service cannot be asked."""
+    try:
+        digest: str | None = load_users(users_dir).digest
+    except ValidationFailed:
+        digest = None  # then only a failed last render counts as behind
+    try:
+        with ServiceClient.from_settings(settings) as client:
+            reports = client.list_gateways()
+        return gateway.with_behind(reports, digest, lambda c: commits_between(users_dir, c)), True
+    except NotFound:
+        return [], True  # a service without gateway reports: nothing has reported
+    except ReconcilerError:
+        return [], False
+
+
+def _gateways_section(users_dir: Path, settings: Settings) -> _Section:
+    rows, ok = gateway_status(users_dir, settings)
+    if not ok:
+        return _Section(("Gateways: UNAVAILABLE (the service cannot be asked)",), False)
+    return _Section(tuple(gateway.text_lines(rows)))
 
 
 def _lease_section(settings: Settings) -> _Section:

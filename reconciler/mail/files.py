@@ -147,9 +147,12 @@ def dovecot_mtime(old: OnDisk) -> int | None:
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int, uid: int, gid: int, mtime: int | None = None) -> None:
-    tmp = stage_bytes(path, data, mode=mode, uid=uid, gid=gid, mtime=mtime)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    try:
+        tmp = stage_bytes(path, data, mode=mode, uid=uid, gid=gid, mtime=mtime)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
 
 
 def fsync_dir(path: Path) -> None:

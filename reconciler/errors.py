@@ -18,8 +18,9 @@ class ExitCode(IntEnum):
     ERROR = 1
     CHANGES_PENDING = 2
     UNSAFE = 3
-    INTERRUPTED = 130  # 128 + SIGINT
-    TERMINATED = 143  # 128 + SIGTERM (what a CI cancel sends)
+    INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
+    PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`
+    TERMINATED = 143  # 128 + SIGTERM
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,10 @@ class Interrupted(ReconcilerError):
         self.exit_code = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
 
 
+class StateError(ReconcilerError):
+    """The local state directory (audit log, local locks) cannot be used; names the path and why."""
+
+
 class MailServerError(ReconcilerError):
     """Rendering, validating, installing or reloading the mail server failed."""
 
@@ -162,12 +167,21 @@ class Terminated(BaseException):
     `except Exception` mistakes it for a failed step and carries on."""
 
 
-def exit_code_for(error: BaseException) -> ExitCode:
-    """The single mapping from an exception to a process exit code."""
+# Signals and a closed pipe: 128 + the signal number, as a shell reports a process they killed.
+_INTERRUPTIONS: tuple[tuple[type[BaseException], ExitCode], ...] = (
+    (KeyboardInterrupt, ExitCode.INTERRUPTED),
+    (Terminated, ExitCode.TERMINATED),
+    (BrokenPipeError, ExitCode.PIPE_CLOSED),
+)
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The single mapping from an exception to a process exit code (the CLI's `main` is the only
+    caller): every exception that leaves a command ends here. Anything not named here, a click
+    usage error or a bug, is a plain error: 1, never click's 2, which is pinned to "changes pending"."""
     if isinstance(error, ReconcilerError):
         return error.exit_code
-    if isinstance(error, KeyboardInterrupt):
-        return ExitCode.INTERRUPTED
-    if isinstance(error, Terminated):
-        return ExitCode.TERMINATED
-    return ExitCode.ERROR
+    if isinstance(error, SystemExit):
+        code = error.code
+        return code if isinstance(code, int) else ExitCode.OK if code is None else ExitCode.ERROR
+    return next((code for kind, code in _INTERRUPTIONS if isinstance(error, kind)), ExitCode.ERROR)

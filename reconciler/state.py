@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.errors import LeaseLost, LeasesUnsupported, LockHeld, ReconcilerError
+from reconciler.errors import LeaseLost, LeasesUnsupported, LockHeld, ReconcilerError, StateError
 from reconciler.model import Lease
 
 STALE_AFTER = timedelta(hours=2)
@@ -95,20 +95,37 @@ def _alive(pid: int) -> bool:
 def reconcile_lock(state_dir: Path, service: str, command: str, *, force: bool = False) -> Iterator[LockInfo]:
     """Hold the lock for one run. A second run fails fast naming the holder; a stale lock (its
     process is gone, or older than STALE_AFTER) is taken over, and `force` takes over any lock."""
-    state_dir.mkdir(parents=True, exist_ok=True)
     path = lock_path(state_dir, service)
     now = datetime.now(UTC)
     info = LockInfo(
         actor(), socket.gethostname(), os.getpid(), now.isoformat(timespec="seconds"), command, service
     )
-    with _guard(path):
-        _acquire(path, info, now, force)
+    with translated_os_errors("take the lock in", state_dir):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with _guard(path):
+            _acquire(path, info, now, force)
     try:
         yield info
     finally:
-        with _guard(path):
+        with translated_os_errors("release the lock in", state_dir), _guard(path):
             if read_lock(path) == info:
                 path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def translated_os_errors(action: str, state_dir: Path) -> Iterator[None]:
+    """An OSError of the state directory (a file where the directory should be, no permission, a
+    full disk) as a StateError naming the path and the reason, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or state_dir
+        # mkdir on a regular file says "File exists", which reads as if all were well.
+        reason = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror or type(exc).__name__
+        raise StateError(
+            f"cannot {action} the state directory: {where}: {reason} "
+            "(setting state_dir, RECONCILER_STATE_DIR)"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -383,18 +400,26 @@ class AuditLog:
     def _append(self, entry: Mapping[str, Any], *, sync: bool) -> None:
         record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **self.context, **entry}
         line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line  # isolate a line torn by a crash, rather than extend it
-            _write_all(fd, line)
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        with translated_os_errors("write the audit log in", self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # isolate a line torn by a crash, rather than extend it
+                _write_all(fd, line)
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def check(self) -> None:
+        """Make sure the log can be written, before the first change: a state directory that is a
+        file or read-only must stop a run before the service changes, not after its first write."""
+        with translated_os_errors("write the audit log in", self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
     def read(self) -> AuditRead:
         try:

@@ -31,6 +31,7 @@ from ruamel.yaml.events import (
     MappingStartEvent,
     ScalarEvent,
     SequenceEndEvent,
+    SequenceStartEvent,
     StreamEndEvent,
 )
 from ruamel.yaml.reader import ReaderError
@@ -38,7 +39,12 @@ from ruamel.yaml.reader import ReaderError
 from reconciler.errors import Problem, ValidationFailed
 
 MAX_FILE_BYTES = 64 * 1024
-MAX_DEPTH = 16  # the schema nests two levels; anything this deep is an attack or an accident
+# A user file nests three levels (access.smtp); 500 levels of `[[[` would exhaust Python's stack
+# in the builder, which recurses once per level.
+MAX_DEPTH = 20
+MAX_KEY_LENGTH = 100  # keys are field names; a longer one would only flood the messages
+_OPENS = (MappingStartEvent, SequenceStartEvent)
+_CLOSES = (MappingEndEvent, SequenceEndEvent)
 _EMPTY = "the file is empty; expected a mapping of keys to values"
 _AMBIGUOUS_MESSAGE = "this value reads as a number, a date or a YAML directive in other YAML readers"
 
@@ -249,7 +255,6 @@ class _Builder:
         self.problems: list[Problem] = []
         self.keys: dict[str, Any] = {}
         self.values: dict[str, Any] = {}
-        self.depth = 0
 
     def refuse(self, event: Event, message: str) -> None:
         line, column = _pos(event)
@@ -281,7 +286,7 @@ class _Builder:
             )
         return YamlMapping(root, MarkTable(self.keys), MarkTable(self.values))
 
-    def node(self, parser: Any, event: Any, path: str) -> Any:
+    def node(self, parser: Any, event: Any, path: str, depth: int = 0) -> Any:
         self.values[path] = event.start_mark
         kind = type(event)
         if kind is AliasEvent:
@@ -291,29 +296,27 @@ class _Builder:
             self.check_props(event)
         if kind is ScalarEvent:
             # libyaml reports `! true` as implicit with the tag `!`; that tag means "a string".
-            if not event.implicit[0] or event.tag is not None:
-                return event.value
-            value = resolve_scalar(event)
-            if value is AMBIGUOUS:
-                self.refuse(event, f"{_AMBIGUOUS_MESSAGE}; quote it")
-                return None
-            return value
-        if self.depth >= MAX_DEPTH:
-            # Refused without recursing: 5,000 nested `[` once ended in a RecursionError traceback.
-            # Stop here: libyaml takes quadratic time over deep nesting (2.5 s for 32,000 levels),
-            # so the rest of such a file is not worth reading for more problems.
-            self.refuse(event, f"nested more than {MAX_DEPTH} levels deep; a user file is flat")
+            return self.scalar(event) if event.implicit[0] and event.tag is None else event.value
+        if depth >= MAX_DEPTH:
+            # Stop here: libyaml takes quadratic time over deep nesting (2.5 s to read past 32,000
+            # levels), so the rest of such a file is not worth reading for more problems.
+            self.refuse(event, f"nested more than {MAX_DEPTH} levels deep; a user file needs three")
             raise ValidationFailed(self.problems)
         if kind is MappingStartEvent:
-            return self.nested(self.mapping, parser, path)
-        return self.nested(self.sequence, parser, path)
+            return self.mapping(parser, path, depth + 1)
+        return self.sequence(parser, path, depth + 1)
 
-    def nested(self, build: Callable[[Any, str], Any], parser: Any, path: str) -> Any:
-        self.depth += 1
+    def scalar(self, event: Any) -> Any:
         try:
-            return build(parser, path)
-        finally:
-            self.depth -= 1
+            value = resolve_scalar(event)
+        except ValueError:
+            # Python refuses to convert integers of more than 4,300 digits (a CPU-time guard).
+            self.refuse(event, "this number has too many digits; quote it if it is meant as text")
+            return None
+        if value is AMBIGUOUS:
+            self.refuse(event, f"{_AMBIGUOUS_MESSAGE}; quote it")
+            return None
+        return value
 
     def check_props(self, event: Any) -> None:
         if event.anchor is not None:
@@ -324,7 +327,7 @@ class _Builder:
         elif event.tag is not None:
             self.refuse(event, "YAML tags (!name) are not allowed")
 
-    def mapping(self, parser: Any, path: str) -> dict[str, Any]:
+    def mapping(self, parser: Any, path: str, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
         prefix = f"{path}." if path else ""
         keys = self.keys
@@ -335,18 +338,19 @@ class _Builder:
                 if key is not None:
                     line = keys[prefix + key].line + 1
                     self.refuse(event, f"duplicate key {key!r} (first given on line {line})")
-                self.node(parser, value_event, f"{prefix}?")
+                self.node(parser, value_event, f"{prefix}?", depth)
                 continue
             child = prefix + key
             keys[child] = event.start_mark
-            result[key] = self.node(parser, value_event, child)
+            result[key] = self.node(parser, value_event, child, depth)
         return result
 
     def key(self, parser: Any, event: Any) -> str | None:
         """A mapping key as a string, or None (after recording why) when it cannot be one."""
         if type(event) is not ScalarEvent:
             self.refuse(event, "mapping keys must be plain names")
-            self.node(parser, event, "?")
+            if type(event) in _OPENS:
+                _skip_collection(parser)  # nothing in it can be right: one message is enough
             return None
         if event.anchor is not None or event.tag is not None:
             self.check_props(event)
@@ -354,18 +358,40 @@ class _Builder:
         if value == "<<" and event.implicit[0]:
             self.refuse(event, "YAML merge keys (<<) are not allowed; write the keys out")
             return None
-        if event.implicit[0] and event.tag is None and type(resolve_scalar(event)) is not str:
+        if len(value) > MAX_KEY_LENGTH:
+            self.refuse(event, f"a key longer than {MAX_KEY_LENGTH} characters; keys are field names")
+            return None
+        if event.implicit[0] and event.tag is None and _not_text(event):
             # `1:`, `true:`, `~:` or a date are read as numbers, booleans, null or dates by YAML
             # readers, so a key written that way would not be the name it looks like.
             self.refuse(event, "mapping keys must be names, not numbers, booleans, null or dates; quote it")
             return None
         return value
 
-    def sequence(self, parser: Any, path: str) -> list[Any]:
+    def sequence(self, parser: Any, path: str, depth: int) -> list[Any]:
         result: list[Any] = []
         while (event := parser.get_event()).__class__ is not SequenceEndEvent:
-            result.append(self.node(parser, event, f"{path}[{len(result)}]"))
+            result.append(self.node(parser, event, f"{path}[{len(result)}]", depth))
         return result
+
+
+def _not_text(event: ScalarEvent) -> bool:
+    """A plain scalar that YAML readers take for something other than a string."""
+    try:
+        return type(resolve_scalar(event)) is not str
+    except ValueError:  # an integer too long to convert is still a number
+        return True
+
+
+def _skip_collection(parser: Any) -> None:
+    """Consume the events of a collection whose start was just read, without recursion."""
+    level = 1
+    while level:
+        kind = type(parser.get_event())
+        if kind in _OPENS:
+            level += 1
+        elif kind in _CLOSES:
+            level -= 1
 
 
 _KINDS: tuple[tuple[type, str], ...] = (

@@ -12,7 +12,7 @@ import click
 
 from reconciler import gateway, workflow
 from reconciler.apply import Outcome, Status, failed
-from reconciler.cli.common import Duration, err, handle_errors, use_color, users_option
+from reconciler.cli.common import Duration, err, format_option, use_color, users_option
 from reconciler.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.errors import ExitCode, ReconcilerError
@@ -64,9 +64,7 @@ def _show(plan: Plan, fmt: str) -> None:
 
 @click.command()
 @users_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True
-)
+@format_option("text", "markdown", "json", default="text")
 @click.option(
     "--out",
     "out",
@@ -76,7 +74,6 @@ def _show(plan: Plan, fmt: str) -> None:
 @target_option
 @allow_deletes_option
 @allow_locks_option
-@handle_errors
 def plan(
     *,
     users_dir: Path,
@@ -136,7 +133,6 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
 @click.command()
 @click.argument("plan_file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @_apply_options
-@handle_errors
 def apply(plan_file: Path | None, **options: Any) -> int:
     """Apply users/ to the service (or exactly a plan saved with `plan --out`).
 
@@ -161,7 +157,6 @@ def apply(plan_file: Path | None, **options: Any) -> int:
     help="Then wait until every reporting gateway serves this users/ (e.g. 90s, 10m); exit 1 naming "
     "the gateways still behind when the time is up.",
 )
-@handle_errors
 def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | None, **options: Any) -> int:
     """Apply users/ to the service, then reflect SMTP users on the mail server.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import Duration, handle_errors, users_option
+from reconciler.cli.common import Duration, format_option, users_option
 from reconciler.client import ServiceClient
 from reconciler.config import load_settings
 from reconciler.errors import ExitCode, ReconcilerError
@@ -30,8 +30,7 @@ from reconciler.model import Operation
 @click.option(
     "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="At most this many."
 )
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@handle_errors
+@format_option("text", "json", default="text")
 def history(users_dir: Path, api_user: str | None, since: float, limit: int, fmt: str) -> int:
     """Show the service's operation log, newest first: every write, by whom, from where.
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import handle_errors, users_option
+from reconciler.cli.common import users_option
 from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode
@@ -47,7 +47,6 @@ templates_option = click.option(
     "--force-unlock", is_flag=True, help="Take over the mail-directory lock from a run that is gone."
 )
 @templates_option
-@handle_errors
 def render(
     *,
     users_dir: Path,

@@ -16,7 +16,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from reconciler import agekeys, engine, gateway, importer
-from reconciler.cli.common import err, handle_errors, users_option
+from reconciler.cli.common import err, format_option, users_option
 from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
@@ -41,7 +41,6 @@ AUDIT_ENTRIES = 10
 @click.command("import")
 @users_option
 @click.option("--force", is_flag=True, help="Also update existing files (comments and key order are kept).")
-@handle_errors
 def import_(users_dir: Path, force: bool) -> int:
     """Write users/<api_user>.yaml for every API user on the service, to adopt an existing account.
 
@@ -160,15 +159,7 @@ class _Section:
     show_default=True,
     help="How many audit log entries to show.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: machine-readable (for now the gateways list only).",
-)
-@handle_errors
+@format_option("text", "json", default="text")
 def status(users_dir: Path, entries: int, fmt: str = "text") -> int:
     """Summarise desired vs live state, the reconcile lock and the last audit entries.
 
@@ -341,7 +332,6 @@ def secret() -> None:
     metavar="AGE1...",
     help="age public key that may decrypt (repeat for CI and each on-call person).",
 )
-@handle_errors
 def encrypt(recipients: tuple[str, ...]) -> int:
     """Encrypt an API key for the users repo and print the `api_key:` YAML to paste.
 

@@ -23,6 +23,7 @@ directory remembers). The rendered files arrive already checked for structure (v
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -115,17 +116,20 @@ def install(
     except BaseException:
         files.discard(staged)
         raise
-    files.swap(staged, mail_dir)
     names = tuple(f.path for f in changed)
     daemons: set[str] = {f.reloads for f in changed if f.reloads is not None}
-    try:
-        report = _activate(
-            names, daemons, mail_dir, settings, disk, reload=reload, probes=(probes, relay_probes), skip=skip
-        )
-    except RolledBack:
-        files.forget_swap(mail_dir)  # the old set is back in effect; a failed rollback keeps the journal
-        raise
-    files.forget_swap(mail_dir)
+    report = _activate(
+        staged,
+        names,
+        daemons,
+        mail_dir,
+        settings,
+        disk=disk,
+        reload=reload,
+        probes=(probes, relay_probes),
+        skip=skip,
+    )
+    files.forget_swap(mail_dir)  # the new set is validated and in effect
     return replace(
         report,
         warnings=tuple(dict.fromkeys((*warnings, *report.warnings))),
@@ -134,18 +138,23 @@ def install(
 
 
 def _activate(
+    staged: Sequence[files.Staged],
     names: tuple[str, ...],
     daemons: set[str],
     mail_dir: Path,
     settings: Settings,
-    disk: dict[str, OnDisk],
     *,
+    disk: dict[str, OnDisk],
     reload: bool,
     probes: tuple[Sequence[AuthProbe], Sequence[AuthProbe]],  # Dovecot's, the relay's
     skip: Skipped,
 ) -> InstallReport:
+    """Swap, validate, reload, smoke-check. From the first rename on, any failure (an OSError,
+    Ctrl-C, SIGTERM, a bug) puts the previous files back: unvalidated files never stay live."""
     reloaded: list[str] = []  # filled as we go, so a rollback reloads only what was reloaded
+    undo = functools.partial(_roll_back, names=names, mail_dir=mail_dir, settings=settings, disk=disk)
     try:
+        files.swap(staged, mail_dir)
         ours = [str(mail_dir / name) for name in names]
         warnings = commands.validate_live(skip.daemons_validated(daemons), settings, ours)
         if not reload:
@@ -156,9 +165,16 @@ def _activate(
         passed = checks.smoke(reloaded, live, settings, *probes)
         return InstallReport(names, tuple(reloaded), passed, warnings)
     except MailServerError as exc:
-        raise _roll_back(
-            exc, names=names, reloaded=set(reloaded), mail_dir=mail_dir, settings=settings, disk=disk
-        ) from exc
+        raise undo(exc, reloaded=set(reloaded)) from exc
+    except OSError as exc:
+        raise undo(files.unwritable(mail_dir, exc), reloaded=set(reloaded)) from exc
+    except BaseException as exc:
+        # Not ours to word (Ctrl-C, SIGTERM, a bug): put the files back, then let it go on.
+        rolled = undo(MailServerError(f"stopped by {type(exc).__name__}"), reloaded=set(reloaded))
+        exc.add_note(str(rolled))
+        raise
+    finally:
+        files.discard(staged)  # temp files that a failed swap left behind
 
 
 def _daemons_of(reloaded: Iterable[str]) -> set[str]:
@@ -185,6 +201,7 @@ def _roll_back(
         if isinstance(exc, SmokeFailed) and "postfix" in reloaded:
             commands.restart_postfix(settings)
             notes.append("Postfix was stopped and started to clear its throttled smtpd")
+        files.forget_swap(mail_dir)  # the old set is back in effect (a failed rollback keeps the journal)
     except (MailServerError, OSError) as again:
         return MailServerError(f"{exc}; rolling back failed too: {again}")
     return RolledBack(f"{exc}; {', '.join(notes)}")

@@ -161,9 +161,8 @@ def run_case(case: str, work: Path) -> dict[str, object]:
     started = time.monotonic()
     with _captured() as (out, err):
         try:
-            main(["validate", "--users", str(users)])
-            code: object = None
-        except SystemExit as exc:
+            code: object = main(["validate", "--users", str(users)])
+        except SystemExit as exc:  # the boundary returns a code; older mains exited
             code = exc.code
     seconds = time.monotonic() - started
     written = sorted(p for p, _, _ in snapshot(work) ^ before)

@@ -26,7 +26,7 @@ from typing import Any, NoReturn, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from reconciler.errors import Problem, ValidationFailed
+from reconciler.errors import Problem, SecretError, ValidationFailed
 from reconciler.keyfiles import key_file_path, key_file_refusal
 from reconciler.model import UserSpec
 from reconciler.yamlfile import YamlMapping, load_mapping, type_name
@@ -445,7 +445,12 @@ def key_file_problems(results: list[_FileResult]) -> list[Problem]:
         user = result.user
         if user is None or user.api_key.from_file is None:
             continue
-        path = key_file_path(user.api_key, result.path.parent)
+        try:
+            path = key_file_path(user.api_key, result.path.parent)
+        except SecretError as exc:  # `~name/...` for a user this machine lacks
+            line = result.lines.get("api_key.from_file")
+            problems.append(Problem(str(result.path), str(exc), line, None, "api_key.from_file"))
+            continue
         try:
             refusal = key_file_refusal(os.stat(path))  # stat, unlike open, never blocks on a FIFO
         except ValueError:

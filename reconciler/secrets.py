@@ -76,6 +76,8 @@ def resolve(
 ) -> ApiKey:
     """Read the key a reference points at, within `deadline` seconds. Relative file paths are
     relative to `base_dir`."""
+    if getattr(_worker, "active", False):  # already on a Deadline's worker (resolve_all)
+        return _resolve_now(ref, base_dir, env)
     with Deadline(deadline) as limit:
         return limit.call(lambda: _resolve_now(ref, base_dir, env), _what(ref))
 
@@ -146,7 +148,11 @@ class Deadline:
         raise value
 
 
+_worker = threading.local()  # `active` on a Deadline's worker thread
+
+
 def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], queue.SimpleQueue[Any]] | None]) -> None:
+    _worker.active = True
     while (job := jobs.get()) is not None:
         fn, answer = job
         try:
@@ -203,7 +209,7 @@ def _resolve_all(
         field = f"api_key.{user.api_key.kind}"
         line = desired.line(user.api_user, field) or desired.line(user.api_user, "api_key")
         try:
-            resolve_one = partial(_resolve_now, user.api_key, file.parent, env)
+            resolve_one = partial(resolve, user.api_key, file.parent, env)  # the one seam per key
             keys[user.api_user] = limit.call(resolve_one, _what(user.api_key))
         except SecretError as exc:
             problem = Problem(str(file), str(exc), line, field=field)

@@ -7,10 +7,12 @@ docs/plan-json.md; `plan_from_json` reads it back for `apply PLAN.json`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from reconciler.model import COMPARED_FIELDS
+from reconciler.importer import ImportedFile
+from reconciler.model import COMPARED_FIELDS, LiveUser
 from reconciler.plan import SENSITIVE, Action, Change, FieldChange, Plan
 
 FORMAT_VERSION = 1
@@ -245,3 +247,74 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         mail_files=tuple(data["mail_files"]),
         refusals=tuple(data["refusals"]),
     )
+
+
+# --- JSON of the other commands (schemas in docs/schemas/, described in docs/cli-json.md) -----------
+
+OUTPUT_FORMAT_VERSION = 1
+
+
+def plan_summary_json(plan: Plan) -> dict[str, int]:
+    return dict(plan_to_json(plan)["summary"])
+
+
+def error_to_json(message: str, problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What every command prints on stdout instead of its output when it fails under --format json."""
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": False,
+        "error": message,
+        "problems": problems or [],
+    }
+
+
+def live_to_json(users: Sequence[LiveUser]) -> dict[str, Any]:
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": True,
+        "total": len(users),
+        "api_users": [u.model_dump(mode="json") for u in users],
+    }
+
+
+def status_to_json(ok: bool, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The status document: each section of `status` adds its top-level keys."""
+    document: dict[str, Any] = {"format_version": OUTPUT_FORMAT_VERSION, "ok": ok}
+    for part in parts:
+        document.update(part)
+    return document
+
+
+def import_to_json(
+    users_dir: Path,
+    files: Sequence[ImportedFile],
+    results: Sequence[str],
+    refused: Sequence[str],
+    self_user: str | None,
+) -> dict[str, Any]:
+    """`import --format json`: what happened to each file, and the variables to set before apply."""
+    me = (self_user or "").lower()
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": not refused,
+        "users_dir": str(users_dir),
+        "files": [
+            {
+                "api_user": f.api_user,
+                "file": str(users_dir / f.file_name),
+                "result": result,
+                "key_ref": f.key_ref,
+            }
+            for f, result in zip(files, results, strict=True)
+        ],
+        "refused": list(refused),
+        "env": [
+            {
+                "variable": f.key_ref.removeprefix("env "),
+                "api_user": f.api_user,
+                "reconciler_user": f.api_user.lower() == me,
+            }
+            for f in files
+            if f.key_ref.startswith("env ")
+        ],
+    }

@@ -13,7 +13,9 @@ from typing import Any, ParamSpec
 
 import click
 
+from reconciler.cli.options import no_color
 from reconciler.errors import ExitCode, Problem, ReconcilerError, ValidationFailed, exit_code_for
+from reconciler.output import error_to_json
 
 P = ParamSpec("P")
 
@@ -31,8 +33,7 @@ def use_color(ctx: click.Context | None = None) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set or --no-color was given."""
     if os.environ.get("NO_COLOR"):
         return False
-    root = (ctx or click.get_current_context()).find_root()
-    if root.params.get("no_color"):
+    if no_color(ctx or click.get_current_context()):
         return False
     return sys.stdout.isatty()
 
@@ -54,7 +55,7 @@ def handle_errors(fn: Callable[P, int]) -> Callable[P, int]:
             return ExitCode.ERROR
         except ReconcilerError as exc:
             if output_format() == "json":
-                click.echo(json.dumps({"ok": False, "error": str(exc), "problems": []}, indent=2))
+                emit_json(error_to_json(str(exc)))
             else:
                 err(f"error: {exc}")
             return exit_code_for(exc)
@@ -73,8 +74,7 @@ def report_problems(problems: Sequence[Problem], fmt: str = "text", *, severity:
     """Every problem of a run, located: text on stderr or JSON on stdout, plus GitHub annotations
     when running in GitHub Actions so a pull request shows each error on its line."""
     if fmt == "json" and severity == "error":
-        document = {"ok": False, "error": _summary(problems), "problems": [problem_json(p) for p in problems]}
-        click.echo(json.dumps(document, indent=2))
+        emit_json(error_to_json(_summary(problems), [problem_json(p) for p in problems]))
     else:
         for problem in problems:
             err(f"{severity}: {problem}")
@@ -121,3 +121,41 @@ def _repo_relative(file: str) -> str:
     if workspace and path.is_absolute() and path.is_relative_to(workspace):
         return str(path.relative_to(workspace))
     return file
+
+
+def styler() -> Callable[[str, str], str]:
+    """click.style for a colour name, or plain text when colour is off (see use_color)."""
+    if not use_color():
+        return lambda text, _colour: text
+    return lambda text, colour: (
+        click.style(text, bold=True) if colour == "bold" else click.style(text, fg=colour)
+    )
+
+
+def emit_json(document: Any) -> None:
+    """A JSON document on stdout: the one shape every `--format json` prints."""
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def format_option(
+    *choices: str, default: str | None = None
+) -> Callable[[Callable[P, int]], Callable[P, int]]:
+    """`--format` with these choices (the first is the default); the value reaches the command as `fmt`."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default=default or choices[0],
+        show_default=True,
+        help="Output format (JSON: docs/cli-json.md).",
+    )
+
+
+def complete_api_users(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion for --target and --api-user: the api_users declared in users/ (or --users)."""
+    users_dir = ctx.params.get("users_dir") or Path("users")
+    try:
+        names = sorted(p.name.removesuffix(".yaml") for p in Path(users_dir).glob("*.yaml"))
+    except OSError:
+        return []
+    return [name for name in names if name.lower().startswith(incomplete.lower())]

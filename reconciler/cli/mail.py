@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import handle_errors, users_option
-from reconciler.cli.mail_step import mail_lock
+from reconciler.cli.common import emit_json, format_option, handle_errors, users_option
+from reconciler.cli.mail_step import mail_lock, mail_report_json, progress_hasher
+from reconciler.cli.progress import Progress
 from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode
@@ -45,6 +46,7 @@ templates_option = click.option(
     "--force-unlock", is_flag=True, help="Take over the mail-directory lock from a run that is gone."
 )
 @templates_option
+@format_option("text", "json")
 @handle_errors
 def render(
     *,
@@ -54,6 +56,7 @@ def render(
     check: bool,
     force_unlock: bool,
     templates_dir: Path | None,
+    fmt: str,
 ) -> int:
     """Render the Postfix/Dovecot files for SMTP users, validate, swap and reload.
 
@@ -77,7 +80,7 @@ def render(
         if check
         else mail_lock(users_dir, settings, target, "render", force=force_unlock)
     )
-    with lock:
+    with lock, Progress("Hashing keys") as bar:
         desired = load_users(users_dir)
         report = reflect(
             desired.users,
@@ -87,8 +90,12 @@ def render(
             check=check,
             mail_dir=target,
             templates_dir=templates_dir,
+            hasher=None if check else progress_hasher(settings.hash_scheme, bar),
         )
-    _show(report)
+    if fmt == "json":
+        emit_json(mail_report_json(report, ok=True))
+    else:
+        _show(report)
     if check and report.changed:
         return ExitCode.CHANGES_PENDING
     return ExitCode.OK

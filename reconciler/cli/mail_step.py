@@ -5,14 +5,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
+from reconciler.cli.progress import Progress
 from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import ExitCode, LockHeld, ValidationFailed
-from reconciler.mail import keys_for_mail, preview, reflect
+from reconciler.mail import MailReport, keys_for_mail, preview, reflect
+from reconciler.mail.hashing import Hasher, make_hasher
 from reconciler.mail.reflect import mail_dir_from
+from reconciler.output import OUTPUT_FORMAT_VERSION
+from reconciler.secrets import ApiKey
 from reconciler.state import LockInfo, reconcile_lock
 
 
@@ -75,3 +80,44 @@ def run_mail_step(users_dir: Path, mail_dir: Path | None, *, reload: bool, force
     if report.reloaded:
         click.echo("Reloaded: " + ", ".join(report.reloaded))
     return ExitCode.OK
+
+
+class _ProgressHasher:
+    """A real hasher that advances a progress line per key hashed (the slow part of a render)."""
+
+    def __init__(self, inner: Hasher, bar: Progress) -> None:
+        self.inner, self.bar = inner, bar
+
+    @property
+    def scheme(self) -> str:
+        return self.inner.scheme
+
+    def __call__(self, key: ApiKey) -> str:
+        hashed = self.inner(key)
+        self.bar.advance()
+        return hashed
+
+
+def progress_hasher(scheme: str, bar: Progress) -> Hasher:
+    return _ProgressHasher(make_hasher(scheme), bar)
+
+
+def mail_report_json(report: MailReport, *, ok: bool) -> dict[str, Any]:
+    """`render --format json`, and the `mail` part of `reconcile --format json` (docs/cli-json.md)."""
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": ok,
+        **mail_fields_json(report),
+    }
+
+
+def mail_fields_json(report: MailReport) -> dict[str, Any]:
+    return {
+        "mail_dir": str(report.mail_dir),
+        "check": report.check,
+        "changed": list(report.changed),
+        "reloaded": list(report.reloaded),
+        "smoke": list(report.smoke),
+        "hashes": report.hashes,
+        "users": report.users,
+    }

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +15,26 @@ import click
 from click.shell_completion import get_completion_class
 
 from reconciler import agekeys, engine, importer
-from reconciler.cli.common import err, handle_errors, users_option
+from reconciler.cli.common import (
+    complete_api_users,
+    emit_json,
+    err,
+    format_option,
+    handle_errors,
+    users_option,
+)
+from reconciler.cli.progress import Progress
 from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed
-from reconciler.output import summary_line
+from reconciler.output import import_to_json, plan_summary_json, status_to_json, summary_line
+from reconciler.plan import targeted
 from reconciler.secrets import check_key
 from reconciler.state import STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
 
 AUDIT_ENTRIES = 10
+PROGRESS_MIN = 20  # fewer files are written before a progress line could be read
 
 # --- import ---------------------------------------------------------------------------------------
 
@@ -32,8 +42,17 @@ AUDIT_ENTRIES = 10
 @click.command("import")
 @users_option
 @click.option("--force", is_flag=True, help="Also update existing files (comments and key order are kept).")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="PATTERN",
+    shell_complete=complete_api_users,
+    help="Import only api_users matching this glob (repeatable).",
+)
+@format_option("text", "json")
 @handle_errors
-def import_(users_dir: Path, force: bool) -> int:
+def import_(users_dir: Path, force: bool, targets: tuple[str, ...], fmt: str) -> int:
     """Write users/<api_user>.yaml for every API user on the service, to adopt an existing account.
 
     Keys cannot be read from the service: each new file refers to an environment variable named
@@ -46,15 +65,24 @@ def import_(users_dir: Path, force: bool) -> int:
     \b
     Example:
       reconciler import --users users && git add users && reconciler plan
+      reconciler import --target 'billing*' --format json
     """
     settings = load_settings(users_dir)
     with ServiceClient.from_settings(settings) as client:
-        live = client.list_users()
+        live = [u for u in client.list_users() if targeted(u.api_user, targets)]
     users_dir.mkdir(parents=True, exist_ok=True)
     valid, refused = importer.importable(live)
     files = importer.import_users(valid, _existing_files(users_dir))
-    for imported in files:
-        click.echo(f"{_import_one(users_dir, imported, force):<10} {users_dir / imported.file_name}")
+    results: list[str] = []
+    with Progress("Importing", len(files), enabled=None if len(files) >= PROGRESS_MIN else False) as bar:
+        for imported in files:
+            results.append(_import_one(users_dir, imported, force))
+            bar.advance()
+    if fmt == "json":
+        emit_json(import_to_json(users_dir, files, results, refused, settings.api_user))
+        return ExitCode.ERROR if refused else ExitCode.OK
+    for imported, result in zip(files, results, strict=True):
+        click.echo(f"{result:<10} {users_dir / imported.file_name}")
     _import_summary(users_dir, files, force, settings)
     if refused:
         # Quoted with repr: the names come from the service and may hold newlines or escapes.
@@ -140,6 +168,8 @@ def _import_summary(
 class _Section:
     lines: tuple[str, ...]
     ok: bool = True
+    # The same facts for `--format json`: a top-level key of the status document (status_to_json).
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @click.command()
@@ -151,16 +181,19 @@ class _Section:
     show_default=True,
     help="How many audit log entries to show.",
 )
+@format_option("text", "json")
 @handle_errors
-def status(users_dir: Path, entries: int) -> int:
+def status(users_dir: Path, entries: int, fmt: str) -> int:
     """Summarise desired vs live state, the reconcile lock and the last audit entries.
 
     Read-only, and each part is shown even when another fails (a broken users/ file or an
-    unreachable service), so it is the first command to run when paged.
+    unreachable service), so it is the first command to run when paged. Exit 0 when every part
+    could be read, 1 when one could not (the JSON form says which).
 
     \b
     Example:
       reconciler status --users users --entries 20
+      reconciler status --format json | jq .drift
     """
     settings = load_settings(users_dir)
     state_dir = users_dir.parent / settings.state_dir
@@ -169,43 +202,84 @@ def status(users_dir: Path, entries: int) -> int:
         _lock_section(state_dir, settings.api_url),
         _audit_section(state_dir, entries),
     ]
-    for section in sections:
-        click.echo("\n".join(section.lines))
-    return ExitCode.OK if all(s.ok for s in sections) else ExitCode.ERROR
+    ok = all(s.ok for s in sections)
+    if fmt == "json":
+        emit_json(status_to_json(ok, [s.data for s in sections]))
+    else:
+        for section in sections:
+            click.echo("\n".join(section.lines))
+    return ExitCode.OK if ok else ExitCode.ERROR
 
 
 def _drift_section(users_dir: Path, settings: Settings) -> _Section:
+    desired_json: dict[str, Any] = {"ok": False, "users_dir": str(users_dir), "users": None, "problems": 0}
+    live_json: dict[str, Any] = {"ok": None, "service": settings.api_url, "users": None, "error": None}
+    drift_json: dict[str, Any] = {
+        "checked": False,
+        "drift": None,
+        "summary": None,
+        "changes": [],
+        "notes": [],
+    }
+    data = {"desired": desired_json, "live": live_json, "drift": drift_json}
     try:
         desired = load_users(users_dir)
     except ValidationFailed as exc:
+        desired_json["problems"] = len(exc.problems)
         return _Section(
-            (f"Desired: INVALID, {len(exc.problems)} problem(s); run `reconciler validate`",), False
+            (f"Desired: INVALID, {len(exc.problems)} problem(s); run `reconciler validate`",), False, data
         )
+    desired_json.update(ok=True, users=len(desired.users))
     lines = [f"Desired: {len(desired.users)} user(s) in {users_dir}"]
     try:
         with ServiceClient.from_settings(settings) as client:
             live = client.list_users()
     except ReconcilerError as exc:
-        return _Section((*lines, f"Live:    UNAVAILABLE: {exc}"), False)
+        live_json.update(ok=False, error=str(exc))
+        return _Section((*lines, f"Live:    UNAVAILABLE: {exc}"), False, data)
+    live_json.update(ok=True, users=len(live))
     lines.append(f"Live:    {len(live)} user(s) on {settings.api_url}")
     resolved = engine.resolve_keys(desired)
     if resolved.unusable:
+        drift_json["notes"] = [f"unusable key: {p}" for p in resolved.unusable]
         bad = [f"Keys:    UNUSABLE: {p}" for p in resolved.unusable]
-        return _Section((*lines, *bad, "         `reconciler plan` fails until these are fixed"), False)
+        return _Section((*lines, *bad, "         `reconciler plan` fails until these are fixed"), False, data)
     plan = engine.compute_plan(
         desired, live, resolved, settings=settings, guards=engine.guards_from(settings)
+    )
+    drift_json.update(
+        checked=True,
+        drift=bool(plan.changes),
+        summary=plan_summary_json(plan),
+        changes=[{"action": c.action.value, "api_user": c.api_user} for c in plan.changes],
+        notes=list(plan.notes),
     )
     drift = "no" if not plan.changes else "YES: " + summary_line(plan) + " Run `reconciler plan`."
     lines.append(f"Drift:   {drift}")
     lines += [f"Note:    {note}" for note in plan.notes]
-    return _Section(tuple(lines))
+    return _Section(tuple(lines), data=data)
 
 
 def _lock_section(state_dir: Path, service: str) -> _Section:
     """The service's lock and any other lock in the state dir (a gateway's mail-directory lock)."""
-    paths = {lock_path(state_dir, service), *state_dir.glob("reconcile-*.lock")}
-    lines = [_describe_lock(path) for path in sorted(paths) if path.exists()]
-    return _Section(tuple(lines) or ("Lock:    free",))
+    paths = sorted(
+        p for p in {lock_path(state_dir, service), *state_dir.glob("reconcile-*.lock")} if p.exists()
+    )
+    lines = [_describe_lock(path) for path in paths]
+    return _Section(tuple(lines) or ("Lock:    free",), data={"locks": [_lock_json(p) for p in paths]})
+
+
+def _lock_json(path: Path) -> dict[str, Any]:
+    info = read_lock(path)
+    if info is None:
+        return {"file": str(path), "readable": False, "stale": True}
+    age = _age(info)
+    return {
+        "file": str(path),
+        "readable": True,
+        **asdict(info),
+        "stale": age is None or age > STALE_AFTER,
+    }
 
 
 def _describe_lock(path: Path) -> str:
@@ -215,10 +289,16 @@ def _describe_lock(path: Path) -> str:
     return f"Lock:    {info.service} held by {info.describe()}{_lock_age(info)}\n         file {path}"
 
 
-def _lock_age(info: LockInfo) -> str:
+def _age(info: LockInfo) -> timedelta | None:
     try:
-        age = datetime.now(UTC) - datetime.fromisoformat(info.started_at)
+        return datetime.now(UTC) - datetime.fromisoformat(info.started_at)
     except ValueError:
+        return None
+
+
+def _lock_age(info: LockInfo) -> str:
+    age = _age(info)
+    if age is None:
         return ""
     minutes = int(age.total_seconds() // 60)
     stale = "; STALE, the next run takes it over" if age > STALE_AFTER else ""
@@ -227,13 +307,17 @@ def _lock_age(info: LockInfo) -> str:
 
 def _audit_section(state_dir: Path, count: int) -> _Section:
     log = AuditLog(state_dir, {})
+    data: dict[str, Any] = {"file": str(log.path), "ok": True, "entries": []}
     try:
         tail = log.tail(count)
     except ValueError:
-        return _Section((f"Audit:   {log.path} has a line that is not JSON",), False)
+        data["ok"] = False
+        return _Section((f"Audit:   {log.path} has a line that is not JSON",), False, {"audit": data})
+    data["entries"] = tail
     if not tail:
-        return _Section((f"Audit:   no entries in {log.path}",))
-    return _Section((f"Audit:   last {len(tail)} of {log.path}", *(_audit_line(e) for e in tail)))
+        return _Section((f"Audit:   no entries in {log.path}",), data={"audit": data})
+    lines = (f"Audit:   last {len(tail)} of {log.path}", *(_audit_line(e) for e in tail))
+    return _Section(lines, data={"audit": data})
 
 
 def _audit_line(entry: dict[str, Any]) -> str:

@@ -1,0 +1,102 @@
+"""Every `--format json` output validates against its committed schema (docs/schemas/), errors
+included; the schemas themselves are valid JSON Schema 2020-12."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from jsonschema import Draft202012Validator
+
+from tests.cli.conftest import Repo
+from tests.cli.schemas import SCHEMAS, validate
+
+
+@pytest.mark.parametrize("path", sorted(SCHEMAS.glob("*.schema.json")), ids=lambda p: p.name)
+def test_each_committed_schema_is_valid_json_schema(path: Path) -> None:
+    Draft202012Validator.check_schema(json.loads(path.read_text()))
+
+
+def _json(repo: Repo, *args: str, code: int = 0) -> dict[str, object]:
+    result = repo.run(*args, "--format", "json")
+    assert result.code == code, result.output
+    document = json.loads(result.stdout)
+    assert isinstance(document, dict)
+    assert document["format_version"] == 1
+    return document
+
+
+def test_a_schema_rejects_a_document_of_the_wrong_shape() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        validate("live", {"format_version": 1, "ok": True, "total": 0})
+
+
+def test_validate_json_matches_its_schema(repo: Repo) -> None:
+    validate("validate", _json(repo, "validate"))
+
+
+def test_validate_errors_match_the_error_schema(repo: Repo) -> None:
+    (repo.users / "bad@example.com.yaml").write_text("api_user: bad@example.com\nrole: boss\n")
+    document = _json(repo, "validate", code=1)
+    validate("error", document)
+    assert document["problems"]
+
+
+def test_plan_json_matches_its_schema(repo: Repo) -> None:
+    repo.write("new@example.com", access={"smtp": True}, smtp_senders=["@new.example.com"])
+    validate("plan", _json(repo, "plan", code=2))
+
+
+def test_show_json_matches_the_plan_schema(repo: Repo) -> None:
+    repo.write("new@example.com")
+    assert repo.run("plan", "--out", "plan.json").code == 2
+    validate("plan", _json(repo, "show", "plan.json"))
+
+
+def test_live_json_matches_its_schema(repo: Repo) -> None:
+    document = _json(repo, "live")
+    validate("live", document)
+    assert [u["api_user"] for u in document["api_users"]] == [repo.service.admin_user]  # type: ignore[union-attr]
+
+
+def test_status_json_matches_its_schema(repo: Repo) -> None:
+    repo.write("new@example.com")
+    document = _json(repo, "status")
+    validate("status", document)
+    drift = document["drift"]
+    assert isinstance(drift, dict)
+    assert drift["checked"] is True and drift["drift"] is True
+    assert drift["summary"]["create"] == 1
+    assert {"action": "create", "api_user": "new@example.com"} in drift["changes"]
+
+
+def test_status_json_with_the_service_down_still_matches_and_says_why(repo: Repo) -> None:
+    env = repo.env() | {"RECONCILER_API_URL": "http://127.0.0.1:9/api/v2", "RECONCILER_RETRIES": "0"}
+    result = repo.run("status", "--format", "json", env=env)
+    assert result.code == 1
+    document = json.loads(result.stdout)
+    validate("status", document)
+    assert document["ok"] is False and document["live"]["ok"] is False
+    assert "cannot reach the service" in document["live"]["error"]
+
+
+def test_import_json_matches_its_schema(repo: Repo) -> None:
+    with repo.service.client() as client:
+        from reconciler.secrets import ApiKey
+
+        client.create_user("adopt@example.com", {"role": "normal"}, ApiKey("k1abcdefgh"), {})
+    document = _json(repo, "import")
+    validate("import", document)
+    results = {f["api_user"]: f["result"] for f in document["files"]}  # type: ignore[union-attr]
+    assert results["adopt@example.com"] == "created"
+
+
+def test_an_error_under_json_matches_the_error_schema(repo: Repo) -> None:
+    env = repo.env() | {"RECONCILER_API_URL": "http://127.0.0.1:9/api/v2", "RECONCILER_RETRIES": "0"}
+    result = repo.run("live", "--format", "json", env=env)
+    assert result.code == 1
+    document = json.loads(result.stdout)
+    validate("error", document)
+    assert "cannot reach the service" in document["error"]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from reconciler.apply import Outcome
 from reconciler.importer import ImportedFile
 from reconciler.model import COMPARED_FIELDS, LiveUser
 from reconciler.plan import SENSITIVE, Action, Change, FieldChange, Plan
@@ -318,3 +319,40 @@ def import_to_json(
             if f.key_ref.startswith("env ")
         ],
     }
+
+
+def apply_to_json(
+    command: str,
+    *,
+    ok: bool,
+    plan: Plan | None,
+    outcomes: Sequence[Outcome],
+    pending: Plan | None,
+    mail: Mapping[str, Any] | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """`apply`/`reconcile --format json`: the plan applied, each user's outcome, whether a second
+    plan found nothing left, and (reconcile) the mail step."""
+    document: dict[str, Any] = {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": ok,
+        "command": command,
+        "plan": plan_to_json(plan) if plan is not None else None,
+        "outcomes": [
+            {
+                "api_user": o.change.api_user,
+                "action": o.change.action.value,
+                "outcome": o.status.value,
+                "detail": o.detail or None,
+            }
+            for o in outcomes
+        ],
+        "converged": pending is None,
+        "pending": [
+            {"action": c.action.value, "api_user": c.api_user} for c in (pending.changes if pending else ())
+        ],
+        "mail": dict(mail) if mail is not None else None,
+    }
+    if error is not None:
+        document["error"] = error
+    return document

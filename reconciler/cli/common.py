@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
@@ -18,6 +18,7 @@ from reconciler.errors import ExitCode, Problem, ReconcilerError, ValidationFail
 from reconciler.output import error_to_json
 
 P = ParamSpec("P")
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 users_option = click.option(
     "--users",
@@ -137,9 +138,7 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
-def format_option(
-    *choices: str, default: str | None = None
-) -> Callable[[Callable[P, int]], Callable[P, int]]:
+def format_option(*choices: str, default: str | None = None) -> Callable[[FC], FC]:
     """`--format` with these choices (the first is the default); the value reaches the command as `fmt`."""
     return click.option(
         "--format",

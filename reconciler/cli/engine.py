@@ -3,34 +3,47 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler import engine
-from reconciler.apply import KeyMaterial, Outcome, Status, apply_plan, failed
-from reconciler.cli.common import handle_errors, use_color, users_option
-from reconciler.client import ServiceClient
-from reconciler.config import Settings, load_settings
-from reconciler.desired import DesiredState, load_users
-from reconciler.errors import Cancelled, ExitCode, ReconcilerError, StalePlan, ValidationFailed
-from reconciler.output import plan_from_json, render_json, render_markdown, render_text, summary_line
-from reconciler.plan import Guards, Plan, raise_if_unsafe
-from reconciler.secrets import ResolvedKeys
-from reconciler.state import AuditLog, actor, git_commit, reconcile_lock
+from reconciler import workflow
+from reconciler.apply import Outcome, Status, failed
+from reconciler.cli.common import (
+    complete_api_users,
+    emit_json,
+    format_option,
+    handle_errors,
+    styler,
+    users_option,
+)
+from reconciler.cli.options import note
+from reconciler.cli.progress import Progress
+from reconciler.cli.reports import mail_fields_json
+from reconciler.cli.show import read_saved_plan
+from reconciler.errors import ExitCode, ReconcilerError, exit_code_for
+from reconciler.mail import MailReport
+from reconciler.output import apply_to_json, render_json, render_markdown, render_text, summary_line
+from reconciler.plan import Plan
 
 target_option = click.option(
     "--target",
     "targets",
     multiple=True,
     metavar="PATTERN",
+    shell_complete=complete_api_users,
     help="Limit to api_users matching this glob (repeatable).",
 )
+mail_dir_option = click.option(
+    "--mail-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The gateway's mail directory, as RECONCILER_MAIL_DIR: the plan previews its files.",
+)
+APPLY_PROGRESS_MIN = 20  # fewer changes are done before a progress line could be read
 allow_deletes_option = click.option(
     "--allow-deletes",
     type=click.IntRange(min=0),
@@ -45,89 +58,28 @@ allow_locks_option = click.option(
 )
 
 
-@dataclass(frozen=True)
-class Loaded:
-    settings: Settings
-    desired: DesiredState
-    users_dir: Path
-
-
-def _load(users_dir: Path) -> Loaded:
-    engine.refuse_missing_users_dir(users_dir)
-    return Loaded(load_settings(users_dir), load_users(users_dir), users_dir)
-
-
-def _resolve(loaded: Loaded, targets: tuple[str, ...], *, require_all: bool) -> ResolvedKeys:
-    """The keys of the users in scope, resolved once per run. For plan, absent keys (a fork's pull
-    request) only skip key checks, but a key that is there and wrong fails the plan, not only the
-    apply after the merge. apply needs every key: otherwise a user's key check would be skipped
-    and a rotation silently never applied."""
-    resolved = engine.resolve_keys(loaded.desired, engine.targeted_names(loaded.desired, targets))
-    for warning in resolved.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if require_all:
-        resolved.raise_if_missing()
-    elif resolved.unusable:
-        raise ValidationFailed(list(resolved.unusable))
-    return resolved
-
-
-def _fresh_plan(
-    loaded: Loaded,
-    client: ServiceClient,
-    resolved: ResolvedKeys,
-    guards: Guards,
-    targets: tuple[str, ...],
-    *,
-    mail: bool = True,
-) -> Plan:
-    live = client.list_users()
-    plan = engine.compute_plan(
-        loaded.desired, live, resolved, settings=loaded.settings, guards=guards, targets=targets
-    )
-    return _with_mail_preview(plan, loaded) if mail else plan
-
-
-def _with_mail_preview(plan: Plan, loaded: Loaded) -> Plan:
-    from reconciler.cli.mail_step import mail_preview
-
-    try:
-        files = mail_preview(loaded.settings, loaded.desired)
-    except ReconcilerError as exc:
-        return replace(plan, notes=(*plan.notes, f"Mail files were not compared: {exc}"))
-    return replace(plan, mail_files=files) if files else plan
-
-
-def _style(text: str, colour: str) -> str:
-    if colour == "bold":
-        return click.style(text, bold=True)
-    return click.style(text, fg=colour)
-
-
-def _styler() -> Callable[[str, str], str]:
-    return _style if use_color() else (lambda text, _colour: text)
-
-
 def _show(plan: Plan, fmt: str) -> None:
     if fmt == "json":
         click.echo(render_json(plan), nl=False)
     elif fmt == "markdown":
         click.echo(render_markdown(plan), nl=False)
     else:
-        click.echo(render_text(plan, _styler()), nl=False)
+        click.echo(render_text(plan, styler()), nl=False)
 
 
-def _plan_exit(plan: Plan) -> int:
-    if plan.refusals:
-        return ExitCode.UNSAFE
-    return ExitCode.CHANGES_PENDING if not plan.empty else ExitCode.OK
+def _load(users_dir: Path, mail_dir: Path | None) -> workflow.Loaded:
+    """users/ and settings; `--mail-dir` is the mail_dir setting for this run, so the plan's
+    preview and reconcile's mail step use it exactly as they use RECONCILER_MAIL_DIR."""
+    loaded = workflow.load(users_dir)
+    if mail_dir is None:
+        return loaded
+    settings = loaded.settings.model_copy(update={"mail_dir": str(mail_dir)})
+    return replace(loaded, settings=settings)
 
 
 @click.command()
 @users_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True
-)
+@format_option("text", "markdown", "json")
 @click.option(
     "--out",
     "out",
@@ -137,6 +89,7 @@ def _plan_exit(plan: Plan) -> int:
 @target_option
 @allow_deletes_option
 @allow_locks_option
+@mail_dir_option
 @handle_errors
 def plan(
     *,
@@ -146,6 +99,7 @@ def plan(
     targets: tuple[str, ...],
     allow_deletes: int | None,
     allow_locks: int | None,
+    mail_dir: Path | None,
 ) -> int:
     """Show what reconcile would change, without changing anything.
 
@@ -155,20 +109,18 @@ def plan(
     Example:
       reconciler plan --format markdown > plan.md
       reconciler plan --out plan.json && reconciler apply plan.json
+      reconciler plan --mail-dir /etc/reconciler/mail
     """
-    loaded = _load(users_dir)
-    guards = engine.guards_from(loaded.settings, allow_deletes, allow_locks)
-    resolved = _resolve(loaded, targets, require_all=False)
-    with ServiceClient.from_settings(loaded.settings) as client:
-        result = _fresh_plan(loaded, client, resolved, guards, targets)
+    options = workflow.ApplyOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
+    result = workflow.make_plan(_load(users_dir, mail_dir), options, ClickReporter())
     _show(result, fmt)
     if out is not None:
         try:
             out.write_text(render_json(result), encoding="utf-8")
         except OSError as exc:
             raise ReconcilerError(f"cannot save the plan to {out}: {exc.strerror}") from None
-        click.echo(f"Saved the plan to {out}; apply it with: reconciler apply {out}", err=True)
-    return _plan_exit(result)
+        note(f"Saved the plan to {out}; apply it with: reconciler apply {out}")
+    return workflow.plan_exit(result)
 
 
 def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
@@ -182,6 +134,7 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
             click.option(
                 "--force-unlock", is_flag=True, help="Take over the reconcile lock from a run that is gone."
             ),
+            format_option("text", "json"),
         ]
     ):
         fn = option(fn)
@@ -195,158 +148,179 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
 def apply(plan_file: Path | None, **options: Any) -> int:
     """Apply users/ to the service (or exactly a plan saved with `plan --out`).
 
-    Creates, then updates and key changes, unlocks, locks and deletes last. Exit codes: 0 done,
-    1 something failed (the rest was applied; run again to converge), 3 refused as unsafe.
+    Creates, then updates and key changes, unlocks, locks and deletes last. Asks for `yes`
+    unless --auto-approve (a saved plan was reviewed when it was made). Exit codes: 0 done,
+    1 something failed (the rest was applied; run again to converge), cancelled, or the saved
+    plan is stale; 3 refused as unsafe. --format json needs --auto-approve or a saved plan.
 
     \b
     Example:
       reconciler apply --auto-approve --allow-deletes 5
+      reconciler apply plan.json --format json
     """
     return _run_apply(plan_file, mail=None, **options)
 
 
 @click.command()
 @_apply_options
-@click.option("--mail-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the mail files go.")
+@click.option(
+    "--mail-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the mail files go [default: setting mail_dir (RECONCILER_MAIL_DIR)].",
+)
 @click.option("--no-reload", is_flag=True, help="Write mail files but do not reload Postfix/Dovecot.")
 @handle_errors
 def reconcile(mail_dir: Path | None, no_reload: bool, **options: Any) -> int:
     """Apply users/ to the service, then reflect SMTP users on the mail server.
 
+    Exit codes as for apply.
+
     \b
     Example:
       reconciler reconcile --auto-approve --mail-dir /etc/reconciler/mail
     """
-    return _run_apply(None, mail=MailStep(mail_dir, reload=not no_reload), **options)
-
-
-@dataclass(frozen=True)
-class MailStep:
-    mail_dir: Path | None
-    reload: bool
+    return _run_apply(
+        None, mail=workflow.MailStep(mail_dir, reload=not no_reload), mail_dir=mail_dir, **options
+    )
 
 
 def _run_apply(
     plan_file: Path | None,
     *,
-    mail: MailStep | None,
+    mail: workflow.MailStep | None,
     users_dir: Path,
     auto_approve: bool,
     allow_deletes: int | None,
     allow_locks: int | None,
     targets: tuple[str, ...],
     force_unlock: bool,
+    fmt: str,
+    mail_dir: Path | None = None,
 ) -> int:
-    """Apply under the lock; for reconcile, the mail step runs under the same lock, after the
-    service changes (also when some failed: the gateway then still drops locked and deleted users)."""
-    loaded = _load(users_dir)
-    settings = loaded.settings
-    guards = engine.guards_from(settings, allow_deletes, allow_locks)
-    state_dir = users_dir.parent / settings.state_dir
-    with (
-        reconcile_lock(
-            state_dir, settings.api_url, "apply" if mail is None else "reconcile", force=force_unlock
-        ),
-        ServiceClient.from_settings(settings) as client,
-    ):
-        code = _apply_to_service(plan_file, loaded, client, guards, targets, auto_approve=auto_approve)
-        if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):
-            return code
-        from reconciler.cli.mail_step import run_mail_step
-
-        return max(code, run_mail_step(users_dir, mail.mail_dir, reload=mail.reload, force=force_unlock))
-
-
-def _apply_to_service(
-    plan_file: Path | None,
-    loaded: Loaded,
-    client: ServiceClient,
-    guards: Guards,
-    targets: tuple[str, ...],
-    *,
-    auto_approve: bool,
-) -> int:
-    settings = loaded.settings
-    resolved = _resolve(loaded, targets, require_all=True)
-    fresh = _fresh_plan(loaded, client, resolved, guards, targets)
+    options = workflow.ApplyOptions(
+        auto_approve=auto_approve,
+        allow_deletes=allow_deletes,
+        allow_locks=allow_locks,
+        targets=targets,
+        force_unlock=force_unlock,
+    )
+    loaded = _load(users_dir, mail_dir)
+    if fmt != "json":
+        return workflow.run_apply(loaded, options, ClickReporter(), plan_file=plan_file, mail=mail)
+    if not (auto_approve or plan_file):
+        # Like `terraform apply -json`: a pipeline cannot answer a prompt on a JSON stream.
+        raise click.UsageError("--format json needs --auto-approve (or a saved PLAN.json)")
+    reporter = JsonReporter("apply" if mail is None else "reconcile", mail=mail is not None)
     if plan_file is not None:
-        _check_saved(_read_saved(plan_file), fresh)
-    raise_if_unsafe(fresh)
-    if not fresh.changes:
-        click.echo("No changes to the service.")
-        return ExitCode.OK
-    material = engine.key_material(fresh, resolved, settings)
-    if plan_file is None and not _confirmed(fresh, auto_approve):
-        raise Cancelled("apply cancelled; nothing was changed")
-    state_dir = loaded.users_dir.parent / settings.state_dir
-    audit = AuditLog(state_dir, _audit_context(loaded, settings))
-    outcomes = _execute(fresh, client, material, settings, audit)
-    _report(outcomes)
-    converged = _converged(loaded, client, resolved, guards, targets)
-    return ExitCode.ERROR if failed(outcomes) or not converged else ExitCode.OK
-
-
-def _check_saved(saved: Plan, fresh: Plan) -> None:
-    """A saved plan is applied exactly: refuse when the state moved, or when the same inputs now
-    give other changes (the plan was made with other options, such as --target)."""
-    engine.check_not_stale(saved, fresh)
-    if saved.changes != fresh.changes:
-        raise StalePlan(
-            "the saved plan does not match what apply would do now (was it made with other options, "
-            "such as --target?). Run `reconciler plan --out` again with the options you apply with."
-        )
-
-
-def _read_saved(path: Path) -> Plan:
+        reporter.planned = read_saved_plan(plan_file)
     try:
-        return plan_from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ReconcilerError(f"{path} is not a saved plan: {type(exc).__name__}: {exc}") from None
+        code = workflow.run_apply(loaded, options, reporter, plan_file=plan_file, mail=mail)
+    except ReconcilerError as exc:
+        if reporter.outcomes_seen is None:
+            raise  # nothing was applied: the plain error document says it all
+        emit_json(reporter.document(error=str(exc)))
+        return exit_code_for(exc)
+    emit_json(reporter.document(ok=code == ExitCode.OK))
+    return code
 
 
-def _confirmed(result: Plan, auto_approve: bool) -> bool:
-    _show(result, "text")
-    if auto_approve:
-        return True
-    if not sys.stdin.isatty():
-        raise ReconcilerError("refusing to apply without --auto-approve: stdin is not a terminal")
-    return click.confirm("Apply these changes?", default=False)
+class ClickReporter:
+    """The workflow's Reporter at a terminal or in a CI log."""
 
+    def warning(self, message: str) -> None:
+        click.echo(f"warning: {message}", err=True)
 
-def _audit_context(loaded: Loaded, settings: Settings) -> dict[str, Any]:
-    return {"actor": actor(), "commit": git_commit(loaded.users_dir), "service": settings.api_url}
+    def info(self, message: str) -> None:
+        click.echo(message)
 
-
-def _execute(
-    result: Plan, client: ServiceClient, material: KeyMaterial, settings: Settings, audit: AuditLog
-) -> list[Outcome]:
-    total = len(result.changes)
-    show_bar = sys.stderr.isatty() and total >= 20
-
-    def record(outcome: Outcome) -> None:
-        change = outcome.change
-        audit.write(
-            action=change.action.value,
-            api_user=change.api_user,
-            fields={f.field: f.new for f in change.fields},
-            key_change=change.key_change,
-            outcome=outcome.status.value,
-            detail=outcome.detail or None,
+    def confirm(self, plan: Plan, *, ask: bool) -> bool:
+        _show(plan, "text")
+        if not ask:
+            return True
+        if not sys.stdin.isatty():
+            raise ReconcilerError("refusing to apply without --auto-approve: stdin is not a terminal")
+        # Terraform's convention, which operators rely on: `y` or Enter must not fire by accident.
+        answer = click.prompt(
+            "Do you want to apply these changes? Only 'yes' will be accepted to approve.\n  Enter a value",
+            default="",
+            show_default=False,
         )
-        if bar is not None:
-            bar.update(1)
+        return str(answer).strip() == "yes"
 
-    bar: Any = None
-    with contextlib.ExitStack() as stack:
-        if show_bar:
-            bar = stack.enter_context(click.progressbar(length=total, label="Applying", file=sys.stderr))
-        return apply_plan(
-            result,
-            client,
-            material,
-            concurrency=settings.concurrency,
-            on_outcome=record,
-            self_user=settings.api_user,
+    @contextlib.contextmanager
+    def progress(self, total: int) -> Iterator[Callable[[Outcome], None]]:
+        enabled = None if total >= APPLY_PROGRESS_MIN else False
+        with Progress("Applying", total, enabled=enabled) as bar:
+            yield lambda _outcome: bar.advance()
+
+    def outcomes(self, outcomes: list[Outcome]) -> None:
+        _report(outcomes)
+
+    def pending(self, plan: Plan) -> None:
+        click.echo("Still pending after apply: " + summary_line(plan), err=True)
+        for change in plan.changes:
+            fields = ", ".join(f.field for f in change.fields) or "api_key"
+            click.echo(f"  {change.action.value} {change.api_user}: {fields}", err=True)
+
+    def mail(self, report: MailReport | None) -> None:
+        if report is None:
+            click.echo(
+                "No mail directory configured (--mail-dir or RECONCILER_MAIL_DIR): mail server step skipped."
+            )
+        elif not report.changed:
+            click.echo(
+                f"Mail files in {report.mail_dir} are up to date ({report.users} SMTP users); "
+                "nothing reloaded."
+            )
+        else:
+            click.echo(f"Mail files changed in {report.mail_dir}: " + ", ".join(report.changed))
+            if report.reloaded:
+                click.echo("Reloaded: " + ", ".join(report.reloaded))
+
+
+class JsonReporter(ClickReporter):
+    """The workflow's Reporter for `--format json`: collects what happened and prints one
+    document at the end (docs/schemas/apply.schema.json); warnings still go to stderr."""
+
+    def __init__(self, command: str, *, mail: bool) -> None:
+        self.command = command
+        self.planned: Plan | None = None
+        self.outcomes_seen: list[Outcome] | None = None
+        self.still_pending: Plan | None = None
+        self.mail_json: dict[str, Any] | None = {"skipped": True} if mail else None
+
+    def info(self, message: str) -> None:
+        pass  # the document says it
+
+    def confirm(self, plan: Plan, *, ask: bool) -> bool:
+        self.planned = plan
+        return True  # --auto-approve was checked before the run
+
+    @contextlib.contextmanager
+    def progress(self, total: int) -> Iterator[Callable[[Outcome], None]]:
+        with ClickReporter.progress(self, total) as advance:
+            yield advance
+
+    def outcomes(self, outcomes: list[Outcome]) -> None:
+        self.outcomes_seen = outcomes
+
+    def pending(self, plan: Plan) -> None:
+        self.still_pending = plan
+
+    def mail(self, report: MailReport | None) -> None:
+        self.mail_json = (
+            {"skipped": True} if report is None else {"skipped": False, **mail_fields_json(report)}
+        )
+
+    def document(self, *, ok: bool = False, error: str | None = None) -> dict[str, Any]:
+        return apply_to_json(
+            self.command,
+            ok=ok and error is None,
+            plan=self.planned,
+            outcomes=self.outcomes_seen or [],
+            pending=self.still_pending,
+            mail=self.mail_json,
+            error=error,
         )
 
 
@@ -358,8 +332,7 @@ def _report(outcomes: list[Outcome]) -> None:
         status = o.status.value + (f": {o.detail}" if o.detail else "")
         colour = {Status.OK: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[o.status]
         click.echo(
-            f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  "
-            + _styler()(status, colour)
+            f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  " + styler()(status, colour)
         )
     bad = failed(outcomes)
     click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")
@@ -367,22 +340,6 @@ def _report(outcomes: list[Outcome]) -> None:
         click.echo(
             "Some changes did not apply; the others did. Run the same command again to converge.", err=True
         )
-
-
-def _converged(
-    loaded: Loaded, client: ServiceClient, resolved: ResolvedKeys, guards: Guards, targets: tuple[str, ...]
-) -> bool:
-    """Plan again: a service that silently ignored a change shows up here (and fails the run), not
-    in next week's drift report."""
-    unguarded = replace(guards, allow_deletes=None, allow_locks=None)
-    pending = _fresh_plan(loaded, client, resolved, unguarded, targets, mail=False)
-    if not pending.changes:
-        return True
-    click.echo("Still pending after apply: " + summary_line(pending), err=True)
-    for change in pending.changes:
-        fields = ", ".join(f.field for f in change.fields) or "api_key"
-        click.echo(f"  {change.action.value} {change.api_user}: {fields}", err=True)
-    return False
 
 
 COMMANDS = (plan, apply, reconcile)

@@ -12,13 +12,14 @@ from pathlib import Path
 import click
 
 from reconciler.cli.common import emit_json, format_option, handle_errors, users_option
-from reconciler.cli.mail_step import mail_lock, mail_report_json, progress_hasher
 from reconciler.cli.progress import Progress
+from reconciler.cli.reports import mail_report_json, progress_hasher
 from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode
 from reconciler.mail import MailReport, keys_for_mail, reflect
 from reconciler.mail.reflect import mail_dir_from
+from reconciler.workflow import mail_lock
 
 templates_option = click.option(
     "--templates",

@@ -14,12 +14,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli.mail import render
-from reconciler.cli.mail_step import mail_lock_scope, run_mail_step
 from reconciler.config import Settings
 from reconciler.errors import LockHeld, MailServerError
 from reconciler.mail import PASSWD, SASL_PASSWD, AuthProbe, RenderedFile, SmokeFailed, install
 from reconciler.secrets import ApiKey
 from reconciler.state import reconcile_lock
+from reconciler.workflow import mail_lock_scope
+from tests.fixtures.workflow import run_mail_step
 
 # The module, not the function of the same name that reconciler.mail exports.
 install_module = importlib.import_module("reconciler.mail.install")

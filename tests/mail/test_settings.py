@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli.mail import render
-from reconciler.cli.mail_step import mail_preview, run_mail_step
 from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import MailServerError
@@ -25,6 +24,8 @@ from reconciler.mail import (
     preview,
 )
 from reconciler.mail.reflect import keys_for_mail
+from reconciler.workflow import mail_preview
+from tests.fixtures.workflow import run_mail_step
 
 KEY = "Key12345"
 MARK = "# rendered from the custom templates"

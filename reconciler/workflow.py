@@ -1,0 +1,325 @@
+"""The apply and reconcile workflow: load users/, resolve keys, plan, check the plan is safe and
+current, apply it under the reconcile lock, plan again to prove convergence, then (reconcile) the
+mail step under the mail-directory lock.
+
+The workflow never prints or prompts: it tells a `Reporter` (the CLI implements one) what happened
+and asks it for confirmation. That keeps every decision here testable without a terminal, and the
+CLI a thin layer of options and presentation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler import engine
+from reconciler.apply import KeyMaterial, Outcome, apply_plan, failed
+from reconciler.client import ServiceClient
+from reconciler.config import Settings, load_settings
+from reconciler.desired import DesiredState, load_users
+from reconciler.errors import Cancelled, ExitCode, LockHeld, ReconcilerError, StalePlan, ValidationFailed
+from reconciler.mail import MailReport, keys_for_mail, preview, reflect
+from reconciler.mail.reflect import mail_dir_from
+from reconciler.output import plan_from_json
+from reconciler.plan import Guards, Plan, raise_if_unsafe
+from reconciler.secrets import ResolvedKeys
+from reconciler.state import AuditLog, LockInfo, actor, git_commit, reconcile_lock
+
+
+class Reporter(Protocol):
+    """What the workflow tells the person or pipeline running it. Implemented by the CLI."""
+
+    def warning(self, message: str) -> None: ...
+
+    def info(self, message: str) -> None: ...
+
+    def confirm(self, plan: Plan, *, ask: bool) -> bool:
+        """Show the plan and, when `ask`, ask the person at the terminal; True to go ahead."""
+        ...
+
+    def progress(self, total: int) -> contextlib.AbstractContextManager[Callable[[Outcome], None]]:
+        """A callback for each outcome as it completes (a progress bar on a terminal)."""
+        ...
+
+    def outcomes(self, outcomes: list[Outcome]) -> None: ...
+
+    def pending(self, plan: Plan) -> None:
+        """Changes still pending after apply (the service ignored or undid some)."""
+        ...
+
+    def mail(self, report: MailReport | None) -> None:
+        """The mail step's result; None when no mail directory is configured."""
+        ...
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One snapshot of the declared state for a whole run: settings and users are read once."""
+
+    settings: Settings
+    desired: DesiredState
+    users_dir: Path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.users_dir.parent / self.settings.state_dir
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    auto_approve: bool = False
+    allow_deletes: int | None = None
+    allow_locks: int | None = None
+    targets: tuple[str, ...] = ()
+    force_unlock: bool = False
+
+
+@dataclass(frozen=True)
+class MailStep:
+    mail_dir: Path | None
+    reload: bool
+
+
+def load(users_dir: Path) -> Loaded:
+    engine.refuse_missing_users_dir(users_dir)
+    return Loaded(load_settings(users_dir), load_users(users_dir), users_dir)
+
+
+def resolve(
+    loaded: Loaded, targets: tuple[str, ...], reporter: Reporter, *, require_all: bool
+) -> ResolvedKeys:
+    """The keys of the users in scope, resolved once per run. For plan, absent keys (a fork's pull
+    request) only skip key checks, but a key that is there and wrong fails the plan, not only the
+    apply after the merge. apply needs every key: otherwise a user's key check would be skipped
+    and a rotation silently never applied."""
+    resolved = engine.resolve_keys(loaded.desired, engine.targeted_names(loaded.desired, targets))
+    for warning in resolved.warnings:
+        reporter.warning(str(warning))
+    if require_all:
+        resolved.raise_if_missing()
+    elif resolved.unusable:
+        raise ValidationFailed(list(resolved.unusable))
+    return resolved
+
+
+def fresh_plan(
+    loaded: Loaded,
+    client: ServiceClient,
+    resolved: ResolvedKeys,
+    guards: Guards,
+    targets: tuple[str, ...],
+    *,
+    mail: bool = True,
+) -> Plan:
+    live = client.list_users()
+    plan = engine.compute_plan(
+        loaded.desired, live, resolved, settings=loaded.settings, guards=guards, targets=targets
+    )
+    return with_mail_preview(plan, loaded) if mail else plan
+
+
+def with_mail_preview(plan: Plan, loaded: Loaded) -> Plan:
+    try:
+        files = mail_preview(loaded.settings, loaded.desired)
+    except ReconcilerError as exc:
+        return replace(plan, notes=(*plan.notes, f"Mail files were not compared: {exc}"))
+    return replace(plan, mail_files=files) if files else plan
+
+
+def plan_exit(plan: Plan) -> int:
+    if plan.refusals:
+        return ExitCode.UNSAFE
+    return ExitCode.CHANGES_PENDING if not plan.empty else ExitCode.OK
+
+
+def make_plan(loaded: Loaded, options: ApplyOptions, reporter: Reporter) -> Plan:
+    """`plan`: read-only; absent keys skip their checks."""
+    guards = engine.guards_from(loaded.settings, options.allow_deletes, options.allow_locks)
+    resolved = resolve(loaded, options.targets, reporter, require_all=False)
+    with ServiceClient.from_settings(loaded.settings) as client:
+        return fresh_plan(loaded, client, resolved, guards, options.targets)
+
+
+def run_apply(
+    loaded: Loaded,
+    options: ApplyOptions,
+    reporter: Reporter,
+    *,
+    plan_file: Path | None = None,
+    mail: MailStep | None = None,
+) -> int:
+    """Apply under the lock; for reconcile, the mail step runs under the same lock, after the
+    service changes (also when some failed: the gateway then still drops locked and deleted users)."""
+    settings = loaded.settings
+    command = "apply" if mail is None else "reconcile"
+    with (
+        reconcile_lock(loaded.state_dir, settings.api_url, command, force=options.force_unlock),
+        ServiceClient.from_settings(settings) as client,
+    ):
+        code = apply_to_service(loaded, client, options, reporter, plan_file=plan_file)
+        if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):
+            return code
+        return max(code, run_mail_step(loaded, mail, reporter, force=options.force_unlock))
+
+
+def apply_to_service(
+    loaded: Loaded,
+    client: ServiceClient,
+    options: ApplyOptions,
+    reporter: Reporter,
+    *,
+    plan_file: Path | None = None,
+) -> int:
+    settings = loaded.settings
+    guards = engine.guards_from(settings, options.allow_deletes, options.allow_locks)
+    resolved = resolve(loaded, options.targets, reporter, require_all=True)
+    fresh = fresh_plan(loaded, client, resolved, guards, options.targets)
+    if plan_file is not None:
+        check_saved(read_saved(plan_file), fresh)
+    raise_if_unsafe(fresh)
+    if not fresh.changes:
+        reporter.info("No changes to the service.")
+        return ExitCode.OK
+    material = engine.key_material(fresh, resolved, settings)
+    # A saved plan was reviewed when it was made; otherwise the person (or --auto-approve) says yes.
+    if plan_file is None and not reporter.confirm(fresh, ask=not options.auto_approve):
+        raise Cancelled("apply cancelled; nothing was changed")
+    audit = AuditLog(loaded.state_dir, _audit_context(loaded))
+    outcomes = execute(fresh, client, material, settings=settings, audit=audit, reporter=reporter)
+    reporter.outcomes(outcomes)
+    converged = _converged(loaded, client, resolved, guards, options.targets, reporter=reporter)
+    return ExitCode.ERROR if failed(outcomes) or not converged else ExitCode.OK
+
+
+def check_saved(saved: Plan, fresh: Plan) -> None:
+    """A saved plan is applied exactly: refuse when the state moved, or when the same inputs now
+    give other changes (the plan was made with other options, such as --target)."""
+    engine.check_not_stale(saved, fresh)
+    if saved.changes != fresh.changes:
+        raise StalePlan(
+            "the saved plan does not match what apply would do now (was it made with other options, "
+            "such as --target?). Run `reconciler plan --out` again with the options you apply with."
+        )
+
+
+def read_saved(path: Path) -> Plan:
+    try:
+        return plan_from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReconcilerError(f"{path} is not a saved plan: {type(exc).__name__}: {exc}") from None
+
+
+def _audit_context(loaded: Loaded) -> dict[str, Any]:
+    return {"actor": actor(), "commit": git_commit(loaded.users_dir), "service": loaded.settings.api_url}
+
+
+def execute(
+    plan: Plan,
+    client: ServiceClient,
+    material: KeyMaterial,
+    *,
+    settings: Settings,
+    audit: AuditLog,
+    reporter: Reporter,
+) -> list[Outcome]:
+    with reporter.progress(len(plan.changes)) as advance:
+
+        def record(outcome: Outcome) -> None:
+            change = outcome.change
+            audit.write(
+                action=change.action.value,
+                api_user=change.api_user,
+                fields={f.field: f.new for f in change.fields},
+                key_change=change.key_change,
+                outcome=outcome.status.value,
+                detail=outcome.detail or None,
+            )
+            advance(outcome)
+
+        return apply_plan(
+            plan,
+            client,
+            material,
+            concurrency=settings.concurrency,
+            on_outcome=record,
+            self_user=settings.api_user,
+        )
+
+
+def _converged(
+    loaded: Loaded,
+    client: ServiceClient,
+    resolved: ResolvedKeys,
+    guards: Guards,
+    targets: tuple[str, ...],
+    *,
+    reporter: Reporter,
+) -> bool:
+    """Plan again: a service that silently ignored a change shows up here (and fails the run), not
+    in next week's drift report."""
+    unguarded = replace(guards, allow_deletes=None, allow_locks=None)
+    pending = fresh_plan(loaded, client, resolved, unguarded, targets, mail=False)
+    if not pending.changes:
+        return True
+    reporter.pending(pending)
+    return False
+
+
+# --- the mail step -------------------------------------------------------------------------------
+
+
+def mail_lock_scope(mail_dir: Path) -> str:
+    """The lock scope of one mail directory: `render` and `reconcile`'s mail step on this host share
+    it, so two runs never stage, swap or roll back the same files at once."""
+    return f"mail:{mail_dir.resolve()}"
+
+
+@contextlib.contextmanager
+def mail_lock(
+    users_dir: Path, settings: Settings, mail_dir: Path, command: str, *, force: bool = False
+) -> Iterator[LockInfo]:
+    """Hold the mail-directory lock (in the same state directory as the service lock). `reconcile`
+    takes it inside its service lock, never the other way round, so the two cannot deadlock."""
+    state_dir = users_dir.parent / settings.state_dir
+    with contextlib.ExitStack() as stack:
+        try:
+            info = stack.enter_context(
+                reconcile_lock(state_dir, mail_lock_scope(mail_dir), command, force=force)
+            )
+        except LockHeld as exc:
+            raise LockHeld(f"mail directory {mail_dir} is busy: {exc}") from None
+        yield info
+
+
+def mail_preview(settings: Settings, desired: DesiredState) -> tuple[str, ...]:
+    """Mail files that `reconcile` would rewrite; empty when no mail directory is configured or the
+    keys are not available here (a pull request from a fork cannot render sasl_passwd)."""
+    if settings.mail_dir is None:
+        return ()
+    try:
+        keys = keys_for_mail(desired)
+    except ValidationFailed:
+        return ()
+    return preview(desired.users, keys, settings)
+
+
+def run_mail_step(loaded: Loaded, mail: MailStep, reporter: Reporter, *, force: bool = False) -> int:
+    """The mail step of `reconcile`, called under the service lock; takes the mail-directory lock
+    too, so a `render` (say, from cron) on the same directory waits its turn (fails fast). It
+    renders from the same snapshot of users/ that was just applied, never a re-read."""
+    settings = loaded.settings
+    if mail.mail_dir is None and settings.mail_dir is None:
+        reporter.mail(None)
+        return ExitCode.OK
+    target = mail_dir_from(settings, mail.mail_dir)
+    with mail_lock(loaded.users_dir, settings, target, "reconcile", force=force):
+        desired = loaded.desired
+        report = reflect(
+            desired.users, keys_for_mail(desired), settings, reload=mail.reload, check=False, mail_dir=target
+        )
+    reporter.mail(report)
+    return ExitCode.OK

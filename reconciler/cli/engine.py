@@ -209,7 +209,7 @@ def _run_apply(
         return workflow.run_apply(loaded, options, ClickReporter(), plan_file=plan_file, mail=mail)
     if not (auto_approve or plan_file):
         # Like `terraform apply -json`: a pipeline cannot answer a prompt on a JSON stream.
-        raise click.UsageError("--format json needs --auto-approve (or a saved PLAN.json)")
+        raise ReconcilerError("--format json needs --auto-approve (or a saved PLAN.json)")
     reporter = JsonReporter("apply" if mail is None else "reconcile", mail=mail is not None)
     if plan_file is not None:
         reporter.planned = read_saved_plan(plan_file)

@@ -74,13 +74,21 @@ def test_import_target_is_repeatable_and_case_insensitive(repo: Repo) -> None:
 
 @pytest.mark.parametrize(
     ("words", "cword"),
-    [("reconciler plan --target b", 3), ("reconciler import --target b", 3), ("reconciler apply --target b", 3)],
+    [
+        ("reconciler plan --target b", 3),
+        ("reconciler import --target b", 3),
+        ("reconciler apply --target b", 3),
+    ],
 )
 def test_completion_offers_the_api_users_declared_in_users(repo: Repo, words: str, cword: int) -> None:
     repo.write("billing@example.com")
     repo.write("bounce@example.com")
     repo.write("news@example.com")
-    env = repo.env() | {"_RECONCILER_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    env = repo.env() | {
+        "_RECONCILER_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(cword),
+    }
     result = run_process(repo, env=env)
     assert result.code == 0, result.output
     offered = [line.split(",", 1)[1] for line in result.stdout.splitlines()]

@@ -8,7 +8,7 @@ import sys
 import click
 
 from reconciler import __version__
-from reconciler.cli.options import global_options, inject
+from reconciler.cli.options import exit_quietly_on_closed_stdout, global_options, inject
 from reconciler.errors import ExitCode
 
 # Verb -> module. Modules are imported only when their verb runs, so `reconciler validate` on a
@@ -43,6 +43,9 @@ class LazyGroup(click.Group):
         module = importlib.import_module(f"reconciler.cli.{module_name}")
         command = next((c for c in module.COMMANDS if c.name == cmd_name), None)
         return inject(command) if command is not None else None
+
+    def invoke(self, ctx: click.Context) -> object:
+        return exit_quietly_on_closed_stdout(lambda: super(LazyGroup, self).invoke(ctx))
 
 
 @click.group(

@@ -228,7 +228,7 @@ class ClickReporter:
     """The workflow's Reporter at a terminal or in a CI log."""
 
     def warning(self, message: str) -> None:
-        click.echo(f"warning: {message}", err=True)
+        note(f"warning: {message}")
 
     def info(self, message: str) -> None:
         click.echo(message)

@@ -23,6 +23,7 @@ from reconciler.cli.common import (
     handle_errors,
     users_option,
 )
+from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
 from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
@@ -372,7 +373,7 @@ def encrypt(recipients: tuple[str, ...]) -> int:
     key, source = _read_key()
     armored = agekeys.encrypt(check_key(key, source).reveal(), recipients)
     click.echo(agekeys.yaml_snippet(armored), nl=False)
-    err("Paste this over the api_key: of the user's file; the plaintext key is not stored anywhere.")
+    note("Paste this over the api_key: of the user's file; the plaintext key is not stored anywhere.")
     return ExitCode.OK
 
 

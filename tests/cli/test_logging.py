@@ -72,3 +72,16 @@ def test_quiet_silences_the_saved_plan_note(repo: Repo) -> None:
     assert "Saved the plan" in loud.stderr
     assert quiet.stderr == ""
     assert quiet.code == loud.code == 2
+
+
+def test_quiet_silences_warnings_but_not_errors(repo: Repo) -> None:
+    key_file = repo.root / "new.key"
+    key_file.write_text("k1abcdefgh\n")
+    key_file.chmod(0o644)
+    repo.write("new@example.com", api_key={"from_file": "../new.key"})
+    loud = repo.run("plan")
+    assert "warning:" in loud.stderr and "chmod 600" in loud.stderr
+    quiet = repo.run("plan", "-q")
+    assert quiet.code == loud.code and quiet.stderr == ""
+    broken = repo.run("-q", "live", env=repo.env() | {"RECONCILER_API_URL": "http://127.0.0.1:9/api/v2"})
+    assert broken.code == 1 and broken.stderr.startswith("error: ")

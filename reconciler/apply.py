@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from reconciler.errors import NotFound, ReconcilerError
+from reconciler.errors import ChangedSincePlan, LeaseLost, NotFound, ReconcilerError
 from reconciler.model import LiveUser
 from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, PHASES, Action, Change, Plan
 from reconciler.secrets import ApiKey
@@ -30,9 +30,10 @@ class Client(Protocol):
         changes: dict[str, Any],
         api_key: ApiKey | None = None,
         annotations: dict[str, str | None] | None = None,
+        if_match: str | None = None,
     ) -> LiveUser: ...
 
-    def delete_user(self, api_user: str) -> None: ...
+    def delete_user(self, api_user: str, if_match: str | None = None) -> None: ...
 
     def use_api_key(self, api_key: ApiKey) -> None: ...
 
@@ -41,6 +42,7 @@ class Status(StrEnum):
     OK = "ok"
     FAILED = "failed"
     SKIPPED = "skipped"
+    CHANGED = "changed"  # changed on the service since the plan (412): left as it is, never retried
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ def apply_plan(
     as) runs last of all, and the client switches to the new key right after it: every other
     request of the run still holds the old one."""
     own_key_change = _own_key_change(plan, self_user)
+    # The version each user has now: the plan's, then the one our own writes made (an update and a
+    # lock of one user are two writes; the second must not mistake the first for someone else's).
+    versions = {c.api_user.lower(): c.version for c in plan.changes if c.version}
     outcomes: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="apply") as pool:
         for phase in PHASES:
@@ -88,10 +93,11 @@ def apply_plan(
                     for c in batch
                 ]
             else:
-                done = list(pool.map(lambda c: _run(c, client, material), batch))
+                done = list(pool.map(lambda c: _run(c, client, material, versions), batch))
             outcomes.extend(_report_all(done, on_outcome))
     if own_key_change is not None:
-        outcomes.extend(_report_all([_run(own_key_change, client, material, own=True)], on_outcome))
+        own = _run(own_key_change, client, material, versions, own=True)
+        outcomes.extend(_report_all([own], on_outcome))
     return outcomes
 
 
@@ -107,9 +113,15 @@ def _report_all(outcomes: list[Outcome], on_outcome: Callable[[Outcome], None] |
     return outcomes
 
 
-def _run(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> Outcome:
+def _run(
+    change: Change, client: Client, material: KeyMaterial, versions: dict[str, str], *, own: bool = False
+) -> Outcome:
     try:
-        _execute(change, client, material, own=own)
+        _execute(change, client, material, versions, own=own)
+    except ChangedSincePlan:
+        return Outcome(change, Status.CHANGED, CHANGED_DETAIL)
+    except LeaseLost as exc:
+        return Outcome(change, Status.FAILED, f"not applied: the run's lease was lost ({exc})")
     except ReconcilerError as exc:
         return Outcome(change, Status.FAILED, str(exc))
     except Exception as exc:  # a bug must not abort the run: the other changes still get reported
@@ -117,38 +129,56 @@ def _run(change: Change, client: Client, material: KeyMaterial, *, own: bool = F
     return Outcome(change, Status.OK)
 
 
-def _execute(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> None:
+CHANGED_DETAIL = (
+    "changed since the plan: someone changed this user on the service after the plan was made; "
+    "it was left as it is. Run the plan again to see the new state"
+)
+
+
+def _execute(
+    change: Change, client: Client, material: KeyMaterial, versions: dict[str, str], *, own: bool = False
+) -> None:
     name = change.api_user
+    seen = versions.get(name.lower())  # sent as If-Match: only the state the plan showed is changed
     if change.action is Action.CREATE:
         key, fp = material.for_user(name)
         created = client.create_user(name, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
-        _record_key_time(client, created)
+        _remember(versions, _record_key_time(client, created))
     elif change.action is Action.UPDATE:
-        _update(change, client, material, own=own)
+        _remember(versions, _update(change, client, material, seen, own=own))
     elif change.action in (Action.LOCK, Action.UNLOCK):
-        client.update_user(name, {"locked": change.action is Action.LOCK})
+        _remember(versions, client.update_user(name, {"locked": change.action is Action.LOCK}, if_match=seen))
     else:
         # Already gone is the desired outcome, e.g. on a rerun after a lost response.
         with contextlib.suppress(NotFound):
-            client.delete_user(name)
+            client.delete_user(name, if_match=seen)
 
 
-def _update(change: Change, client: Client, material: KeyMaterial, *, own: bool = False) -> None:
+def _remember(versions: dict[str, str], user: LiveUser) -> None:
+    if user.version:
+        versions[user.api_user.lower()] = user.version
+
+
+def _update(
+    change: Change, client: Client, material: KeyMaterial, seen: str | None, *, own: bool = False
+) -> LiveUser:
     if not change.key_change:
-        client.update_user(change.api_user, change.new_values())
-        return
+        return client.update_user(change.api_user, change.new_values(), if_match=seen)
     key, fp = material.for_user(change.api_user)
-    updated = client.update_user(change.api_user, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
+    updated = client.update_user(
+        change.api_user, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp}, if_match=seen
+    )
     if own:
         client.use_api_key(key)
-    _record_key_time(client, updated)
+    return _record_key_time(client, updated)
 
 
-def _record_key_time(client: Client, user: LiveUser) -> None:
+def _record_key_time(client: Client, user: LiveUser) -> LiveUser:
     """Record the service's own key_updated_at: comparing against it later tells a key changed in
     the console apart from ours exactly, with no clock-skew guesswork."""
     stamp = user.key_updated_at.isoformat() if user.key_updated_at else None
-    client.update_user(user.api_user, {}, annotations={KEY_UPDATED_ANNOTATION: stamp})
+    notes: dict[str, str | None] = {KEY_UPDATED_ANNOTATION: stamp}
+    return client.update_user(user.api_user, {}, annotations=notes, if_match=user.version)
 
 
 def needs_keys(plan: Plan) -> list[str]:

@@ -8,6 +8,10 @@ What it does against production networks:
   errors and 429/502/503/504; a POST is retried only on 429/503, which the service sends before
   doing anything;
 - a create whose response was lost is settled by reading the user back, never by a blind retry;
+  so is a conditional update (If-Match) whose retry finds the version its own first attempt made;
+- writes carry the run's lease token and X-Reconciler-* headers; once the lease is lost (a write
+  answered `lease_lost`, or the renewal failed) no further write is sent;
+- a lost answer to the PATCH that changes the reconciler's own key is settled with the new key;
 - TLS verification on; plain http only to loopback unless explicitly allowed;
 - errors are the project's own classes, with truncated bodies and never a credential.
 """
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -29,13 +35,17 @@ from urllib3.util.retry import Retry
 from reconciler.config import Settings, service_api_key
 from reconciler.errors import (
     AuthError,
+    ChangedSincePlan,
     ConfigError,
     Conflict,
+    LeaseLost,
+    LeasesUnsupported,
+    LockHeld,
     NotFound,
     ServiceError,
     ServiceUnavailable,
 )
-from reconciler.model import LiveUser, UserAttributes
+from reconciler.model import Lease, LiveUser, Operation, UserAttributes
 from reconciler.secrets import ApiKey
 
 log = logging.getLogger("reconciler.client")
@@ -63,6 +73,12 @@ class _Page(BaseModel):
 
     api_users: list[LiveUser]
     total: int
+
+
+class _Operations(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    operations: list[Operation]
 
 
 class _Ambiguous(Exception):
@@ -104,6 +120,8 @@ class ServiceClient:
             ca_bundle=ca_bundle,
             backoff_factor=backoff_factor,
         )
+        self._lease_lost = threading.Event()
+        self._lease_lost_reason = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceClient:
@@ -159,7 +177,7 @@ class ServiceClient:
     ) -> LiveUser:
         body = {**attributes, "api_user": api_user, "api_key": api_key.reveal(), "annotations": annotations}
         try:
-            return _live(self._call("POST", "/api_users", json=body, ambiguous_raises=True))
+            return _live(self._write("POST", "/api_users", json=body, ambiguous_raises=True))
         except _Ambiguous as lost:
             log.warning("POST /api_users for %s: %s; settling by reading it back", api_user, lost.reason)
             return self._settle_create(api_user, attributes, annotations, body)
@@ -170,21 +188,121 @@ class ServiceClient:
         changes: dict[str, Any],
         api_key: ApiKey | None = None,
         annotations: dict[str, str | None] | None = None,
+        if_match: str | None = None,
     ) -> LiveUser:
+        """PATCH; with `if_match` (the version the plan saw) only if the user has not changed since:
+        otherwise ChangedSincePlan, never a retry."""
         # PATCH is idempotent here (same body, same result), so urllib3 may retry it.
         body: dict[str, Any] = dict(changes)
         if api_key is not None:
             body["api_key"] = api_key.reveal()
         if annotations:
             body["annotations"] = annotations
-        return _live(self._call("PATCH", _user_path(api_user), json=body))
-
-    def delete_user(self, api_user: str) -> None:
         path = _user_path(api_user)
-        response = self._call("DELETE", path, tolerate=404)
+        try:
+            response = self._write("PATCH", path, json=body, headers=_if_match(if_match), tolerate=412)
+        except AuthError as exc:
+            if api_key is None or api_user.lower() != self.api_user.lower() or exc.status != 401:
+                raise
+            return self._settle_own_key(api_user, changes, annotations, api_key, exc)
+        if response.status_code == 412:
+            return self._settle_conditional(api_user, changes, annotations, response)
+        return _live(response)
+
+    def delete_user(self, api_user: str, if_match: str | None = None) -> None:
+        path = _user_path(api_user)
+        response = self._write("DELETE", path, headers=_if_match(if_match), tolerate=(404, 412))
+        if response.status_code == 412:
+            raise self._error("DELETE", path, response)
         # A retried DELETE whose first answer was lost finds the user already gone: that is done.
         if response.status_code == 404 and not _retried_after_lost_answer(response):
             raise self._error("DELETE", path, response)
+
+    # Shared state (contract 2.1): run headers, leases, the operation log
+
+    def set_run_headers(self, actor: str, commit: str | None, run: str) -> None:
+        """Sent with every request, so the service's log says which run of whom from which commit."""
+        headers = {"X-Reconciler-Actor": actor, "X-Reconciler-Run": run}
+        if commit:
+            headers["X-Reconciler-Commit"] = commit
+        self.session.headers.update({k: _header_safe(v) for k, v in headers.items()})
+
+    def acquire_lease(self, name: str, request: dict[str, Any]) -> Lease:
+        """201 -> our lease (with token); 409 -> LockHeld naming the holder; 404 -> LeasesUnsupported."""
+        path = _lease_path(name)
+        response = self._call("PUT", path, json=request, tolerate=(404, 405, 409))
+        if response.status_code in (404, 405):
+            raise LeasesUnsupported(f"PUT {path}: the service has no leases (HTTP {response.status_code})")
+        if response.status_code == 409:
+            held = _lease(response)
+            raise LockHeld(f"another run holds the service lease '{name}': {held.describe()}", held)
+        return _lease(response)
+
+    def renew_lease(self, name: str, token: str, request: dict[str, Any]) -> Lease:
+        path = _lease_path(name)
+        response = self._call("PUT", path, json=request, headers=_if_match(token), tolerate=(409, 412))
+        if response.status_code == 409:
+            held = _lease(response).describe()
+            raise LeaseLost(f"the lease '{name}' is now held by {held}", 409, "lease_lost")
+        if response.status_code == 412:
+            raise LeaseLost(f"the lease '{name}' expired or was broken", 412, "lease_lost")
+        return _lease(response)
+
+    def release_lease(self, name: str, token: str) -> None:
+        self._call("DELETE", _lease_path(name), headers=_if_match(token))
+
+    def get_lease(self, name: str) -> Lease | None:
+        response = self._call("GET", _lease_path(name), tolerate=404)
+        return None if response.status_code == 404 else _lease(response)
+
+    def force_release_lease(self, name: str) -> bool:
+        """Break whatever lease `name` has (the service logs it); False when there was none."""
+        response = self._call("DELETE", _lease_path(name), params={"force": "true"}, tolerate=404)
+        return response.status_code != 404
+
+    def use_lease(self, token: str) -> None:
+        """Fence every later write with this lease: the service refuses it once the lease is gone."""
+        self.session.headers["X-Lease-Token"] = token
+
+    def lose_lease(self, reason: str) -> None:
+        """No write starts after this (the renewal failed, or a write was answered lease_lost)."""
+        if not self._lease_lost.is_set():
+            self._lease_lost_reason = reason
+            self._lease_lost.set()
+
+    @property
+    def lease_lost(self) -> str | None:
+        return self._lease_lost_reason if self._lease_lost.is_set() else None
+
+    def operations(
+        self, since: datetime | None = None, api_user: str | None = None, limit: int = 100
+    ) -> list[Operation] | None:
+        """The service's operation log, newest first; None when the service keeps none (404)."""
+        params: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            params["since"] = since.isoformat()
+        if api_user is not None:
+            params["api_user"] = api_user
+        response = self._call("GET", "/operations", params=params, tolerate=404)
+        if response.status_code == 404:
+            return None
+        try:
+            return _Operations.model_validate_json(response.content).operations
+        except ValidationError:
+            raise ServiceError("GET /operations: unexpected response shape") from None
+
+    def settle_rotated_key(self, declared: ApiKey) -> bool:
+        """True (and the client now uses `declared`) when the configured key is refused but the
+        key declared for the reconciler's own user is accepted: an earlier run rotated it and lost
+        the answer. False when the configured key works; AuthError when neither does."""
+        try:
+            self._call("GET", _user_path(self.api_user))
+            return False
+        except AuthError as exc:
+            if exc.status != 401 or not self._accepts(declared):
+                raise
+        self.use_api_key(declared)
+        return True
 
     # Lifecycle
 
@@ -223,7 +341,7 @@ class ServiceClient:
             # It did not happen, so sending it again cannot create it twice; a late landing of the
             # first attempt would answer 409, which we settle the same way.
             try:
-                return _live(self._call("POST", "/api_users", json=body))
+                return _live(self._write("POST", "/api_users", json=body))
             except Conflict:
                 found = self.get_user(api_user)
         if found is not None and _matches(found, attributes, annotations):
@@ -235,8 +353,72 @@ class ServiceClient:
             code="ambiguous_create",
         )
 
+    def _write(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A write to a user: not sent once the lease is lost; a `lease_lost` answer loses it."""
+        if self.lease_lost is not None:
+            raise LeaseLost(f"{method} {path}: not sent: {self.lease_lost}", code="lease_lost")
+        try:
+            return self._call(method, path, **kwargs)
+        except Conflict as exc:
+            if exc.code != "lease_lost":
+                raise
+            self.lose_lease("the service answered lease_lost: the lease expired or was broken")
+            raise LeaseLost(str(exc), exc.status, exc.code) from None
+
+    def _settle_conditional(
+        self,
+        api_user: str,
+        changes: dict[str, Any],
+        annotations: dict[str, str | None] | None,
+        response: requests.Response,
+    ) -> LiveUser:
+        """A 412 is final, unless it answers our own retry after a lost answer: then the first
+        attempt may be what moved the version, which reading the user back tells."""
+        if _retried_after_lost_answer(response):
+            found = self.get_user(api_user)
+            if found is not None and _patch_landed(found, changes, annotations):
+                return found
+        raise self._error("PATCH", _user_path(api_user), response)
+
+    def _settle_own_key(
+        self,
+        api_user: str,
+        changes: dict[str, Any],
+        annotations: dict[str, str | None] | None,
+        api_key: ApiKey,
+        refused: AuthError,
+    ) -> LiveUser:
+        """The PATCH that changes our own key came back 401: its first attempt landed and the retry
+        went out with the old key. If the new key is accepted, switch to it and read back."""
+        if not self._accepts(api_key):
+            raise refused
+        log.warning("the answer to the change of the reconciler's own key was lost; the new key works")
+        self.use_api_key(api_key)
+        found = self.get_user(api_user)
+        if found is None or not _patch_landed(found, changes, annotations):
+            raise refused
+        return found
+
+    def _accepts(self, api_key: ApiKey) -> bool:
+        """Whether the service accepts `api_key` for our user (one GET; the session keeps its key)."""
+        try:
+            response = self.session.get(
+                self.base_url + _user_path(self.api_user),
+                auth=(self.api_user, api_key.reveal()),
+                timeout=self.timeout,
+            )
+        except requests.RequestException:
+            return False
+        return response.status_code == 200
+
     def _call(
-        self, method: str, path: str, *, ambiguous_raises: bool = False, tolerate: int = 0, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        ambiguous_raises: bool = False,
+        tolerate: int | tuple[int, ...] = 0,
+        **kwargs: Any,
     ) -> requests.Response:
         started = time.perf_counter()
         try:
@@ -257,7 +439,8 @@ class ServiceClient:
         _log_request(method, path, kwargs.get("params"), response, started)
         if ambiguous_raises and response.status_code in AMBIGUOUS_STATUSES:
             raise _Ambiguous(f"HTTP {response.status_code}")
-        if response.status_code >= 400 and response.status_code != tolerate:
+        tolerated = tolerate if isinstance(tolerate, tuple) else (tolerate,)
+        if response.status_code >= 400 and response.status_code not in tolerated:
             raise self._error(method, path, response, first=first)
         return response
 
@@ -291,7 +474,13 @@ class ServiceClient:
         return text.replace(key, "**********") if key else text
 
 
-_ERROR_CLASSES: dict[int, type[ServiceError]] = {401: AuthError, 403: AuthError, 404: NotFound, 409: Conflict}
+_ERROR_CLASSES: dict[int, type[ServiceError]] = {
+    401: AuthError,
+    403: AuthError,
+    404: NotFound,
+    409: Conflict,
+    412: ChangedSincePlan,
+}
 
 
 def _session(
@@ -354,6 +543,45 @@ def _is_loopback(host: str) -> bool:
 
 def _user_path(api_user: str) -> str:
     return "/api_users/" + quote(api_user, safe="@+")
+
+
+def _lease_path(name: str) -> str:
+    return "/leases/" + quote(name, safe="")
+
+
+def _if_match(value: str | None) -> dict[str, str]:
+    return {"If-Match": f'"{value}"'} if value else {}
+
+
+def _header_safe(value: str) -> str:
+    # HTTP headers carry latin-1 at most; a non-ASCII actor name must not make every write fail.
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in value)[:200]
+
+
+def _patch_landed(user: LiveUser, changes: dict[str, Any], annotations: dict[str, str | None] | None) -> bool:
+    """Whether `user` shows everything a PATCH set: its fields and annotations (a null removes one)."""
+    notes = annotations or {}
+    return _contains(user.model_dump(mode="json"), changes) and all(
+        user.annotations.get(name) == value for name, value in notes.items()
+    )
+
+
+def _contains(live: dict[str, Any], patch: dict[str, Any]) -> bool:
+    for name, value in patch.items():
+        if isinstance(value, dict):
+            inner = live.get(name)
+            if not isinstance(inner, dict) or not _contains(inner, value):
+                return False
+        elif live.get(name) != value:
+            return False
+    return True
+
+
+def _lease(response: requests.Response) -> Lease:
+    try:
+        return Lease.model_validate_json(response.content)
+    except ValidationError:
+        raise ServiceError(f"HTTP {response.status_code}: the answer is not a lease") from None
 
 
 def _json(response: requests.Response) -> Any:

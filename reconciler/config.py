@@ -70,6 +70,8 @@ class Settings(BaseModel):
 
     # Local state: lock and audit log
     state_dir: str = ".reconciler"
+    # The service's lease: a run that dies holds it at most this long (it is renewed every third)
+    lease_ttl: Annotated[int, Field(ge=3, le=86400)] = 60
 
     # The mail server
     mail_dir: str | None = None

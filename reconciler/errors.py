@@ -95,6 +95,18 @@ class Conflict(ServiceError):
     """409: the API user already exists."""
 
 
+class ChangedSincePlan(ServiceError):
+    """412: the API user changed on the service since the plan saw it (If-Match); never retried."""
+
+
+class LeaseLost(ServiceError):
+    """The run's lease on the service is gone (expired, broken, renewal failed): no write starts."""
+
+
+class LeasesUnsupported(ServiceError):
+    """The service has no /leases (a contract 2.0 service): the local lock is all there is."""
+
+
 class UnsafePlan(ReconcilerError):
     """A safety guard refused the plan; the message gives numbers and the narrow override."""
 
@@ -107,7 +119,11 @@ class StalePlan(ReconcilerError):
 
 
 class LockHeld(ReconcilerError):
-    """Another reconcile holds the lock."""
+    """Another reconcile holds the lock; `holder` is what the lock or lease says about it."""
+
+    def __init__(self, message: str, holder: object | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class Cancelled(ReconcilerError):

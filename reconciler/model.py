@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     StrictBool,
     StrictStr,
     model_validator,
@@ -263,9 +264,46 @@ class LiveUser(BaseModel):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
+    version: str | None = None  # contract 2.1: opaque, changes on every write (If-Match)
 
     def senders(self) -> tuple[str, ...]:
         return effective_senders(self.api_user, self.smtp_senders)
+
+
+class Lease(BaseModel):
+    """A lease on the service (contract 2.1). `token` only in the holder's own answers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    holder: str
+    host: str
+    pid: int
+    command: str
+    acquired_at: datetime
+    expires_at: datetime
+    token: SecretStr | None = None  # it fences writes: never printed
+
+    def describe(self) -> str:
+        since = self.acquired_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{self.holder} on {self.host} (pid {self.pid}, {self.command}, since {since})"
+
+
+class Operation(BaseModel):
+    """One entry of the service's operation log (contract 2.1)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: int
+    at: datetime
+    actor_api_user: str | None = None
+    actor: str | None = None
+    commit: str | None = None
+    run: str | None = None
+    source: str
+    action: str
+    api_user: str | None = None
+    fields: tuple[str, ...] = ()
 
 
 def effective_senders(api_user: str, declared: tuple[str, ...] | None) -> tuple[str, ...]:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.apply import Outcome
 from reconciler.importer import ImportedFile
-from reconciler.model import COMPARED_FIELDS, LiveUser
-from reconciler.plan import SENSITIVE, Action, Change, FieldChange, Plan
+from reconciler.model import COMPARED_FIELDS, Lease, LiveUser, Operation
+from reconciler.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan
 
 FORMAT_VERSION = 1
 MARKDOWN_MARKER = "<!-- reconciler-plan -->"
@@ -65,6 +66,7 @@ def render_text(plan: Plan, style: Styler = _plain) -> str:
             lines.append("  Mail server files that would change:")
             lines.extend(f"    ~ {name}" for name in plan.mail_files)
             lines.append("")
+        lines.extend(_text_drift(plan))
         lines.append(summary_line(plan))
     lines.extend(f"Note: {note}" for note in plan.notes)
     lines.extend(style(f"Refused: {reason}", "red") for reason in plan.refusals)
@@ -96,6 +98,15 @@ def _show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _text_drift(plan: Plan) -> list[str]:
+    drifted = [c for c in plan.changes if c.drift]
+    if not drifted:
+        return []
+    lines = ["  Changed outside the reconciler (from the service's operation log):"]
+    lines += [f"    {c.api_user}  {d.describe()}" for c in drifted for d in c.drift]
+    return [*lines, ""]
+
+
 # --- Markdown --------------------------------------------------------------------------------------
 
 
@@ -111,6 +122,7 @@ def render_markdown(plan: Plan) -> str:
     out += _md_updates(plan.by_action(Action.UPDATE))
     for action in (Action.UNLOCK, Action.LOCK, Action.DELETE):
         out += _md_names(action, plan.by_action(action))
+    out += _md_drift(plan)
     if plan.mail_files:
         out += ["", f"#### Mail server files that would change ({len(plan.mail_files)})", ""]
         out += [f"- `{name}`" for name in plan.mail_files]
@@ -167,6 +179,14 @@ def _md_names(action: Action, changes: tuple[Change, ...]) -> list[str]:
     return out + [f"- {_md_name(c.api_user)}" for c in changes]
 
 
+def _md_drift(plan: Plan) -> list[str]:
+    drifted = [(c.api_user, d) for c in plan.changes for d in c.drift]
+    if not drifted:
+        return []
+    out = ["", f"#### Changed outside the reconciler ({len(drifted)})", ""]
+    return out + [f"- {_md_name(name)} {_md(d.describe())}" for name, d in drifted]
+
+
 def _md_value(value: Any) -> str:
     """A JSON value as a code span: no Markdown, HTML or @-mention (an `@domain` sender would
     notify a GitHub user) can come out of a value. Pipes stay escaped for the table."""
@@ -218,6 +238,18 @@ def _change_json(change: Change) -> dict[str, Any]:
         "fields": [{"field": f.field, "old": f.old, "new": f.new} for f in change.fields],
         "api_key": f"{SENSITIVE} will change" if change.key_change else None,
         "key_reason": change.key_reason,
+        "version": change.version,
+        "drift": [_drift_json(d) for d in change.drift],
+    }
+
+
+def _drift_json(drift: Drift) -> dict[str, Any]:
+    return {
+        "field": drift.field,
+        "changed_by": drift.actor,
+        "via": "api",
+        "at": drift.at.isoformat().replace("+00:00", "Z"),
+        "text": drift.describe(),
     }
 
 
@@ -236,6 +268,12 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
             fields=tuple(FieldChange(f["field"], f["old"], f["new"]) for f in c["fields"]),
             key_change=c["api_key"] is not None,
             key_reason=c["key_reason"],
+            # Plans saved before contract 2.1 have neither: their writes are then unconditional.
+            version=c.get("version"),
+            drift=tuple(
+                Drift(d["field"], d["changed_by"], datetime.fromisoformat(d["at"]))
+                for d in c.get("drift", ())
+            ),
         )
         for c in data["changes"]
     )
@@ -356,3 +394,34 @@ def apply_to_json(
     if error is not None:
         document["error"] = error
     return document
+
+
+def lease_to_json(name: str, lease: Lease | None, *, error: str | None = None) -> dict[str, Any]:
+    """The service lease in `status --format json`; never its token (it fences writes)."""
+    held = lease is not None
+    return {
+        "name": name,
+        "ok": error is None,
+        "held": held,
+        "holder": lease.holder if lease else None,
+        "host": lease.host if lease else None,
+        "pid": lease.pid if lease else None,
+        "command": lease.command if lease else None,
+        "acquired_at": _utc(lease.acquired_at) if lease else None,
+        "expires_at": _utc(lease.expires_at) if lease else None,
+        "error": error,
+    }
+
+
+def history_to_json(since: datetime, operations: Sequence[Operation]) -> dict[str, Any]:
+    """`history --format json`: the service's operation log, newest first (never a key's value)."""
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": True,
+        "since": _utc(since),
+        "operations": [op.model_dump(mode="json") for op in operations],
+    }
+
+
+def _utc(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

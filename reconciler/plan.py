@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
 
 from reconciler.errors import UnsafePlan
-from reconciler.model import COMPARED_FIELDS, LiveUser, UserSpec
+from reconciler.model import COMPARED_FIELDS, LiveUser, Operation, UserSpec
 
 FINGERPRINT_ANNOTATION = "reconciler/key-fingerprint"
 KEY_UPDATED_ANNOTATION = "reconciler/key-updated-at"
@@ -44,14 +44,30 @@ class FieldChange:
 
 
 @dataclass(frozen=True)
+class Drift:
+    """Who changed a declared field outside the reconciler, from the service's operation log."""
+
+    field: str
+    actor: str
+    at: datetime
+
+    def describe(self) -> str:
+        return f"{self.field}: changed by {self.actor} via the API at {self.at.strftime('%Y-%m-%dT%H:%MZ')}"
+
+
+@dataclass(frozen=True)
 class Change:
-    """One change to one API user. `fields` hold old -> new for creates and updates."""
+    """One change to one API user. `fields` hold old -> new for creates and updates. `version` is
+    the user's version the plan saw (apply sends it as If-Match); `drift` says who made the live
+    values differ. Neither is part of what the change does, so neither takes part in equality."""
 
     action: Action
     api_user: str
     fields: tuple[FieldChange, ...] = ()
     key_change: bool = False
     key_reason: str | None = None
+    version: str | None = field(default=None, compare=False)
+    drift: tuple[Drift, ...] = field(default=(), compare=False)
 
     @property
     def sort_key(self) -> tuple[int, str]:
@@ -127,7 +143,7 @@ def make_plan(
         else:
             changes.extend(_update(spec, current, fp, fp is None))
     gone = [user for name, user in live_by_name.items() if name not in desired_by_name]
-    changes.extend(Change(Action.DELETE, user.api_user) for user in gone)
+    changes.extend(Change(Action.DELETE, user.api_user, version=user.version) for user in gone)
     changes = [c for c in changes if targeted(c.api_user, targets)]
     changes.sort(key=lambda c: c.sort_key)
     plan = Plan(
@@ -178,9 +194,12 @@ def _update(spec: UserSpec, live: LiveUser, fp: str | None, skipped: bool) -> li
     reason = key_change_reason(live, fp, skipped)
     out: list[Change] = []
     if diffs or reason:
-        out.append(Change(Action.UPDATE, live.api_user, tuple(diffs), reason is not None, reason))
+        out.append(
+            Change(Action.UPDATE, live.api_user, tuple(diffs), reason is not None, reason, live.version)
+        )
     if lock is not None:
-        out.append(Change(Action.LOCK if lock.new else Action.UNLOCK, live.api_user, (lock,)))
+        action = Action.LOCK if lock.new else Action.UNLOCK
+        out.append(Change(action, live.api_user, (lock,), version=live.version))
     return out
 
 
@@ -294,12 +313,52 @@ def live_versions(live: Iterable[LiveUser]) -> dict[str, str]:
     }
 
 
+# --- drift attribution ----------------------------------------------------------------------------
+
+
+def drift_fields(plan: Plan) -> dict[str, set[str]]:
+    """api_user (lowercased) -> the live fields a plan would set back: what may have drifted. A key
+    changed outside the reconciler counts (as `api_key`); a declared key change does not."""
+    wanted: dict[str, set[str]] = {}
+    for change in plan.changes:
+        if change.action in (Action.CREATE, Action.DELETE):
+            continue
+        names = {f.field for f in change.fields}
+        if change.key_reason == "changed outside the reconciler":
+            names.add("api_key")
+        if names:
+            wanted.setdefault(change.api_user.lower(), set()).update(names)
+    return wanted
+
+
+def attribute_drift(plan: Plan, operations: Iterable[Operation]) -> Plan:
+    """Name who made each drifted field differ: the newest logged write of that field, when it was
+    not the reconciler's (a field the reconciler wrote last differs because users/ changed, which
+    is not drift). `operations` are newest first, as the service answers."""
+    wanted = drift_fields(plan)
+    last: dict[tuple[str, str], Operation] = {}
+    for op in operations:
+        for name in op.fields:
+            if op.api_user is not None and name in wanted.get(op.api_user.lower(), ()):
+                last.setdefault((op.api_user.lower(), name), op)
+    changes = tuple(_with_drift(c, last) for c in plan.changes)
+    return replace(plan, changes=changes)
+
+
+def _with_drift(change: Change, last: Mapping[tuple[str, str], Operation]) -> Change:
+    names = [f.field for f in change.fields] + (["api_key"] if change.key_change else [])
+    found = []
+    for name in names:
+        op = last.get((change.api_user.lower(), name))
+        if op is not None and op.source != "reconciler":
+            found.append(Drift(name, op.actor_api_user or "an unknown API user", op.at))
+    return replace(change, drift=tuple(found)) if found else change
+
+
 # --- safety -------------------------------------------------------------------------------------
 
 
 def _with_refusals(plan: Plan, desired: Sequence[UserSpec], live: Sequence[LiveUser], guards: Guards) -> Plan:
-    from dataclasses import replace
-
     reasons = check_safety(plan, desired, live, guards)
     return replace(plan, refusals=tuple(reasons)) if reasons else plan
 

@@ -1,7 +1,10 @@
-"""Local state of the reconciler: the one-run-at-a-time lock and the audit log.
+"""State of the reconciler: the one-run-at-a-time lease (on the service) or lock (local), and the
+local audit log.
 
-Both live in the state directory (`.reconciler/` beside users/ by default). The lock is per
-service URL, so two users repos applying to different services never wait for each other.
+One run at a time is the service's lease `reconcile` (contract 2.1): it excludes runs on every
+machine, is renewed in the background while the run lasts, and fences the run's writes. Against a
+service without leases the local lock in the state directory (`.reconciler/` beside users/) is the
+fallback: it is per service URL and excludes only runs on this machine.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from reconciler.errors import LockHeld
+from reconciler.errors import LeaseLost, LeasesUnsupported, LockHeld, ReconcilerError
+from reconciler.model import Lease
 
 STALE_AFTER = timedelta(hours=2)
 AUDIT_FILE = "audit.jsonl"
@@ -124,6 +131,168 @@ def _acquire(path: Path, info: LockInfo, now: datetime, force: bool) -> None:
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(asdict(info)))
     os.replace(tmp, path)
+
+
+# --- the service's lease ----------------------------------------------------------------------------
+
+LEASE_NAME = "reconcile"
+WAIT_STEPS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between attempts while waiting (--lock-timeout)
+
+
+class LeaseClient(Protocol):
+    """What the lease needs from reconciler.client.ServiceClient."""
+
+    def acquire_lease(self, name: str, request: dict[str, Any]) -> Lease: ...
+    def renew_lease(self, name: str, token: str, request: dict[str, Any]) -> Lease: ...
+    def release_lease(self, name: str, token: str) -> None: ...
+    def get_lease(self, name: str) -> Lease | None: ...
+    def force_release_lease(self, name: str) -> bool: ...
+    def use_lease(self, token: str) -> None: ...
+    def lose_lease(self, reason: str) -> None: ...
+
+
+@dataclass
+class RunLock:
+    """What a run holds: the service's lease, or (fallback) the local lock. `broken` names the lease
+    or lock that --force-unlock broke, `warnings` what the person running it must be told."""
+
+    kind: str  # "lease" | "local"
+    description: str
+    broken: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_id() -> str:
+    """The id of this run for the service's log: the CI run when there is one."""
+    return os.environ.get("GITHUB_RUN_ID") or uuid.uuid4().hex[:12]
+
+
+@contextlib.contextmanager
+def run_lock(
+    client: LeaseClient,
+    state_dir: Path,
+    service: str,
+    command: str,
+    *,
+    force: bool = False,
+    wait: float = 0.0,
+    ttl: int = 60,
+) -> Iterator[RunLock]:
+    """Hold the service's lease for one run, renewed in the background; the client fences its
+    writes with it and stops writing once it is lost. A service without leases (404): the local
+    lock, with a warning that runs on other machines are not excluded."""
+    request = {
+        "holder": actor(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": command,
+        "ttl_seconds": ttl,
+    }
+    try:
+        broken = _force(client) if force else None
+        lease = _with_wait(lambda: client.acquire_lease(LEASE_NAME, request), wait)
+    except LeasesUnsupported:
+        with _local(state_dir, service, command, force=force, wait=wait) as local:
+            yield local
+        return
+    token = lease.token.get_secret_value() if lease.token else ""
+    client.use_lease(token)
+    renewer = _Renewer(client, token, request, ttl)
+    renewer.start()
+    try:
+        yield RunLock("lease", f"the service lease '{LEASE_NAME}'", broken)
+    finally:
+        renewer.stop()
+        with contextlib.suppress(ReconcilerError):  # it expires by itself anyway
+            client.release_lease(LEASE_NAME, token)
+
+
+def _force(client: LeaseClient) -> str | None:
+    held = client.get_lease(LEASE_NAME)
+    if not client.force_release_lease(LEASE_NAME):
+        return None
+    return held.describe() if held is not None else "an expired lease"
+
+
+def _with_wait(acquire: Callable[[], Lease], wait: float) -> Lease:
+    deadline, attempt = time.monotonic() + wait, 0
+    while True:
+        try:
+            return acquire()
+        except LockHeld as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _held_message(exc, wait) from None
+            time.sleep(min(_step(attempt), left))
+            attempt += 1
+
+
+def _held_message(exc: LockHeld, wait: float) -> LockHeld:
+    waited = f" (waited {wait:g}s)" if wait else ""
+    until = ""
+    if isinstance(exc.holder, Lease):
+        until = f"; it expires by itself at {exc.holder.expires_at.strftime('%H:%M:%SZ')} unless renewed"
+    return LockHeld(
+        f"{exc}{waited}{until}. Wait for it with --lock-timeout DURATION (e.g. 5m), or, if that run is "
+        "gone, break it with --force-unlock",
+        exc.holder,
+    )
+
+
+def _step(attempt: int) -> float:
+    return WAIT_STEPS[min(attempt, len(WAIT_STEPS) - 1)]
+
+
+class _Renewer:
+    """Renews the lease every ttl/3 seconds; a failed renewal loses the lease for the client."""
+
+    def __init__(self, client: LeaseClient, token: str, request: dict[str, Any], ttl: int) -> None:
+        self.client, self.token, self.request = client, token, request
+        self.interval = max(ttl / 3, 0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-renewal", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.client.renew_lease(LEASE_NAME, self.token, self.request)
+            except LeaseLost as exc:
+                self.client.lose_lease(str(exc))
+                return
+            except ReconcilerError as exc:
+                self.client.lose_lease(f"renewing the lease failed: {exc}")
+                return
+
+
+@contextlib.contextmanager
+def _local(state_dir: Path, service: str, command: str, *, force: bool, wait: float) -> Iterator[RunLock]:
+    warning = (
+        "the service has no leases (404 on /leases): using the local lock in "
+        f"{state_dir}; runs on other machines are not excluded"
+    )
+    path = lock_path(state_dir, service)
+    held = read_lock(path) if force and path.exists() else None
+    deadline = time.monotonic() + wait
+    with contextlib.ExitStack() as stack:
+        attempt = 0
+        while True:
+            try:
+                stack.enter_context(reconcile_lock(state_dir, service, command, force=force))
+                break
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(_step(attempt))
+                attempt += 1
+        broken = held.describe() if held is not None else None
+        yield RunLock("local", f"the local lock {path}", broken, [warning])
 
 
 # --- audit log ------------------------------------------------------------------------------------

@@ -13,21 +13,42 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler import engine
 from reconciler.apply import KeyMaterial, Outcome, apply_plan, failed
 from reconciler.client import ServiceClient
-from reconciler.config import Settings, load_settings
+from reconciler.config import Settings, load_settings, service_api_key
 from reconciler.desired import DesiredState, load_users
-from reconciler.errors import Cancelled, ExitCode, LockHeld, ReconcilerError, StalePlan, ValidationFailed
+from reconciler.errors import (
+    Cancelled,
+    ExitCode,
+    LeaseLost,
+    LockHeld,
+    ReconcilerError,
+    StalePlan,
+    ValidationFailed,
+)
 from reconciler.mail import MailReport, keys_for_mail, preview, reflect
 from reconciler.mail.reflect import mail_dir_from
 from reconciler.output import plan_from_json
-from reconciler.plan import Guards, Plan, raise_if_unsafe
+from reconciler.plan import Guards, Plan, attribute_drift, drift_fields, raise_if_unsafe
 from reconciler.secrets import ResolvedKeys
-from reconciler.state import AuditLog, LockInfo, actor, git_commit, reconcile_lock
+from reconciler.state import (
+    AuditLog,
+    LockInfo,
+    RunLock,
+    actor,
+    git_commit,
+    reconcile_lock,
+    run_id,
+    run_lock,
+)
+
+LOG_WINDOW = 90  # days of the service's operation log a plan looks at to attribute drift
+LOG_LIMIT = 1000  # entries of it, at most: one bounded request per plan
 
 
 class Reporter(Protocol):
@@ -76,6 +97,7 @@ class ApplyOptions:
     allow_locks: int | None = None
     targets: tuple[str, ...] = ()
     force_unlock: bool = False
+    lock_timeout: float = 0.0  # seconds to wait for another run's lease; 0 fails fast
 
 
 @dataclass(frozen=True)
@@ -141,7 +163,45 @@ def make_plan(loaded: Loaded, options: ApplyOptions, reporter: Reporter) -> Plan
     guards = engine.guards_from(loaded.settings, options.allow_deletes, options.allow_locks)
     resolved = resolve(loaded, options.targets, reporter, require_all=False)
     with ServiceClient.from_settings(loaded.settings) as client:
-        return fresh_plan(loaded, client, resolved, guards, options.targets)
+        _settle_rotated_key(loaded, client, reporter)
+        return with_drift_attribution(fresh_plan(loaded, client, resolved, guards, options.targets), client)
+
+
+def with_drift_attribution(plan: Plan, client: ServiceClient) -> Plan:
+    """Who made the live values differ, from the service's operation log: one bounded request per
+    plan (the last LOG_WINDOW days, at most LOG_LIMIT entries), none when nothing drifted."""
+    wanted = drift_fields(plan)
+    if not wanted:
+        return plan
+    since = datetime.now(UTC).replace(microsecond=0) - timedelta(days=LOG_WINDOW)
+    only = next(iter(wanted)) if len(wanted) == 1 else None
+    try:
+        operations = client.operations(since=since, api_user=only, limit=LOG_LIMIT)
+    except ReconcilerError as exc:
+        return replace(plan, notes=(*plan.notes, f"Drift was not attributed: {exc}"))
+    return plan if operations is None else attribute_drift(plan, operations)
+
+
+def _settle_rotated_key(loaded: Loaded, client: ServiceClient, reporter: Reporter) -> None:
+    """An earlier run changed the reconciler's own key and lost the answer: the configured key is
+    refused, but the one users/ declares for the reconciler's user works. Say so, and use it."""
+    me = (loaded.settings.api_user or "").lower()
+    if not any(u.api_user.lower() == me for u in loaded.desired.users):
+        return
+    try:
+        declared = engine.resolve_keys(loaded.desired, [me]).keys
+    except ReconcilerError:
+        return  # the run's own key resolution reports it
+    key = next((k for name, k in declared.items() if name.lower() == me), None)
+    configured = service_api_key(loaded.settings)
+    if key is None or configured is None or key.reveal() == configured.get_secret_value():
+        return
+    if client.settle_rotated_key(key):
+        reporter.warning(
+            f"the configured key of {loaded.settings.api_user} (RECONCILER_API_KEY) is refused, but the key "
+            "its file in users/ declares is accepted: an earlier run rotated it. Continuing with the "
+            "declared key; put it in RECONCILER_API_KEY (docs/runbook.md)."
+        )
 
 
 def run_apply(
@@ -156,14 +216,39 @@ def run_apply(
     service changes (also when some failed: the gateway then still drops locked and deleted users)."""
     settings = loaded.settings
     command = "apply" if mail is None else "reconcile"
-    with (
-        reconcile_lock(loaded.state_dir, settings.api_url, command, force=options.force_unlock),
-        ServiceClient.from_settings(settings) as client,
-    ):
-        code = apply_to_service(loaded, client, options, reporter, plan_file=plan_file)
-        if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):
-            return code
-        return max(code, run_mail_step(loaded, mail, reporter, force=options.force_unlock))
+    with ServiceClient.from_settings(settings) as client:
+        client.set_run_headers(actor(), git_commit(loaded.users_dir), run_id())
+        _settle_rotated_key(loaded, client, reporter)
+        with run_lock(
+            client,
+            loaded.state_dir,
+            settings.api_url,
+            command,
+            force=options.force_unlock,
+            wait=options.lock_timeout,
+            ttl=settings.lease_ttl,
+        ) as held:
+            _report_lock(held, reporter)
+            code = apply_to_service(loaded, client, options, reporter, plan_file=plan_file)
+            _raise_if_lease_lost(client)
+            if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):
+                return code
+            return max(code, run_mail_step(loaded, mail, reporter, force=options.force_unlock))
+
+
+def _report_lock(held: RunLock, reporter: Reporter) -> None:
+    for warning in held.warnings:
+        reporter.warning(warning)
+    if held.broken is not None:
+        reporter.warning(f"--force-unlock broke {held.description}, held by {held.broken}")
+
+
+def _raise_if_lease_lost(client: ServiceClient) -> None:
+    if client.lease_lost is not None:
+        raise LeaseLost(
+            f"the run lost its lease on the service ({client.lease_lost}); no write started after "
+            "that. Check `reconciler status` and `reconciler history`, then run again to converge."
+        )
 
 
 def apply_to_service(
@@ -179,12 +264,16 @@ def apply_to_service(
     resolved = resolve(loaded, options.targets, reporter, require_all=True)
     fresh = fresh_plan(loaded, client, resolved, guards, options.targets)
     if plan_file is not None:
-        check_saved(read_saved(plan_file), fresh)
+        saved = read_saved(plan_file)
+        check_saved(saved, fresh)
+        fresh = _with_saved_versions(saved, fresh)
     raise_if_unsafe(fresh)
     if not fresh.changes:
         reporter.info("No changes to the service.")
         return ExitCode.OK
     material = engine.key_material(fresh, resolved, settings)
+    if plan_file is None:
+        fresh = with_drift_attribution(fresh, client)
     # A saved plan was reviewed when it was made; otherwise the person (or --auto-approve) says yes.
     if plan_file is None and not reporter.confirm(fresh, ask=not options.auto_approve):
         raise Cancelled("apply cancelled; nothing was changed")
@@ -204,6 +293,12 @@ def check_saved(saved: Plan, fresh: Plan) -> None:
             "the saved plan does not match what apply would do now (was it made with other options, "
             "such as --target?). Run `reconciler plan --out` again with the options you apply with."
         )
+
+
+def _with_saved_versions(saved: Plan, fresh: Plan) -> Plan:
+    """Writes carry the versions the saved plan saw (check_saved made sure the changes agree)."""
+    pairs = zip(saved.changes, fresh.changes, strict=True)
+    return replace(fresh, changes=tuple(replace(f, version=s.version or f.version) for s, f in pairs))
 
 
 def read_saved(path: Path) -> Plan:

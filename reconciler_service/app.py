@@ -8,23 +8,40 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from pydantic_core import PydanticCustomError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.http import parse_etags
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from reconciler.model import Email, UserAttributes
 from reconciler.secrets import KEY_RE, KEY_RULE
 from reconciler_service.faults import Fault, FaultConfig
-from reconciler_service.store import DuplicateUser, Replacement, Store, StoredUser, UnknownUser, hash_key
+from reconciler_service.store import (
+    DuplicateUser,
+    LeaseHeld,
+    LeaseLost,
+    LeaseRequest,
+    NoLease,
+    Replacement,
+    Store,
+    StoredUser,
+    UnknownUser,
+    VersionMismatch,
+    WriteContext,
+    hash_key,
+    stamp,
+)
 
 log = logging.getLogger("reconciler_service")
 
@@ -45,6 +62,10 @@ URLS = Map(
         Rule(f"{BASE}/api_users/<api_user>", endpoint="update_user", methods=["PATCH"]),
         Rule(f"{BASE}/api_users/<api_user>", endpoint="delete_user", methods=["DELETE"]),
         Rule(f"{BASE}/relay/messages", endpoint="relay_messages", methods=["GET"]),
+        Rule(f"{BASE}/leases/<name>", endpoint="put_lease", methods=["PUT"]),
+        Rule(f"{BASE}/leases/<name>", endpoint="get_lease", methods=["GET"]),
+        Rule(f"{BASE}/leases/<name>", endpoint="delete_lease", methods=["DELETE"]),
+        Rule(f"{BASE}/operations", endpoint="operations", methods=["GET"]),
     ],
     strict_slashes=False,
 )
@@ -77,6 +98,25 @@ class Annotations(BaseModel):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     annotations: dict[AnnotationKey, AnnotationValue] = Field(default_factory=dict, max_length=64)
+
+
+class LeaseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    holder: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    host: Annotated[StrictStr, Field(min_length=1, max_length=253)]
+    pid: Annotated[int, Field(ge=0, le=2**31 - 1, strict=True)]
+    command: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    ttl_seconds: Annotated[int, Field(ge=1, le=86400, strict=True)]
+
+    def request(self) -> LeaseRequest:
+        return LeaseRequest(self.holder, self.host, self.pid, self.command, self.ttl_seconds)
+
+
+SHARED_STATE_ENDPOINTS = frozenset({"put_lease", "get_lease", "delete_lease", "operations"})
+LEASE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_OPERATIONS = 1000
+MAX_HEADER = 200  # characters kept of an X-Reconciler-* header
 
 
 class ApiError(Exception):
@@ -141,6 +181,8 @@ class ServiceApp:
             return _http_error(exc).response()
         if endpoint == "openapi":
             return Response(self.openapi, content_type="application/json")
+        if self.faults.no_shared_state and endpoint in SHARED_STATE_ENDPOINTS:
+            return _http_error(NotFound()).response()
         try:
             self._inject(request, endpoint, args.get("api_user"))
             caller = self._authenticate(request)
@@ -167,6 +209,10 @@ class ServiceApp:
             raise ApiError(429, [_err("throttled", "too many requests")], {"Retry-After": retry_after})
         if fault is Fault.UNAVAILABLE:
             raise ApiError.one(503, "unavailable", "injected fault: service unavailable")
+        if request.method in WRITE_METHODS and self.faults.drops_write_for(
+            api_user or _body_api_user(request)
+        ):
+            request.environ["reconciler.fault"] = Fault.DROP
         if fault is Fault.FAIL or (
             request.method in WRITE_METHODS
             and self.faults.fails_writes_for(api_user or _body_api_user(request))
@@ -209,18 +255,21 @@ class ServiceApp:
         return Response(body, content_type="application/json")
 
     def get_user(self, request: Request, caller: Caller, api_user: str) -> Response:
-        return json_response(self._existing(api_user).public())
+        return _user_response(self._existing(api_user))
 
     def create_user(self, request: Request, caller: Caller) -> Response:
         body = _validate(CreateBody, _json_object(request))
         attributes = body.model_dump(mode="json", include=set(UserAttributes.model_fields))
+        context = _write_context(request, caller)
         try:
-            user = self.store.create(body.api_user, attributes, body.api_key, dict(body.annotations))
+            user = self.store.create(body.api_user, attributes, body.api_key, dict(body.annotations), context)
         except DuplicateUser:
             raise ApiError.one(
                 409, "duplicate", "an API user with this name already exists", "api_user"
             ) from None
-        return json_response(user.public(), 201, {"Location": f"{BASE}/api_users/{user.api_user}"})
+        except LeaseLost:
+            raise _lease_lost() from None
+        return _user_response(user, 201, {"Location": f"{BASE}/api_users/{user.api_user}"})
 
     def update_user(self, request: Request, caller: Caller, api_user: str) -> Response:
         patch = _json_object(request)
@@ -229,14 +278,19 @@ class ServiceApp:
         if "api_user" in patch and str(patch.pop("api_user")).lower() != api_user.lower():
             raise ApiError.one(400, "immutable", "api_user cannot be changed", "api_user")
         if self.faults.ignores_writes_for(api_user):
-            return json_response(self._existing(api_user).public())
+            return _user_response(self._existing(api_user))
         try:
             user = self.store.update(
-                api_user, lambda cur: self._replacement(cur, patch, annotations_patch, key)
+                api_user,
+                lambda cur: self._replacement(cur, patch, annotations_patch, key),
+                _write_context(request, caller),
+                _if_match(request),
             )
         except UnknownUser:
             raise _not_found() from None
-        return json_response(user.public())
+        except (VersionMismatch, LeaseLost) as exc:
+            raise _refused(exc) from None
+        return _user_response(user)
 
     def _replacement(
         self, current: StoredUser, patch: dict[str, Any], annotations_patch: Any, key: str | None
@@ -257,9 +311,62 @@ class ServiceApp:
         return Replacement(attributes, dict(annotations.annotations), key_hash)
 
     def delete_user(self, request: Request, caller: Caller, api_user: str) -> Response:
-        if not self.store.delete(api_user):
+        try:
+            deleted = self.store.delete(api_user, _write_context(request, caller), _if_match(request))
+        except (VersionMismatch, LeaseLost) as exc:
+            raise _refused(exc) from None
+        if not deleted:
             raise _not_found()
         return Response(status=204)
+
+    # Leases and the operation log (contract 2.1)
+
+    def put_lease(self, request: Request, caller: Caller, name: str) -> Response:
+        """Acquire (201) a free or expired lease, or renew (200) the one `If-Match` names."""
+        _require_admin(caller, "take leases")
+        lease_request = _validate(LeaseBody, _json_object(request)).request()
+        token = _lease_token(request, _lease_name(name))
+        try:
+            if token is None:
+                lease = self.store.acquire_lease(name, lease_request)
+                return json_response(lease.public(with_token=True), 201)
+            lease = self.store.renew_lease(name, token, lease_request)
+            return json_response(lease.public(with_token=True))
+        except LeaseHeld as held:
+            return json_response(held.lease.public(), 409)
+        except NoLease:
+            raise _lease_lost("no current lease matches this token: it expired or was broken", 412) from None
+
+    def get_lease(self, request: Request, caller: Caller, name: str) -> Response:
+        lease = self.store.get_lease(_lease_name(name))
+        if lease is None:
+            raise ApiError.one(404, "not_found", "no current lease by that name")
+        return json_response(lease.public())
+
+    def delete_lease(self, request: Request, caller: Caller, name: str) -> Response:
+        """Release with the lease's token, or (`?force=true`, admin) break whatever lease is there."""
+        _lease_name(name)
+        if request.args.get("force") == "true":
+            _require_admin(caller, "break leases")
+            if self.store.force_release_lease(name, _write_context(request, caller)) is None:
+                raise ApiError.one(404, "not_found", "no current lease by that name")
+            return Response(status=204)
+        token = _lease_token(request, name)
+        if token is None:
+            raise ApiError.one(428, "if_match_required", 'release needs If-Match: "<token>" (or ?force=true)')
+        try:
+            self.store.release_lease(name, token)
+        except NoLease:
+            raise _lease_lost("no lease matches this token: it expired or was broken", 412) from None
+        return Response(status=204)
+
+    def operations(self, request: Request, caller: Caller) -> Response:
+        since = _since_arg(request)
+        api_user = request.args.get("api_user")
+        if api_user is not None and not 0 < len(api_user) <= 254:
+            raise ApiError.one(400, "invalid_parameter", "must be an api_user", "api_user")
+        limit = _int_arg(request, "limit", 100, 1, MAX_OPERATIONS)
+        return json_response({"operations": self.store.operations(since, api_user, limit)})
 
     def relay_messages(self, request: Request, caller: Caller) -> Response:
         if not caller.admin:
@@ -319,6 +426,82 @@ def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> 
     if not raw.isdigit() or not low <= int(raw) <= high:
         raise ApiError.one(400, "invalid_parameter", f"must be an integer from {low} to {high}", name)
     return int(raw)
+
+
+def _user_response(user: StoredUser, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return json_response(user.public(), status, {**(headers or {}), "ETag": f'"{user.version}"'})
+
+
+def _if_match(request: Request) -> Callable[[str], bool] | None:
+    """The condition of `If-Match` (strong comparison), or None for an unconditional write. A
+    malformed header matches nothing: a client that meant a condition must not get a blind write."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    etags = parse_etags(raw)
+    return lambda version: bool(etags.star_tag or (version and etags.contains(version)))
+
+
+def _lease_token(request: Request, name: str) -> str | None:
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    tokens = sorted(parse_etags(raw).as_set())
+    if len(tokens) != 1:
+        raise _lease_lost(f'If-Match must name the token of lease {name} as "<token>"', 412)
+    return tokens[0]
+
+
+def _lease_name(name: str) -> str:
+    if not LEASE_NAME.fullmatch(name):
+        raise ApiError.one(400, "invalid_parameter", "must be 1-64 of A-Z a-z 0-9 . _ -", "name")
+    return name
+
+
+def _write_context(request: Request, caller: Caller) -> WriteContext:
+    return WriteContext(
+        actor_api_user=caller.api_user,
+        actor=_header(request, "X-Reconciler-Actor"),
+        commit=_header(request, "X-Reconciler-Commit"),
+        run=_header(request, "X-Reconciler-Run"),
+        lease_token=request.headers.get("X-Lease-Token") or None,
+    )
+
+
+def _header(request: Request, name: str) -> str | None:
+    value = "".join(ch for ch in request.headers.get(name, "") if ch.isprintable()).strip()
+    return value[:MAX_HEADER] or None
+
+
+def _since_arg(request: Request) -> str | None:
+    raw = request.args.get("since")
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ApiError.one(400, "invalid_parameter", "must be an RFC 3339 time with an offset", "since")
+    return stamp(moment)
+
+
+def _require_admin(caller: Caller, what: str) -> None:
+    if not caller.admin:
+        raise ApiError.one(403, "forbidden", f"only admin API users may {what}")
+
+
+def _refused(exc: Exception) -> ApiError:
+    if isinstance(exc, VersionMismatch):
+        return ApiError.one(412, "version_mismatch", "the API user changed since the version in If-Match")
+    return _lease_lost()
+
+
+def _lease_lost(
+    message: str = "the lease this write was made under is no longer current", status: int = 409
+) -> ApiError:
+    """409 for a fenced write, 412 for a renewal or release whose If-Match token is not current."""
+    return ApiError.one(status, "lease_lost", message)
 
 
 def _err(code: str, message: str, field: str | None = None) -> dict[str, str | None]:

@@ -33,6 +33,11 @@ class FaultConfig:
     # PATCHes to these api_users answer 200 with the unchanged user: a service that silently ignores
     # a change, which only the reconciler's plan-after-apply can notice.
     ignore_writes_for: set[str] = field(default_factory=set)
+    # Writes to these api_users are processed and then their answer is lost (the connection is cut),
+    # once each: "the answer to that one PATCH never arrived".
+    drop_next_write_for: set[str] = field(default_factory=set)
+    # Behave as a contract 2.0 service: no leases, no operation log (404), as older deployments.
+    no_shared_state: bool = False
     # Deterministic faults for the next requests, in order, before any random ones.
     next_faults: deque[Fault] = field(default_factory=deque)
     _rng: random.Random = field(init=False, repr=False)
@@ -64,6 +69,14 @@ class FaultConfig:
 
     def ignores_writes_for(self, api_user: str | None) -> bool:
         return _listed(api_user, self.ignore_writes_for)
+
+    def drops_write_for(self, api_user: str | None) -> bool:
+        """True once for each api_user in drop_next_write_for (which it then leaves)."""
+        with self._lock:
+            match = next((u for u in self.drop_next_write_for if _listed(api_user, {u})), None)
+            if match is not None:
+                self.drop_next_write_for.discard(match)
+        return match is not None
 
 
 def _listed(api_user: str | None, names: set[str]) -> bool:

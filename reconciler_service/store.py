@@ -1,6 +1,10 @@
 """The embedded service's storage: SQLite in WAL mode, one connection per thread, every write in a
 `BEGIN IMMEDIATE` transaction so concurrent requests serialise on the database, not in Python.
 
+Shared state (contract 2.1) lives here too, in the same transactions as the writes it guards: each
+user's `version`, the leases (a write fenced by a lease token is refused once that lease is gone),
+and the operation log (one row per write, pruned after RETENTION).
+
 Keys are stored as salted scrypt hashes. Verifying one costs milliseconds on purpose, so successful
 verifications are remembered under an HMAC of the credentials: listing 100 pages must not pay 100 hashes.
 """
@@ -18,8 +22,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +35,32 @@ CREATE TABLE IF NOT EXISTS users (
     key_hash TEXT NOT NULL,
     key_updated_at TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    version TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    token TEXT NOT NULL,
+    acquired_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS operations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor_api_user TEXT,
+    actor TEXT,
+    commit_id TEXT,
+    run TEXT,
+    source TEXT NOT NULL,
+    action TEXT NOT NULL,
+    api_user TEXT,
+    fields TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS operations_at ON operations (at);
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     api_user TEXT NOT NULL,
@@ -46,9 +74,10 @@ CREATE TABLE IF NOT EXISTS messages (
 _PUBLIC_JSON_SQL = """
 SELECT json_patch(attributes, json_object(
     'api_user', api_user, 'annotations', json(annotations), 'key_updated_at', key_updated_at,
-    'created_at', created_at, 'updated_at', updated_at))
+    'created_at', created_at, 'updated_at', updated_at, 'version', version))
 FROM users ORDER BY api_user LIMIT ? OFFSET ?
 """
+RETENTION = timedelta(days=90)  # the operation log is kept at least this long (the console's 90)
 DEFAULT_SCRYPT_N = 2**14  # ~50 ms per hash: slow for guessing, fine for one login
 FAST_SCRYPT_N = 2**10  # tests and benchmarks seed many users; the format records n per hash
 _CACHE_LIMIT = 10_000
@@ -62,8 +91,86 @@ class UnknownUser(Exception):
     """No api_user by that name."""
 
 
+class VersionMismatch(Exception):
+    """An If-Match that names another version than the current one."""
+
+
+class LeaseLost(Exception):
+    """A write fenced by a lease token that is no longer the current lease of its name."""
+
+
+class LeaseHeld(Exception):
+    """Someone else holds the lease; carries it (with its token) for the 409 answer."""
+
+    def __init__(self, lease: Lease) -> None:
+        super().__init__(lease.name)
+        self.lease = lease
+
+
+class NoLease(Exception):
+    """No current lease by that name, or not the one the token names (renew/release)."""
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """Who writes, for the operation log, and the lease token that fences the write (if any)."""
+
+    actor_api_user: str | None = None
+    actor: str | None = None
+    commit: str | None = None
+    run: str | None = None
+    lease_token: str | None = None
+
+    @property
+    def source(self) -> str:
+        # The reconciler identifies itself with its headers; any other write is a console/API write.
+        return "reconciler" if (self.actor or self.commit or self.run) else "api"
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    holder: str
+    host: str
+    pid: int
+    command: str
+    token: str
+    acquired_at: str
+    expires_at: str
+
+    def public(self, *, with_token: bool = False) -> dict[str, Any]:
+        data = {
+            "name": self.name,
+            "holder": self.holder,
+            "host": self.host,
+            "pid": self.pid,
+            "command": self.command,
+            "acquired_at": self.acquired_at,
+            "expires_at": self.expires_at,
+        }
+        return {**data, "token": self.token} if with_token else data
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    holder: str
+    host: str
+    pid: int
+    command: str
+    ttl_seconds: int
+
+
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return stamp(datetime.now(UTC))
+
+
+def stamp(moment: datetime) -> str:
+    """The one timestamp format of the store: fixed width, so text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def new_version() -> str:
+    return secrets.token_hex(8)
 
 
 def hash_key(key: str, n: int = DEFAULT_SCRYPT_N) -> str:
@@ -95,6 +202,7 @@ class StoredUser:
     key_updated_at: str
     created_at: str
     updated_at: str
+    version: str = ""
 
     def public(self) -> dict[str, Any]:
         """The user object of the contract: never the key nor its hash."""
@@ -105,6 +213,7 @@ class StoredUser:
             "key_updated_at": self.key_updated_at,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "version": self.version,
         }
 
     @classmethod
@@ -117,6 +226,7 @@ class StoredUser:
             key_updated_at=row["key_updated_at"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            version=row["version"],
         )
 
 
@@ -146,6 +256,9 @@ class Store:
     def __post_init__(self) -> None:
         with self._conn() as conn:
             conn.executescript(SCHEMA)
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
+            if "version" not in columns:  # a database made before contract 2.1
+                conn.execute("ALTER TABLE users ADD COLUMN version TEXT NOT NULL DEFAULT ''")
 
     @contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
@@ -208,60 +321,97 @@ class Store:
         return [r[0] for r in rows], int(total)
 
     def create(
-        self, api_user: str, attributes: dict[str, Any], key: str, annotations: dict[str, str]
+        self,
+        api_user: str,
+        attributes: dict[str, Any],
+        key: str,
+        annotations: dict[str, str],
+        context: WriteContext = WriteContext(),
     ) -> StoredUser:
         key_hash = hash_key(key, self.scrypt_n)
-        stamp = now()
-        user = StoredUser(api_user, attributes, annotations, key_hash, stamp, stamp, stamp)
+        at = now()
+        user = StoredUser(api_user, attributes, annotations, key_hash, at, at, at, new_version())
         try:
             with self._write() as conn:
+                _check_fence(conn, context)
                 self._insert(conn, user)
+                fields = sorted(_flat(attributes)) + ["api_key"] + (["annotations"] if annotations else [])
+                _log(conn, context, "create", user.api_user, fields)
         except sqlite3.IntegrityError as exc:
             raise DuplicateUser(api_user) from exc
         return user
 
-    def update(self, api_user: str, change: Callable[[StoredUser], Replacement]) -> StoredUser:
-        """Read, change and write one user in one transaction. `change` may raise to abort."""
+    def update(
+        self,
+        api_user: str,
+        change: Callable[[StoredUser], Replacement],
+        context: WriteContext = WriteContext(),
+        if_match: Callable[[str], bool] | None = None,
+    ) -> StoredUser:
+        """Read, change and write one user in one transaction. `change` may raise to abort;
+        `if_match` (given the current version) refuses the write with VersionMismatch."""
         with self._write() as conn:
             row = conn.execute("SELECT * FROM users WHERE api_user = ?", (api_user,)).fetchone()
             if row is None:
                 raise UnknownUser(api_user)
             current = StoredUser.from_row(row)
+            if if_match is not None and not if_match(current.version):
+                raise VersionMismatch(api_user)
+            _check_fence(conn, context)
             new = _apply(current, change(current))
             if new != current:
                 conn.execute(
                     "UPDATE users SET attributes=?, annotations=?, key_hash=?, key_updated_at=?, "
-                    "updated_at=? WHERE api_user=?",
+                    "updated_at=?, version=? WHERE api_user=?",
                     (
                         json.dumps(new.attributes),
                         json.dumps(new.annotations),
                         new.key_hash,
                         new.key_updated_at,
                         new.updated_at,
+                        new.version,
                         current.api_user,
                     ),
                 )
+                action, fields = describe_update(current, new)
+                _log(conn, context, action, current.api_user, fields)
         return new
 
-    def delete(self, api_user: str) -> bool:
+    def delete(
+        self,
+        api_user: str,
+        context: WriteContext = WriteContext(),
+        if_match: Callable[[str], bool] | None = None,
+    ) -> bool:
         with self._write() as conn:
-            return conn.execute("DELETE FROM users WHERE api_user = ?", (api_user,)).rowcount > 0
+            row = conn.execute(
+                "SELECT api_user, version FROM users WHERE api_user = ?", (api_user,)
+            ).fetchone()
+            if row is None:
+                return False
+            if if_match is not None and not if_match(row["version"]):
+                raise VersionMismatch(api_user)
+            _check_fence(conn, context)
+            conn.execute("DELETE FROM users WHERE api_user = ?", (api_user,))
+            _log(conn, context, "delete", row["api_user"], [])
+            return True
 
     def seed(self, users: Iterable[tuple[str, dict[str, Any]]], key: str) -> int:
-        """Bulk insert for benchmarks: every seeded user shares one key hash."""
+        """Bulk insert for benchmarks: every seeded user shares one key hash (and no log entry)."""
         key_hash = hash_key(key, FAST_SCRYPT_N)
-        stamp = now()
+        at = now()
         count = 0
         with self._write() as conn:
             for api_user, attributes in users:
-                self._insert(conn, StoredUser(api_user, attributes, {}, key_hash, stamp, stamp, stamp))
+                user = StoredUser(api_user, attributes, {}, key_hash, at, at, at, new_version())
+                self._insert(conn, user)
                 count += 1
         return count
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, user: StoredUser) -> None:
         conn.execute(
-            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 user.api_user,
                 json.dumps(user.attributes),
@@ -270,8 +420,77 @@ class Store:
                 user.key_updated_at,
                 user.created_at,
                 user.updated_at,
+                user.version,
             ),
         )
+
+    # Leases
+
+    def acquire_lease(self, name: str, request: LeaseRequest) -> Lease:
+        """A new lease when `name` is free or its lease expired; LeaseHeld otherwise."""
+        moment = datetime.now(UTC)
+        lease = Lease(
+            name,
+            request.holder,
+            request.host,
+            request.pid,
+            request.command,
+            secrets.token_urlsafe(24),
+            stamp(moment),
+            stamp(moment + timedelta(seconds=request.ttl_seconds)),
+        )
+        with self._write() as conn:
+            current = _current_lease(conn, name)
+            if current is not None:
+                raise LeaseHeld(current)
+            conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _lease_row(lease))
+        return lease
+
+    def renew_lease(self, name: str, token: str, request: LeaseRequest) -> Lease:
+        """Extend the current lease that `token` names; LeaseHeld (someone else has it) or NoLease."""
+        with self._write() as conn:
+            current = _current_lease(conn, name)
+            if current is None:
+                raise NoLease(name)
+            if not hmac.compare_digest(current.token, token):
+                raise LeaseHeld(current)
+            expires = stamp(datetime.now(UTC) + timedelta(seconds=request.ttl_seconds))
+            conn.execute("UPDATE leases SET expires_at = ? WHERE name = ?", (expires, current.name))
+        return replace(current, expires_at=expires)
+
+    def release_lease(self, name: str, token: str) -> None:
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is None or not hmac.compare_digest(row["token"], token):
+                raise NoLease(name)
+            conn.execute("DELETE FROM leases WHERE name = ?", (name,))
+
+    def force_release_lease(self, name: str, context: WriteContext) -> Lease | None:
+        """Remove any lease of `name` (expired or not) and log it; the lease that was broken."""
+        with self._write() as conn:
+            current = _current_lease(conn, name)
+            removed = conn.execute("DELETE FROM leases WHERE name = ?", (name,)).rowcount
+            if removed:
+                _log(conn, context, "lease_force", None, [name])
+        return current
+
+    def get_lease(self, name: str) -> Lease | None:
+        with self._conn() as conn:
+            return _current_lease(conn, name)
+
+    # Operation log
+
+    def operations(self, since: str | None, api_user: str | None, limit: int) -> list[dict[str, Any]]:
+        """Newest first."""
+        query = "SELECT * FROM operations WHERE at >= ?"
+        args: list[Any] = [since or ""]
+        if api_user is not None:
+            query += " AND api_user = ? COLLATE NOCASE"
+            args.append(api_user)
+        query += " ORDER BY id DESC LIMIT ?"
+        with self._conn() as conn:
+            rows = conn.execute(query, (*args, limit)).fetchall()
+        return [_operation(row) for row in rows]
 
     # Credentials
 
@@ -323,13 +542,109 @@ def _apply(current: StoredUser, change: Replacement) -> StoredUser:
         current.key_hash,
     ):
         return current
-    stamp = now()
+    at = now()
     return StoredUser(
         api_user=current.api_user,
         attributes=change.attributes,
         annotations=change.annotations,
         key_hash=key_hash,
-        key_updated_at=stamp if change.key_hash else current.key_updated_at,
+        key_updated_at=at if change.key_hash else current.key_updated_at,
         created_at=current.created_at,
-        updated_at=stamp,
+        updated_at=at,
+        version=new_version(),
+    )
+
+
+def describe_update(old: StoredUser, new: StoredUser) -> tuple[str, list[str]]:
+    """The log's action and changed field names (dotted, as in users/ files) of one update. Key
+    changes are named, never shown; a write that changes the key or the lock is logged as that."""
+    before, after = _flat(old.attributes), _flat(new.attributes)
+    fields = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    if old.annotations != new.annotations:
+        fields.append("annotations")
+    key_changed = old.key_hash != new.key_hash
+    if key_changed:
+        fields.append("api_key")
+    if key_changed:
+        return "key_change", fields
+    if "locked" in fields:
+        return ("lock" if after.get("locked") else "unlock"), fields
+    return "update", fields
+
+
+def _flat(attributes: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in attributes.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}.{sub}": inner for sub, inner in value.items()})
+        else:
+            flat[name] = value
+    return flat
+
+
+def _check_fence(conn: sqlite3.Connection, context: WriteContext) -> None:
+    """A write made under a lease is refused once that lease is no longer current (expired, broken
+    or taken over), checked in the write's own transaction so no write slips in after the loss."""
+    if context.lease_token is None:
+        return
+    row = conn.execute(
+        "SELECT 1 FROM leases WHERE token = ? AND expires_at > ?", (context.lease_token, now())
+    ).fetchone()
+    if row is None:
+        raise LeaseLost()
+
+
+def _log(
+    conn: sqlite3.Connection, context: WriteContext, action: str, api_user: str | None, fields: list[str]
+) -> None:
+    at = now()
+    conn.execute(
+        "INSERT INTO operations (at, actor_api_user, actor, commit_id, run, source, action, "
+        "api_user, fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            at,
+            context.actor_api_user,
+            context.actor,
+            context.commit,
+            context.run,
+            context.source,
+            action,
+            api_user,
+            json.dumps(fields),
+        ),
+    )
+    # Pruning as we write keeps the log bounded without a scheduler; the index makes it cheap.
+    conn.execute("DELETE FROM operations WHERE at < ?", (stamp(datetime.now(UTC) - RETENTION),))
+
+
+def _operation(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "at": row["at"],
+        "actor_api_user": row["actor_api_user"],
+        "actor": row["actor"],
+        "commit": row["commit_id"],
+        "run": row["run"],
+        "source": row["source"],
+        "action": row["action"],
+        "api_user": row["api_user"],
+        "fields": json.loads(row["fields"]),
+    }
+
+
+def _current_lease(conn: sqlite3.Connection, name: str) -> Lease | None:
+    row = conn.execute("SELECT * FROM leases WHERE name = ? AND expires_at > ?", (name, now())).fetchone()
+    return Lease(**dict(row)) if row else None
+
+
+def _lease_row(lease: Lease) -> tuple[Any, ...]:
+    return (
+        lease.name,
+        lease.holder,
+        lease.host,
+        lease.pid,
+        lease.command,
+        lease.token,
+        lease.acquired_at,
+        lease.expires_at,
     )

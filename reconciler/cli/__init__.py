@@ -24,6 +24,7 @@ VERBS: dict[str, str] = {
     "service": "service",
     "import": "ops",
     "status": "ops",
+    "history": "history",
     "secret": "ops",
     "completion": "ops",
     "show": "show",

@@ -158,3 +158,19 @@ def complete_api_users(ctx: click.Context, _param: click.Parameter, incomplete: 
     except OSError:
         return []
     return [name for name in names if name.lower().startswith(incomplete.lower())]
+
+
+class Duration(click.ParamType[float, Any]):
+    """`30s`, `5m`, `2h`, `7d` -> seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float | int):
+            return float(value)
+        from reconciler.durations import parse_duration
+
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)

@@ -14,6 +14,7 @@ import click
 from reconciler import workflow
 from reconciler.apply import Outcome, Status, failed
 from reconciler.cli.common import (
+    Duration,
     complete_api_users,
     emit_json,
     format_option,
@@ -132,7 +133,16 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
             allow_locks_option,
             target_option,
             click.option(
-                "--force-unlock", is_flag=True, help="Take over the reconcile lock from a run that is gone."
+                "--force-unlock",
+                is_flag=True,
+                help="Break the reconcile lease (or local lock) of a run that is gone; the service logs it.",
+            ),
+            click.option(
+                "--lock-timeout",
+                type=Duration(),
+                default="0s",
+                metavar="DURATION",
+                help="Wait this long (30s, 5m) for another run's lease instead of failing at once.",
             ),
             format_option("text", "json"),
         ]
@@ -196,6 +206,7 @@ def _run_apply(
     force_unlock: bool,
     fmt: str,
     mail_dir: Path | None = None,
+    lock_timeout: float,
 ) -> int:
     options = workflow.ApplyOptions(
         auto_approve=auto_approve,
@@ -203,6 +214,7 @@ def _run_apply(
         allow_locks=allow_locks,
         targets=targets,
         force_unlock=force_unlock,
+        lock_timeout=lock_timeout,
     )
     loaded = _load(users_dir, mail_dir)
     if fmt != "json":
@@ -330,12 +342,24 @@ def _report(outcomes: list[Outcome]) -> None:
     click.echo(f"{'API user'.ljust(width)}  {'action'.ljust(7)}  outcome")
     for o in outcomes:
         status = o.status.value + (f": {o.detail}" if o.detail else "")
-        colour = {Status.OK: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[o.status]
+        colour = {
+            Status.OK: "green",
+            Status.FAILED: "red",
+            Status.SKIPPED: "yellow",
+            Status.CHANGED: "yellow",
+        }[o.status]
         click.echo(
             f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  " + styler()(status, colour)
         )
     bad = failed(outcomes)
     click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")
+    changed = sorted({o.change.api_user for o in outcomes if o.status is Status.CHANGED})
+    if changed:
+        click.echo(
+            f"Changed on the service since the plan, left as they are: {', '.join(changed)}. "
+            "Run `reconciler plan` to see their new state.",
+            err=True,
+        )
     if bad:
         click.echo(
             "Some changes did not apply; the others did. Run the same command again to converge.", err=True

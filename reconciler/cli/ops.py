@@ -29,10 +29,16 @@ from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed
-from reconciler.output import import_to_json, plan_summary_json, status_to_json, summary_line
+from reconciler.output import (
+    import_to_json,
+    lease_to_json,
+    plan_summary_json,
+    status_to_json,
+    summary_line,
+)
 from reconciler.plan import targeted
 from reconciler.secrets import check_key
-from reconciler.state import STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
+from reconciler.state import LEASE_NAME, STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
 
 AUDIT_ENTRIES = 10
 PROGRESS_MIN = 20  # fewer files are written before a progress line could be read
@@ -200,6 +206,7 @@ def status(users_dir: Path, entries: int, fmt: str) -> int:
     state_dir = users_dir.parent / settings.state_dir
     sections = [
         _drift_section(users_dir, settings),
+        _lease_section(settings),
         _lock_section(state_dir, settings.api_url),
         _audit_section(state_dir, entries),
     ]
@@ -259,6 +266,23 @@ def _drift_section(users_dir: Path, settings: Settings) -> _Section:
     lines.append(f"Drift:   {drift}")
     lines += [f"Note:    {note}" for note in plan.notes]
     return _Section(tuple(lines), data=data)
+
+
+def _lease_section(settings: Settings) -> _Section:
+    """The service's lease (contract 2.1): who runs apply/reconcile anywhere right now."""
+    try:
+        with ServiceClient.from_settings(settings) as client:
+            lease = client.get_lease(LEASE_NAME)
+    except ReconcilerError as exc:
+        data = {"lease": lease_to_json(LEASE_NAME, None, error=str(exc))}
+        return _Section((f"Lease:   UNAVAILABLE: {exc}",), False, data)
+    data = {"lease": lease_to_json(LEASE_NAME, lease)}
+    if lease is None:
+        return _Section((f"Lease:   '{LEASE_NAME}' on the service is free",), data=data)
+    expires = lease.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _Section(
+        (f"Lease:   '{LEASE_NAME}' held by {lease.describe()}, expires {expires} unless renewed",), data=data
+    )
 
 
 def _lock_section(state_dir: Path, service: str) -> _Section:

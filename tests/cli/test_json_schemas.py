@@ -100,3 +100,28 @@ def test_an_error_under_json_matches_the_error_schema(repo: Repo) -> None:
     document = json.loads(result.stdout)
     validate("error", document)
     assert "cannot reach the service" in document["error"]
+
+
+def test_history_json_matches_its_schema(repo: Repo) -> None:
+    repo.write("new@example.com")
+    assert repo.run("apply", "--auto-approve").code == 0
+    document = _json(repo, "history")
+    validate("history", document)
+    operations = document["operations"]
+    assert isinstance(operations, list)
+    assert any(
+        (op["action"], op["api_user"], op["source"]) == ("create", "new@example.com", "reconciler")
+        for op in operations
+    )
+
+
+def test_status_json_reports_the_service_lease_without_its_token(repo: Repo) -> None:
+    with repo.service.client() as client:
+        request = {"holder": "ci", "host": "runner", "pid": 7, "command": "apply", "ttl_seconds": 60}
+        lease = client.acquire_lease("reconcile", request)
+    document = _json(repo, "status")
+    validate("status", document)
+    held = document["lease"]
+    assert isinstance(held, dict)
+    assert (held["held"], held["holder"], held["command"]) == (True, "ci", "apply")
+    assert lease.token is not None and lease.token.get_secret_value() not in json.dumps(document)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from reconciler.output import (
     render_markdown,
     render_text,
 )
-from reconciler.plan import Action, Change, FieldChange, Plan
+from reconciler.plan import Action, Change, Drift, FieldChange, Plan
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -50,10 +51,12 @@ SAMPLE = Plan(
             ),
             key_change=True,
             key_reason="declared key changed",
+            version="v1billing",
+            drift=(Drift("timezone", "alice@example.com", datetime(2026, 11, 30, 10, 2, 41, tzinfo=UTC)),),
         ),
-        Change(Action.UNLOCK, "back@example.com", (FieldChange("locked", True, False),)),
-        Change(Action.LOCK, "legacy@example.com", (FieldChange("locked", False, True),)),
-        Change(Action.DELETE, "gone@example.com"),
+        Change(Action.UNLOCK, "back@example.com", (FieldChange("locked", True, False),), version="v1back"),
+        Change(Action.LOCK, "legacy@example.com", (FieldChange("locked", False, True),), version="v1legacy"),
+        Change(Action.DELETE, "gone@example.com", version="v1gone"),
     ),
     desired_digest="0" * 64,
     live_versions={"billing@example.com": "1" * 16, "gone@example.com": "2" * 16},

@@ -182,7 +182,8 @@ def test_saved_plan_is_applied_exactly_or_refused_when_stale(repo: Repo) -> None
     assert repo.live()["a@example.com"].timezone == "UTC"
 
 
-def test_second_apply_fails_fast_naming_the_holder(repo: Repo) -> None:
+def test_against_a_service_without_leases_a_second_apply_fails_fast_on_the_local_lock(repo: Repo) -> None:
+    repo.service.faults.no_shared_state = True
     repo.write("a@example.com")
     state = repo.root / ".reconciler"
     with reconcile_lock(state, repo.service.base_url, "apply"):
@@ -209,6 +210,7 @@ def write_lock(state: Path, service: str, **fields: object) -> Path:
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(repo: Repo) -> None:
+    repo.service.faults.no_shared_state = True  # the local lock is the fallback of such services
     repo.write("a@example.com")
     path = write_lock(repo.root / ".reconciler", repo.service.base_url)
     assert repo.run("apply", "--auto-approve").code == 0
@@ -313,7 +315,8 @@ def test_a_change_the_service_silently_ignores_is_reported_and_fails_the_run(rep
     assert "update a@example.com: timezone" in result.stderr
 
 
-def test_force_unlock_takes_over_a_live_lock(repo: Repo) -> None:
+def test_force_unlock_takes_over_a_live_local_lock(repo: Repo) -> None:
+    repo.service.faults.no_shared_state = True
     repo.write("a@example.com")
     write_lock(
         repo.root / ".reconciler",

@@ -283,3 +283,42 @@ def test_fixture_starts_fast(start_service: Callable[..., RunningService]) -> No
     assert time.perf_counter() - started < 0.1
     with svc.client() as client:
         assert client.get_user(svc.admin_user) is not None
+
+
+def test_a_conditional_patch_whose_answer_was_lost_settles_by_reading_back(service: RunningService) -> None:
+    create(service, "app@example.com")
+    with service.client() as client:
+        seen = client.get_user("app@example.com")
+        assert seen is not None and seen.version
+        service.faults.drop_next_write_for = {"app@example.com"}
+        # The retry meets the version its own first attempt made: that is not "changed since".
+        changed = client.update_user("app@example.com", {"timezone": "UTC"}, if_match=seen.version)
+        assert changed.timezone == "UTC" and not service.faults.drop_next_write_for
+
+
+def test_a_conditional_write_to_a_user_changed_by_someone_else_is_changed_since_plan_not_retried(
+    service: RunningService,
+) -> None:
+    create(service, "app@example.com")
+    with service.client() as client:
+        seen = client.get_user("app@example.com")
+        assert seen is not None
+        client.update_user("app@example.com", {"description": "console"})
+        with pytest.raises(errors.ChangedSincePlan, match="HTTP 412"):
+            client.update_user("app@example.com", {"timezone": "UTC"}, if_match=seen.version)
+        with pytest.raises(errors.ChangedSincePlan):
+            client.delete_user("app@example.com", if_match=seen.version)
+        assert client.get_user("app@example.com") is not None
+
+
+def test_once_the_lease_is_lost_no_write_is_sent(service: RunningService) -> None:
+    create(service, "app@example.com")
+    with service.client() as client:
+        client.lose_lease("renewal failed")
+        with pytest.raises(errors.LeaseLost, match="not sent: renewal failed"):
+            client.update_user("app@example.com", {"timezone": "UTC"})
+        with pytest.raises(errors.LeaseLost):
+            client.create_user("new@example.com", attrs(), ApiKey(new_key()), {})
+    with service.client() as other:
+        user = other.get_user("app@example.com")
+        assert user is not None and user.timezone != "UTC" and other.get_user("new@example.com") is None

@@ -78,6 +78,7 @@ def test_import_target_is_repeatable_and_case_insensitive(repo: Repo) -> None:
         ("reconciler plan --target b", 3),
         ("reconciler import --target b", 3),
         ("reconciler apply --target b", 3),
+        ("reconciler history --api-user b", 3),
     ],
 )
 def test_completion_offers_the_api_users_declared_in_users(repo: Repo, words: str, cword: int) -> None:

@@ -149,13 +149,16 @@ class ServiceClient:
         """Every live user, ordered by api_user (case-insensitive). Page 0 tells the total; the
         other pages are then fetched concurrently (on loopback the service, not the network, is
         the bottleneck, and it serves requests in parallel threads)."""
+        started = time.perf_counter()
         first = self._page(0)
         pages = -(-first.total // PAGE_ROWS)
         rest: list[_Page] = []
         if pages > 1:
             with ThreadPoolExecutor(min(self.concurrency, pages - 1), thread_name_prefix="list") as pool:
                 rest = list(pool.map(self._page, range(1, pages)))
-        return _merge_pages([first, *rest])
+        users = _merge_pages([first, *rest])
+        log.info("listed %d API users (%d page(s)) in %.0f ms", len(users), max(pages, 1), _ms(started))
+        return users
 
     def get_user(self, api_user: str) -> LiveUser | None:
         try:

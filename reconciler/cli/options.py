@@ -79,6 +79,9 @@ def inject(command: click.Command) -> click.Command:
         names = {opt for p in command.params for opt in getattr(p, "opts", [])}
         command.params.extend(p for p in _params(hidden=True) if not set(p.opts) & names)
         setattr(command, _INJECTED, True)
+    if isinstance(command, click.Group):  # `secret encrypt -v`, `service messages -q`
+        for sub in command.commands.values():
+            inject(sub)
     return command
 
 

@@ -40,6 +40,7 @@ def test_default_level_prints_no_request_lines(repo: Repo) -> None:
 
 def test_one_v_is_info_so_no_request_lines(repo: Repo) -> None:
     result = repo.run("-v", "live")
+    assert re.search(r"INFO reconciler.client: listed 1 API users \(1 page\(s\)\) in \d+ ms", result.stderr)
     assert "GET /api_users" not in result.stderr
 
 
@@ -85,3 +86,9 @@ def test_quiet_silences_warnings_but_not_errors(repo: Repo) -> None:
     assert quiet.code == loud.code and quiet.stderr == ""
     broken = repo.run("-q", "live", env=repo.env() | {"RECONCILER_API_URL": "http://127.0.0.1:9/api/v2"})
     assert broken.code == 1 and broken.stderr.startswith("error: ")
+
+
+def test_global_options_follow_a_subcommand_of_a_group_too(repo: Repo) -> None:
+    result = repo.run("service", "messages", "-vv", "--format", "json")
+    assert result.code == 0, result.output
+    assert "GET /relay/messages -> 200" in result.stderr

@@ -51,3 +51,12 @@ def test_import_shows_progress_on_a_terminal_only(repo: Repo) -> None:
     assert "Importing" not in stdout
     quiet = run_process(repo, "import", "--format", "json")
     assert quiet.code == 0 and "Importing" not in quiet.output
+
+
+def test_apply_prints_no_progress_when_not_on_a_terminal(repo: Repo) -> None:
+    for i in range(20):
+        repo.write(f"u{i:02}@example.com")
+    result = run_process(repo, "apply", "--auto-approve")
+    assert result.code == 0, result.output
+    assert "Applying" not in result.output
+    assert "\r" not in result.output

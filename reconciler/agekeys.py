@@ -13,12 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import pyrage  # type: ignore[import-untyped]  # ships no type information
-from pyrage import x25519
-
-from reconciler.errors import SecretError, SecretUnavailable
+from reconciler.errors import MissingExtra, SecretError, SecretUnavailable
 
 IDENTITY_ENV = "RECONCILER_AGE_IDENTITY"
 IDENTITY_FILE_ENV = "RECONCILER_AGE_IDENTITY_FILE"
@@ -29,6 +27,20 @@ MAX_IDENTITY_FILE_BYTES = 64 * 1024
 MAX_ARMORED_CHARS = 16 * 1024  # a 128-character key encrypts to well under 1 KiB per recipient
 
 Identity = Any  # pyrage.x25519.Identity (pyrage has no type information)
+
+
+class AgeNotInstalled(MissingExtra, SecretError):
+    """pyrage is an extra: a SecretError too, so the user file whose key needed it is named."""
+
+
+def _pyrage() -> ModuleType:
+    # Loaded on first use: most installs (gateways, repos without age keys) never need it.
+    try:
+        import pyrage  # ships no type information: ignored in [tool.mypy]
+    except ModuleNotFoundError as exc:
+        raise AgeNotInstalled("age keys", "age", exc.name or "pyrage") from None
+    module: ModuleType = pyrage
+    return module
 
 
 def load_identities(env: Mapping[str, str] | None = None) -> list[Identity]:
@@ -55,10 +67,11 @@ def parse_identities(text: str, source: str) -> list[Identity]:
     wanted = [line for line in lines if line and not line.startswith("#")]
     if not wanted:
         raise SecretError(f"{source} holds no age identity (expected a line AGE-SECRET-KEY-1...)")
+    pyrage = _pyrage()
     identities = []
     for number, line in enumerate(wanted, start=1):
         try:
-            identities.append(x25519.Identity.from_str(line))
+            identities.append(pyrage.x25519.Identity.from_str(line))
         except pyrage.IdentityError:
             # pyrage's message is safe, but the line itself is secret: say which one, not what.
             raise SecretError(f"{source}: identity {number} is not an age X25519 identity") from None
@@ -89,6 +102,7 @@ def decrypt(armored: str, identities: Sequence[Identity]) -> str:
     data = normalize_armor(armored)
     if not identities:
         raise SecretUnavailable("cannot decrypt the age-encrypted key: no identity was given")
+    pyrage = _pyrage()
     try:
         plaintext = pyrage.decrypt(data.encode("ascii"), list(identities))
     except pyrage.DecryptError as exc:
@@ -125,10 +139,11 @@ def parse_recipients(texts: Sequence[str]) -> list[Any]:
     """`age1...` public keys. A rejected one is named by its position, never quoted: the usual
     mistake is pasting the identity (AGE-SECRET-KEY-1...) itself, which must not reach a terminal,
     shell history or CI logs."""
+    pyrage = _pyrage()
     recipients = []
     for number, text in enumerate(texts, start=1):
         try:
-            recipients.append(x25519.Recipient.from_str(text.strip()))
+            recipients.append(pyrage.x25519.Recipient.from_str(text.strip()))
         except pyrage.RecipientError:
             raise SecretError(_bad_recipient(number, text)) from None
     if not recipients:
@@ -146,6 +161,7 @@ def _bad_recipient(number: int, text: str) -> str:
 def encrypt(plaintext: str, recipients: Sequence[str]) -> str:
     """Armored age ciphertext of `plaintext` for every recipient (each can decrypt alone)."""
     parsed = parse_recipients(recipients)
+    pyrage = _pyrage()
     try:
         armored = pyrage.encrypt(plaintext.encode("utf-8"), parsed, armored=True)
     except pyrage.EncryptError as exc:

@@ -7,13 +7,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from reconciler.errors import ChangedSincePlan, LeaseLost, NotFound, ReconcilerError
 from reconciler.model import LiveUser
-from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, PHASES, Action, Change, Plan
+from reconciler.plan import (
+    FINGERPRINT_ANNOTATION,
+    KEY_SOURCE_ANNOTATION,
+    KEY_UPDATED_ANNOTATION,
+    PHASES,
+    Action,
+    Change,
+    Plan,
+)
 from reconciler.secrets import ApiKey
 
 
@@ -61,10 +69,18 @@ class KeyMaterial:
 
     keys: Mapping[str, ApiKey]
     fingerprints: Mapping[str, str]
+    # The key-source digest of each age key (None: not age, remove a recorded one).
+    sources: Mapping[str, str | None] = field(default_factory=dict)
 
     def for_user(self, api_user: str) -> tuple[ApiKey, str]:
         name = api_user.lower()
         return self.keys[name], self.fingerprints[name]
+
+    def annotations(self, api_user: str) -> dict[str, str | None]:
+        """What to record with the key: its fingerprint and where it came from."""
+        name = api_user.lower()
+        source = self.sources.get(name)
+        return {FINGERPRINT_ANNOTATION: self.fingerprints[name], KEY_SOURCE_ANNOTATION: source}
 
 
 def apply_plan(
@@ -141,8 +157,9 @@ def _execute(
     name = change.api_user
     seen = versions.get(name.lower())  # sent as If-Match: only the state the plan showed is changed
     if change.action is Action.CREATE:
-        key, fp = material.for_user(name)
-        created = client.create_user(name, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp})
+        key, _ = material.for_user(name)
+        notes = {k: v for k, v in material.annotations(name).items() if v is not None}
+        created = client.create_user(name, change.new_values(), key, notes)
         _remember(versions, _record_key_time(client, created))
     elif change.action is Action.UPDATE:
         _remember(versions, _update(change, client, material, seen, own=own))
@@ -164,10 +181,9 @@ def _update(
 ) -> LiveUser:
     if not change.key_change:
         return client.update_user(change.api_user, change.new_values(), if_match=seen)
-    key, fp = material.for_user(change.api_user)
-    updated = client.update_user(
-        change.api_user, change.new_values(), key, {FINGERPRINT_ANNOTATION: fp}, if_match=seen
-    )
+    key, _ = material.for_user(change.api_user)
+    notes = material.annotations(change.api_user)
+    updated = client.update_user(change.api_user, change.new_values(), key, notes, if_match=seen)
     if own:
         client.use_api_key(key)
     return _record_key_time(client, updated)

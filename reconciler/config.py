@@ -86,6 +86,9 @@ class Settings(BaseModel):
     doveconf_command: str = "doveconf"
     doveadm_command: str = "doveadm"
     mail_file_group: str = "dovecot"
+    # full: every check and reload runs, and what cannot run is an error (production). skip: leave out,
+    # and name in one line, the steps this machine cannot run (make demo; reconciler/mail/checks.py).
+    mail_checks: Literal["full", "skip"] = "full"
     submission_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
     @field_validator("api_key")

@@ -9,16 +9,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 from reconciler.apply import KeyMaterial, needs_keys
 from reconciler.config import Settings, service_api_key
 from reconciler.desired import DesiredState
-from reconciler.errors import ReconcilerError, StalePlan, UnsafePlan
+from reconciler.errors import Problem, ReconcilerError, StalePlan, UnsafePlan
 from reconciler.model import LiveUser
-from reconciler.plan import Guards, Plan, make_plan, targeted
+from reconciler.plan import Guards, KeyInputs, Plan, make_plan, targeted
 from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint, resolve_all
+
+KEY_SOURCE_PREFIX = "age-sha256:"
+# As in reconciler.agekeys, which is not imported here: it loads pyrage, needed only to decrypt.
+ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
+ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
+OWN_KEY_ENV = "RECONCILER_API_KEY"  # always the key of RECONCILER_API_USER
 
 
 def fingerprint_secret(settings: Settings) -> bytes:
@@ -36,10 +42,79 @@ def fingerprint_secret(settings: Settings) -> bytes:
 
 
 def resolve_keys(
-    desired: DesiredState, names: Iterable[str] | None = None, env: Mapping[str, str] | None = None
+    desired: DesiredState,
+    names: Iterable[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    settings: Settings | None = None,
 ) -> ResolvedKeys:
-    """Resolve the keys of `names` (default: every declared user), collecting every problem."""
-    return resolve_all(desired, env=env, names=names)
+    """Resolve the keys of `names` (default: every declared user), collecting every problem.
+
+    RECONCILER_API_KEY is the key of RECONCILER_API_USER: a file of another user that points at
+    it (the admin's file, on a pull request planned with a read-only user) does not get that
+    key, so its check is skipped with the reason, and apply refuses instead of setting it."""
+    resolved = resolve_all(desired, env=env, names=names)
+    return _not_the_own_key_of_another(desired, resolved, settings) if settings is not None else resolved
+
+
+def _not_the_own_key_of_another(
+    desired: DesiredState, resolved: ResolvedKeys, settings: Settings
+) -> ResolvedKeys:
+    me = (settings.api_user or "").lower()
+    foreign = [
+        u
+        for u in desired.users
+        if u.api_key.from_env == OWN_KEY_ENV and u.api_user in resolved.keys and u.api_user.lower() != me
+    ]
+    if not foreign or not me:
+        return resolved
+    problems = []
+    for user in foreign:
+        file = desired.files.get(user.api_user, Path(f"{user.api_user}.yaml"))
+        message = (
+            f"environment variable {OWN_KEY_ENV} holds the key of {settings.api_user} (the API user "
+            "this run authenticates as), not this user's"
+        )
+        line = desired.line(user.api_user, "api_key.from_env") or desired.line(user.api_user, "api_key")
+        problems.append(Problem(str(file), message, line, field="api_key.from_env"))
+    names = {u.api_user for u in foreign}
+    keys = MappingProxyType({n: k for n, k in resolved.keys.items() if n not in names})
+    return ResolvedKeys(keys, (*resolved.missing, *problems), resolved.warnings, resolved.unusable)
+
+
+def key_inputs(desired: DesiredState, resolved: ResolvedKeys, secret: bytes | None) -> KeyInputs:
+    """What the plan compares keys with: fingerprints of the keys read here, the digest of each
+    age ciphertext (no identity needed) and, for the others, why their key was not read."""
+    fingerprints = fingerprints_of(resolved.keys, secret) if secret is not None and resolved.keys else {}
+    sources = {
+        u.api_user.lower(): digest
+        for u in desired.users
+        if u.api_key.age is not None and (digest := key_source(u.api_key.age)) is not None
+    }
+    by_file = {str(path): name for name, path in desired.files.items()}
+    unavailable = {
+        by_file.get(p.file, Path(p.file).name.removesuffix(".yaml")).lower(): skip_reason(p)
+        for p in resolved.missing
+    }
+    return KeyInputs(fingerprints, sources, unavailable)
+
+
+def skip_reason(problem: Problem) -> str:
+    """The short reason a plan gives for a key it could not check."""
+    if problem.field == "api_key.age":
+        return "no age identity (RECONCILER_AGE_IDENTITY or RECONCILER_AGE_IDENTITY_FILE)"
+    return problem.message
+
+
+def key_source(armored: str) -> str | None:
+    """`age-sha256:<hex sha-256 of the armored ciphertext>` (the `reconciler/key-source`
+    annotation), over the armor as normalised for decryption, so re-indenting the YAML block is
+    not a change. None when it is not armored age data (validate reports that)."""
+    lines = [line.strip() for line in armored.strip().splitlines() if line.strip()]
+    if len(lines) < 3 or lines[0] != ARMOR_BEGIN or lines[-1] != ARMOR_END:
+        return None
+    text = "\n".join(lines) + "\n"
+    return KEY_SOURCE_PREFIX + hashlib.sha256(text.encode()).hexdigest()
 
 
 def targeted_names(desired: DesiredState, targets: tuple[str, ...]) -> list[str] | None:
@@ -76,31 +151,35 @@ def compute_plan(
     guards: Guards,
     targets: tuple[str, ...] = (),
 ) -> Plan:
-    """The plan; key checks are skipped for users whose keys are not available here."""
-    fingerprints = fingerprints_of(resolved.keys, fingerprint_secret(settings)) if resolved.keys else None
-    plan = make_plan(
+    """The plan; key checks are skipped (and listed) for users whose keys are not available here."""
+    secret = fingerprint_secret(settings) if resolved.keys else None
+    return make_plan(
         desired.users,
         live,
         desired_digest=desired.digest,
-        fingerprints=fingerprints,
         guards=guards,
         targets=targets,
+        keys=key_inputs(desired, resolved, secret),
     )
-    if fingerprints is not None and resolved.missing:
-        names = ", ".join(sorted(Path(p.file).stem for p in resolved.missing))
-        plan = replace(
-            plan,
-            notes=(*plan.notes, f"Key checks were skipped for users whose key is not available: {names}."),
-        )
-    return plan
 
 
-def key_material(plan: Plan, resolved: ResolvedKeys, settings: Settings) -> KeyMaterial:
-    """The keys the plan must send, from the keys already resolved for the run. The caller has
-    made sure none is missing (`resolved.raise_if_missing()`): nothing is applied otherwise."""
+def key_material(
+    plan: Plan, resolved: ResolvedKeys, settings: Settings, desired: DesiredState
+) -> KeyMaterial:
+    """The keys the plan must send, from the keys already resolved for the run, with what to
+    record beside each. The caller has made sure none is missing (`resolved.raise_if_missing()`):
+    nothing is applied otherwise."""
     needed = set(needs_keys(plan))
     keys = {name.lower(): key for name, key in resolved.keys.items() if name.lower() in needed}
-    return KeyMaterial(keys, fingerprints_of(keys, fingerprint_secret(settings)))
+    fingerprints = fingerprints_of(keys, fingerprint_secret(settings))
+    return KeyMaterial(keys, fingerprints, key_sources(desired, needed))
+
+
+def key_sources(desired: DesiredState, names: set[str]) -> dict[str, str | None]:
+    """The key-source annotation to record with each key set: the age digest, or None (remove a
+    stale one) for a key that is not age-encrypted any more."""
+    ciphertexts = {u.api_user.lower(): u.api_key.age for u in desired.users}
+    return {name: key_source(ciphertexts[name] or "") for name in names if name in ciphertexts}
 
 
 def check_not_stale(saved: Plan, fresh: Plan) -> None:

@@ -134,6 +134,15 @@ class MailServerError(ReconcilerError):
     """Rendering, validating, installing or reloading the mail server failed."""
 
 
+class MissingExtra(ReconcilerError):
+    """An optional part of the tool is not installed; the message names the extra that brings it
+    (`pip install 'reconciler[age]'`), so a small core install fails clearly, not with a traceback."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        self.extra = extra
+        super().__init__(f"{feature} need: pip install 'reconciler[{extra}]' (module {module} is missing)")
+
+
 def exit_code_for(error: BaseException) -> ExitCode:
     """The single mapping from an exception to a process exit code."""
     if isinstance(error, ReconcilerError):

@@ -15,7 +15,8 @@ from typing import Any
 from reconciler.apply import Outcome
 from reconciler.importer import ImportedFile
 from reconciler.model import COMPARED_FIELDS, Lease, LiveUser, Operation
-from reconciler.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan
+from reconciler.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, SkippedKey
+from reconciler.safetext import json_text, md_code, md_text, terminal
 
 FORMAT_VERSION = 1
 MARKDOWN_MARKER = "<!-- reconciler-plan -->"
@@ -53,10 +54,24 @@ def summary_line(plan: Plan) -> str:
 # --- text -----------------------------------------------------------------------------------------
 
 
+def no_changes_line(plan: Plan) -> str:
+    """Never a bare "No changes" when some keys could not be compared."""
+    skipped = len(plan.skipped_keys)
+    if skipped:
+        return f"No changes in what could be checked; {skipped} key check{_s(skipped)} skipped."
+    return "No changes. The service matches users/."
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
 def render_text(plan: Plan, style: Styler = _plain) -> str:
+    """For a terminal; every value from users/ or the service is shown with control characters
+    escaped, so the text cannot drive the terminal or the Actions log."""
     lines: list[str] = []
     if plan.empty:
-        lines.append("No changes. The service matches users/.")
+        lines.append(no_changes_line(plan))
     else:
         lines.append("The reconciler will perform the following actions:")
         lines.append("")
@@ -64,24 +79,40 @@ def render_text(plan: Plan, style: Styler = _plain) -> str:
             lines.extend(_text_change(change, style))
         if plan.mail_files:
             lines.append("  Mail server files that would change:")
-            lines.extend(f"    ~ {name}" for name in plan.mail_files)
+            lines.extend(f"    ~ {terminal(name)}" for name in plan.mail_files)
             lines.append("")
         lines.extend(_text_drift(plan))
         lines.append(summary_line(plan))
-    lines.extend(f"Note: {note}" for note in plan.notes)
-    lines.extend(style(f"Refused: {reason}", "red") for reason in plan.refusals)
+    lines.extend(_text_key_checks(plan, style))
+    lines.extend(f"Note: {terminal(note)}" for note in plan.notes)
+    lines.extend(style(f"Refused: {terminal(reason)}", "red") for reason in plan.refusals)
     return "\n".join(lines) + "\n"
+
+
+def _text_key_checks(plan: Plan, style: Styler) -> list[str]:
+    if not plan.skipped_keys:
+        return []
+    count = len(plan.skipped_keys)
+    head = (
+        f"Key checks skipped for {count} user{_s(count)} ({plan.keys_checked} checked): their keys are "
+        "not available here, so a changed key would not show; apply needs them."
+    )
+    return [style(head, "yellow")] + [
+        f"  ? {terminal(k.api_user)}: {terminal(k.reason)}" for k in plan.skipped_keys
+    ]
 
 
 def _text_change(change: Change, style: Styler) -> list[str]:
     symbol, colour = _SYMBOL[change.action]
-    head = style(f"  {symbol} {change.action.value} {change.api_user}", colour)
+    head = style(f"  {symbol} {change.action.value} {terminal(change.api_user)}", colour)
     width = max([len(f.field) for f in change.fields] + [len("api_key")]) + 1
     body = [_text_field(change.action, f, width, style) for f in change.fields]
     if change.key_change:
         label = "(sensitive)" if change.action is Action.CREATE else f"{SENSITIVE} will change"
         reason = (
-            f"  # {change.key_reason}" if change.key_reason and change.action is not Action.CREATE else ""
+            f"  # {terminal(change.key_reason)}"
+            if change.key_reason and change.action is not Action.CREATE
+            else ""
         )
         body.append(f"      {symbol} {'api_key:'.ljust(width + 1)} {label}{reason}")
     return [head, *body, ""]
@@ -95,7 +126,7 @@ def _text_field(action: Action, f: FieldChange, width: int, style: Styler) -> st
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return terminal(json.dumps(value, ensure_ascii=False))
 
 
 def _text_drift(plan: Plan) -> list[str]:
@@ -103,7 +134,7 @@ def _text_drift(plan: Plan) -> list[str]:
     if not drifted:
         return []
     lines = ["  Changed outside the reconciler (from the service's operation log):"]
-    lines += [f"    {c.api_user}  {d.describe()}" for c in drifted for d in c.drift]
+    lines += [f"    {terminal(c.api_user)}  {terminal(d.describe())}" for c in drifted for d in c.drift]
     return [*lines, ""]
 
 
@@ -115,8 +146,10 @@ def render_markdown(plan: Plan) -> str:
     out = [MARKDOWN_MARKER, "### Reconciler plan", ""]
     out += _md_counts(plan)
     if plan.refusals:
-        out += ["", "**Refused as unsafe:**", ""] + [f"- {_md(r)}" for r in plan.refusals]
-    if plan.empty:
+        out += ["", "**Refused as unsafe:**", ""] + [f"- {md_text(r)}" for r in plan.refusals]
+    if plan.empty and plan.skipped_keys:
+        out += ["", f"**{md_text(no_changes_line(plan))}**"]
+    elif plan.empty:
         out += ["", "No changes. The service matches `users/`."]
     out += _md_creates(plan.by_action(Action.CREATE))
     out += _md_updates(plan.by_action(Action.UPDATE))
@@ -125,10 +158,32 @@ def render_markdown(plan: Plan) -> str:
     out += _md_drift(plan)
     if plan.mail_files:
         out += ["", f"#### Mail server files that would change ({len(plan.mail_files)})", ""]
-        out += [f"- `{name}`" for name in plan.mail_files]
+        out += [f"- {md_code(name, table=False)}" for name in plan.mail_files]
+    out += _md_key_checks(plan.skipped_keys, plan.keys_checked)
     if plan.notes:
-        out += [""] + [f"> {_md(note)}" for note in plan.notes]
+        out += [""] + [f"> {md_text(note)}" for note in plan.notes]
     return "\n".join(out) + "\n"
+
+
+MD_OPEN_ROWS = 10  # more skipped key checks than this are folded away (every PR plan has them)
+
+
+def _md_key_checks(skipped: tuple[SkippedKey, ...], checked: int) -> list[str]:
+    if not skipped:
+        return []
+    out = [
+        "",
+        f"#### Key checks skipped ({len(skipped)}; {checked} checked)",
+        "",
+        "These keys are not available to this plan, so a changed key would not show here; "
+        "apply needs them and compares them.",
+        "",
+    ]
+    table = ["| API user | reason |", "|---|---|"]
+    table += [f"| {_md_name(k.api_user)} | {md_text(k.reason)} |" for k in skipped]
+    if len(skipped) <= MD_OPEN_ROWS:
+        return out + table
+    return [*out, f"<details><summary>The {len(skipped)} users</summary>", "", *table, "", "</details>"]
 
 
 def _md_counts(plan: Plan) -> list[str]:
@@ -167,7 +222,7 @@ def _md_updates(changes: tuple[Change, ...]) -> list[str]:
                 f"| {_md_name(change.api_user)} | `{f.field}` | {_md_value(f.old)} | {_md_value(f.new)} |"
             )
         if change.key_change:
-            reason = _md(change.key_reason or "")
+            reason = md_text(change.key_reason or "")
             out.append(f"| {_md_name(change.api_user)} | `api_key` | (sensitive) | will change: {reason} |")
     return out
 
@@ -176,7 +231,7 @@ def _md_names(action: Action, changes: tuple[Change, ...]) -> list[str]:
     if not changes:
         return []
     out = ["", f"#### {action.value.capitalize()} ({len(changes)})", ""]
-    return out + [f"- {_md_name(c.api_user)}" for c in changes]
+    return out + [f"- {md_code(c.api_user, table=False)}" for c in changes]
 
 
 def _md_drift(plan: Plan) -> list[str]:
@@ -184,26 +239,18 @@ def _md_drift(plan: Plan) -> list[str]:
     if not drifted:
         return []
     out = ["", f"#### Changed outside the reconciler ({len(drifted)})", ""]
-    return out + [f"- {_md_name(name)} {_md(d.describe())}" for name, d in drifted]
+    return out + [f"- {md_code(name, table=False)} {md_text(d.describe())}" for name, d in drifted]
 
 
 def _md_value(value: Any) -> str:
     """A JSON value as a code span: no Markdown, HTML or @-mention (an `@domain` sender would
-    notify a GitHub user) can come out of a value. Pipes stay escaped for the table."""
-    text = _show(value).replace("|", "\\|").replace("\n", " ")
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
+    notify a GitHub user) can come out of a value, and the table stays a table."""
+    return md_code(json.dumps(value, ensure_ascii=False))
 
 
 def _md_name(name: str) -> str:
     """An api_user as a code span; names come from the service too, so never trust them."""
-    return "`" + name.replace("`", "'").replace("|", "\\|").replace("\n", " ") + "`"
-
-
-def _md(text: str) -> str:
-    """Escape what would break a table cell or start Markdown/HTML in a PR comment."""
-    for ch in "\\|`*_<>[]":
-        text = text.replace(ch, "\\" + ch)
-    return text.replace("\n", " ")
+    return md_code(name)
 
 
 # --- JSON ------------------------------------------------------------------------------------------
@@ -224,6 +271,10 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "changes": [_change_json(c) for c in plan.changes],
         "mail_files": list(plan.mail_files),
         "key_checks_skipped": plan.key_checks_skipped,
+        "key_checks": {
+            "checked": plan.keys_checked,
+            "skipped": [{"api_user": k.api_user, "reason": k.reason} for k in plan.skipped_keys],
+        },
         "notes": list(plan.notes),
         "refusals": list(plan.refusals),
         "desired_digest": plan.desired_digest,
@@ -254,7 +305,7 @@ def _drift_json(drift: Drift) -> dict[str, Any]:
 
 
 def render_json(plan: Plan) -> str:
-    return json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False) + "\n"
+    return json_text(json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False)) + "\n"
 
 
 def plan_from_json(data: dict[str, Any]) -> Plan:
@@ -277,11 +328,14 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         )
         for c in data["changes"]
     )
+    key_checks = data.get("key_checks") or {}  # absent from plans saved before it existed
     return Plan(
         changes=changes,
         desired_digest=data["desired_digest"],
         live_versions=dict(data["live_versions"]),
         key_checks_skipped=bool(data["key_checks_skipped"]),
+        keys_checked=int(key_checks.get("checked", 0)),
+        skipped_keys=tuple(SkippedKey(k["api_user"], k["reason"]) for k in key_checks.get("skipped", [])),
         notes=tuple(data["notes"]),
         mail_files=tuple(data["mail_files"]),
         refusals=tuple(data["refusals"]),

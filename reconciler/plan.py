@@ -20,6 +20,9 @@ from reconciler.model import COMPARED_FIELDS, LiveUser, Operation, UserSpec
 
 FINGERPRINT_ANNOTATION = "reconciler/key-fingerprint"
 KEY_UPDATED_ANNOTATION = "reconciler/key-updated-at"
+# `age-sha256:<hex sha-256 of the armored ciphertext>` of the age key last applied (DESIGN.md):
+# a plan without the identity can still tell that the encrypted value changed.
+KEY_SOURCE_ANNOTATION = "reconciler/key-source"
 SENSITIVE = "(sensitive)"
 
 
@@ -82,6 +85,26 @@ class Change:
 
 
 @dataclass(frozen=True)
+class SkippedKey:
+    """A key check the plan could not make, and why (the key is not available where it ran)."""
+
+    api_user: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class KeyInputs:
+    """What the plan compares keys with, computed at the edge; every mapping is keyed by api_user
+    lowercased. `fingerprints`: keyed fingerprints of the declared keys that could be read;
+    `sources`: the key-source digest of each declared age ciphertext (needs no identity);
+    `unavailable`: why the other declared keys could not be read."""
+
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Guards:
     """Safety limits; overrides are narrow (a number of deletes or locks), never a global force."""
 
@@ -101,6 +124,8 @@ class Plan:
     notes: tuple[str, ...] = ()
     mail_files: tuple[str, ...] = ()
     refusals: tuple[str, ...] = field(default=())
+    keys_checked: int = 0
+    skipped_keys: tuple[SkippedKey, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -125,23 +150,33 @@ def make_plan(
     live: Sequence[LiveUser],
     *,
     desired_digest: str,
-    fingerprints: Mapping[str, str] | None,
+    fingerprints: Mapping[str, str] | None = None,
     guards: Guards = Guards(),
     targets: Sequence[str] = (),
+    keys: KeyInputs | None = None,
 ) -> Plan:
-    """Diff declared users against live ones. `fingerprints` (api_user lowercased -> keyed
-    fingerprint of the declared key) is None when no secrets are available: key checks that need
-    the declared key are then skipped and the plan says so."""
+    """Diff declared users against live ones. Key checks use `keys` (or, the older form,
+    `fingerprints` alone): a user whose declared key is neither readable here nor an age
+    ciphertext is listed in `skipped_keys` with the reason, never silently passed."""
+    inputs = keys if keys is not None else KeyInputs(fingerprints=fingerprints or {})
     live_by_name = {u.api_user.lower(): u for u in live}
     desired_by_name = {u.api_user.lower(): u for u in desired}
     changes: list[Change] = []
+    checked: list[str] = []
+    skipped: list[SkippedKey] = []
     for name, spec in desired_by_name.items():
         current = live_by_name.get(name)
-        fp = None if fingerprints is None else fingerprints.get(name)
         if current is None:
             changes.append(_create(spec))
+            continue
+        check = _key_check(current, inputs, name)
+        changes.extend(_update(spec, current, check.reason))
+        if not targeted(spec.api_user, targets):
+            continue
+        if check.checked:
+            checked.append(name)
         else:
-            changes.extend(_update(spec, current, fp, fp is None))
+            skipped.append(SkippedKey(current.api_user, inputs.unavailable.get(name, "key not available")))
     gone = [user for name, user in live_by_name.items() if name not in desired_by_name]
     changes.extend(Change(Action.DELETE, user.api_user, version=user.version) for user in gone)
     changes = [c for c in changes if targeted(c.api_user, targets)]
@@ -150,22 +185,18 @@ def make_plan(
         changes=tuple(changes),
         desired_digest=desired_digest,
         live_versions=live_versions(live),
-        key_checks_skipped=fingerprints is None,
-        notes=_notes(fingerprints is None and bool(desired), targets),
+        key_checks_skipped=bool(skipped),
+        notes=_notes(targets),
+        keys_checked=len(checked),
+        skipped_keys=tuple(sorted(skipped, key=lambda k: k.api_user.lower())),
     )
     return _with_refusals(plan, desired, live, guards)
 
 
-def _notes(skipped: bool, targets: Sequence[str]) -> tuple[str, ...]:
-    notes = []
-    if skipped:
-        notes.append(
-            "Key checks were skipped: no secrets are available, so declared keys could not be compared "
-            "(keys changed outside the reconciler are still detected)."
-        )
+def _notes(targets: Sequence[str]) -> tuple[str, ...]:
     if targets:
-        notes.append("Limited to --target " + ", ".join(targets) + "; other users were not compared.")
-    return tuple(notes)
+        return ("Limited to --target " + ", ".join(targets) + "; other users were not compared.",)
+    return ()
 
 
 def targeted(api_user: str, targets: Sequence[str]) -> bool:
@@ -181,7 +212,7 @@ def _create(spec: UserSpec) -> Change:
     return Change(Action.CREATE, spec.api_user, fields, key_change=True, key_reason="new user")
 
 
-def _update(spec: UserSpec, live: LiveUser, fp: str | None, skipped: bool) -> list[Change]:
+def _update(spec: UserSpec, live: LiveUser, reason: str | None) -> list[Change]:
     diffs = [
         FieldChange(path, old, new)
         for path in declared_paths(spec)
@@ -191,7 +222,6 @@ def _update(spec: UserSpec, live: LiveUser, fp: str | None, skipped: bool) -> li
     diffs.sort(key=lambda d: COMPARED_FIELDS.index(d.field))
     lock = next((d for d in diffs if d.field == "locked"), None)
     diffs = [d for d in diffs if d.field != "locked"]
-    reason = key_change_reason(live, fp, skipped)
     out: list[Change] = []
     if diffs or reason:
         out.append(
@@ -217,6 +247,39 @@ def _dependent_changes(live: LiveUser, diffs: list[FieldChange]) -> list[FieldCh
     ):
         extra.append(FieldChange("access.own_data_only", True, False))
     return extra
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    reason: str | None  # why the key must be set again; None: it need not
+    checked: bool  # False: the declared key could not be compared at all
+
+
+AGE_CHANGED = "encrypted value changed, checked at apply"
+AGE_NOT_RECORDED = "encrypted value not recorded on the service yet, checked at apply"
+AGE_REENCRYPTED = "encrypted value changed: the key is set again to record its digest"
+
+
+def _key_check(live: LiveUser, inputs: KeyInputs, name: str) -> KeyCheck:
+    fp, source = inputs.fingerprints.get(name), inputs.sources.get(name)
+    reason = key_change_reason(live, fp, fp is None)
+    if reason is not None or fp is not None:
+        if reason is None and source is not None and live.annotations.get(KEY_SOURCE_ANNOTATION) != source:
+            # Same key, new ciphertext (e.g. another recipient): set again so that plans
+            # without the identity compare against this ciphertext from now on.
+            reason = AGE_REENCRYPTED
+        return KeyCheck(reason, checked=True)
+    if source is None:
+        return KeyCheck(None, checked=False)
+    return KeyCheck(_source_reason(live.annotations.get(KEY_SOURCE_ANNOTATION), source), checked=True)
+
+
+def _source_reason(recorded: str | None, declared: str) -> str | None:
+    """Without the identity, the ciphertext's digest is all there is: a new one is reported as a
+    key change (exit 2), because the merge's apply may well change or fail on it."""
+    if recorded is None:
+        return AGE_NOT_RECORDED
+    return None if recorded == declared else AGE_CHANGED
 
 
 def key_change_reason(live: LiveUser, fp: str | None, skipped: bool) -> str | None:

@@ -32,6 +32,7 @@ from reconciler.errors import (
     ValidationFailed,
 )
 from reconciler.mail import MailReport, keys_for_mail, preview, reflect
+from reconciler.mail.checks import preflight
 from reconciler.mail.reflect import mail_dir_from
 from reconciler.output import plan_from_json
 from reconciler.plan import Guards, Plan, attribute_drift, drift_fields, raise_if_unsafe
@@ -118,7 +119,9 @@ def resolve(
     request) only skip key checks, but a key that is there and wrong fails the plan, not only the
     apply after the merge. apply needs every key: otherwise a user's key check would be skipped
     and a rotation silently never applied."""
-    resolved = engine.resolve_keys(loaded.desired, engine.targeted_names(loaded.desired, targets))
+    resolved = engine.resolve_keys(
+        loaded.desired, engine.targeted_names(loaded.desired, targets), settings=loaded.settings
+    )
     for warning in resolved.warnings:
         reporter.warning(str(warning))
     if require_all:
@@ -216,6 +219,8 @@ def run_apply(
     service changes (also when some failed: the gateway then still drops locked and deleted users)."""
     settings = loaded.settings
     command = "apply" if mail is None else "reconcile"
+    if mail is not None and (mail.mail_dir is not None or settings.mail_dir is not None):
+        preflight(settings, mail_dir_from(settings, mail.mail_dir), reload=mail.reload)
     with ServiceClient.from_settings(settings) as client:
         client.set_run_headers(actor(), git_commit(loaded.users_dir), run_id())
         _settle_rotated_key(loaded, client, reporter)
@@ -271,7 +276,7 @@ def apply_to_service(
     if not fresh.changes:
         reporter.info("No changes to the service.")
         return ExitCode.OK
-    material = engine.key_material(fresh, resolved, settings)
+    material = engine.key_material(fresh, resolved, settings, loaded.desired)
     if plan_file is None:
         fresh = with_drift_attribution(fresh, client)
     # A saved plan was reviewed when it was made; otherwise the person (or --auto-approve) says yes.

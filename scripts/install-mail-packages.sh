@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install the Debian packages the mail tests need, without starting the system daemons.
+# Install the Debian packages the mail tests need (and shellcheck, for make actionlint), without
+# starting the system daemons.
 # Idempotent: returns at once when everything is installed.
 set -euo pipefail
-packages=(postfix dovecot-core swaks libsasl2-modules)
+packages=(postfix dovecot-core swaks libsasl2-modules shellcheck)  # shellcheck: make actionlint
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

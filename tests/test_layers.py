@@ -1,90 +1,102 @@
-"""Import contracts (as import-linter would check them): the pure core never imports a gateway's
-library, directly or through another reconciler module, so `plan` and `render` stay functions of
-values (STYLE.md: compute, then act)."""
+"""Import contracts: import-linter checks them (`[tool.importlinter]` in pyproject.toml, `make imports`);
+these tests prove the check bites, and that each CLI verb loads only what it needs (a lazy import is
+invisible to a static import graph, so that part is checked at run time)."""
 
 from __future__ import annotations
 
-import ast
+import os
+import shutil
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import pytest
 
 import reconciler
 
-ROOT = Path(reconciler.__file__).parent
-GATEWAYS = frozenset(
-    {"requests", "urllib3", "werkzeug", "aiosmtpd", "sqlite3", "subprocess", "socket", "click"}
-)
+REPO = Path(reconciler.__file__).parent.parent
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-def _file(module: str) -> Path | None:
-    relative = Path(*module.split(".")[1:])
-    for candidate in (ROOT / relative.with_suffix(".py"), ROOT / relative / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    # PYTHONPATH first: the copied packages shadow the installed (editable) ones for grimp.
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
-@cache
-def _imports(module: str) -> frozenset[str]:
-    """Top-level names of every module `module` imports, following reconciler's own modules."""
-    path = _file(module)
-    if path is None:
-        return frozenset()
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        for name in names:
-            found.add(name.split(".")[0])
-            if name.startswith("reconciler.") and _file(name) is not None and name != module:
-                found |= _imports(name)
-    return frozenset(found)
+def _copy_tree(tmp_path: Path) -> Path:
+    ignore = shutil.ignore_patterns("__pycache__")
+    for package in ("reconciler", "reconciler_service"):
+        shutil.copytree(REPO / package, tmp_path / package, ignore=ignore)
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+def test_the_real_tree_keeps_every_import_contract() -> None:
+    run = _lint_imports(REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "0 broken" in run.stdout
 
 
 @pytest.mark.parametrize(
-    "module",
+    ("module", "line", "contract"),
     [
-        "reconciler.plan",
-        "reconciler.output",
-        "reconciler.model",
-        "reconciler.mail.render",
-        "reconciler.importer",
+        ("plan.py", "import requests", "The pure core imports no I/O library"),
+        ("mail/render.py", "import subprocess", "The pure core imports no I/O library"),
+        ("apply.py", "import urllib3", "Only the client speaks HTTP"),
+        ("engine.py", "import click", "Only the CLI prints"),
+        ("state.py", "import reconciler_service.store", "The tool never imports the embedded service"),
     ],
 )
-def test_pure_modules_do_not_import_gateways(module: str) -> None:
-    assert _imports(module) & GATEWAYS == set()
+def test_a_planted_violation_fails_lint_imports(
+    tmp_path: Path, module: str, line: str, contract: str
+) -> None:
+    root = _copy_tree(tmp_path)
+    target = root / "reconciler" / module
+    target.write_text(target.read_text() + f"\n{line}  # planted by the test\n")
+    run = _lint_imports(root)
+    assert run.returncode != 0, run.stdout
+    broken = [text for text in run.stdout.splitlines() if text.endswith("BROKEN")]
+    assert any(text.startswith(contract) for text in broken), run.stdout
+    planted = line.split()[1]
+    assert f"reconciler.{module.removesuffix('.py').replace('/', '.')} -> {planted}" in run.stdout
 
 
-def test_only_the_client_speaks_http() -> None:
-    speakers = {
-        f"reconciler.{p.relative_to(ROOT).with_suffix('').as_posix().replace('/', '.')}"
-        for p in ROOT.rglob("*.py")
-        if "requests" in _direct(p)
-    }
-    assert speakers == {"reconciler.client"}
-
-
-def _direct(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    direct = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    return direct | {
-        n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
-    }
-
-
-def test_validate_does_not_load_the_http_client() -> None:
-    code = "; ".join(
+def _loaded_by(verb: str) -> set[str]:
+    """Modules loaded by building the click command of `verb` (and its subcommands but `service
+    run`, which loads the embedded service on purpose) in a fresh interpreter."""
+    code = "\n".join(
         [
             "import sys",
             "from reconciler.cli import group",
-            "group.get_command(None, 'validate')",
+            f"command = group.get_command(None, {verb!r})",
+            "for name in getattr(command, 'list_commands', lambda ctx: [])(None):",
+            "    if name != 'run':",
+            "        command.get_command(None, name)",
             "print(*sys.modules)",
         ]
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert not {"requests", "werkzeug"} & set(run.stdout.split())
+    return set(run.stdout.split())
+
+
+EXTRAS = {"werkzeug", "aiosmtpd", "sqlite3", "reconciler_service", "pyrage", "argon2", "bcrypt"}
+
+
+def test_validate_does_not_load_the_http_client() -> None:
+    assert not ({"requests", "urllib3"} | EXTRAS) & _loaded_by("validate")
+
+
+@pytest.mark.parametrize(
+    "verb", ["plan", "apply", "reconcile", "render", "live", "status", "import", "service"]
+)
+def test_no_verb_loads_the_embedded_service_or_an_extra_up_front(verb: str) -> None:
+    assert not EXTRAS & _loaded_by(verb)

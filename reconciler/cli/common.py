@@ -16,6 +16,7 @@ import click
 from reconciler.cli.options import no_color
 from reconciler.errors import ExitCode, Problem, ReconcilerError, ValidationFailed, exit_code_for
 from reconciler.output import error_to_json
+from reconciler.safetext import annotation_data, annotation_property, json_text, terminal
 
 P = ParamSpec("P")
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -40,7 +41,9 @@ def use_color(ctx: click.Context | None = None) -> bool:
 
 
 def err(message: str) -> None:
-    click.echo(message, err=True)
+    """A message on stderr. Messages carry file names and values from users/: control characters
+    are shown escaped and no line can pass for a GitHub workflow command (`::warning ...`)."""
+    click.echo(terminal(message, keep="\n\t"), err=True)
 
 
 def handle_errors(fn: Callable[P, int]) -> Callable[P, int]:
@@ -78,7 +81,7 @@ def report_problems(problems: Sequence[Problem], fmt: str = "text", *, severity:
         emit_json(error_to_json(_summary(problems), [problem_json(p) for p in problems]))
     else:
         for problem in problems:
-            err(f"{severity}: {problem}")
+            err(f"{severity}: {terminal(str(problem))}")  # one line each, whatever the file name
         if severity == "error":
             err(_summary(problems))
     if os.environ.get("GITHUB_ACTIONS") == "true":
@@ -106,13 +109,8 @@ def github_annotation(problem: Problem, severity: str = "error") -> str:
     props = {"file": _repo_relative(problem.file), "line": problem.line, "col": problem.column}
     if problem.field:
         props["title"] = problem.field
-    rendered = ",".join(f"{k}={_escape(str(v), prop=True)}" for k, v in props.items() if v is not None)
-    return f"::{severity} {rendered}::{_escape(problem.message)}"
-
-
-def _escape(value: str, *, prop: bool = False) -> str:
-    value = value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return value.replace(":", "%3A").replace(",", "%2C") if prop else value
+    rendered = ",".join(f"{k}={annotation_property(str(v))}" for k, v in props.items() if v is not None)
+    return f"::{severity} {rendered}::{annotation_data(problem.message)}"
 
 
 def _repo_relative(file: str) -> str:
@@ -135,7 +133,7 @@ def styler() -> Callable[[str, str], str]:
 
 def emit_json(document: Any) -> None:
     """A JSON document on stdout: the one shape every `--format json` prints."""
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    click.echo(json_text(json.dumps(document, indent=2, ensure_ascii=False)))
 
 
 def format_option(*choices: str, default: str | None = None) -> Callable[[FC], FC]:

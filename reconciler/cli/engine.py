@@ -17,6 +17,7 @@ from reconciler.cli.common import (
     Duration,
     complete_api_users,
     emit_json,
+    err,
     format_option,
     handle_errors,
     styler,
@@ -28,8 +29,10 @@ from reconciler.cli.reports import mail_fields_json
 from reconciler.cli.show import read_saved_plan
 from reconciler.errors import ExitCode, ReconcilerError, exit_code_for
 from reconciler.mail import MailReport
+from reconciler.mail.checks import notice
 from reconciler.output import apply_to_json, render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
+from reconciler.safetext import terminal
 
 target_option = click.option(
     "--target",
@@ -272,7 +275,7 @@ class ClickReporter:
         click.echo("Still pending after apply: " + summary_line(plan), err=True)
         for change in plan.changes:
             fields = ", ".join(f.field for f in change.fields) or "api_key"
-            click.echo(f"  {change.action.value} {change.api_user}: {fields}", err=True)
+            err(f"  {change.action.value} {terminal(change.api_user)}: {fields}")
 
     def mail(self, report: MailReport | None) -> None:
         if report is None:
@@ -288,6 +291,10 @@ class ClickReporter:
             click.echo(f"Mail files changed in {report.mail_dir}: " + ", ".join(report.changed))
             if report.reloaded:
                 click.echo("Reloaded: " + ", ".join(report.reloaded))
+            if report.smoke:
+                click.echo("Smoke checks passed: " + "; ".join(report.smoke))
+            if report.skipped:
+                click.echo(notice(report.skipped))
 
 
 class JsonReporter(ClickReporter):
@@ -337,11 +344,12 @@ class JsonReporter(ClickReporter):
 
 
 def _report(outcomes: list[Outcome]) -> None:
-    width = max(len(o.change.api_user) for o in outcomes)
+    names = {id(o): terminal(o.change.api_user) for o in outcomes}  # live names are untrusted too
+    width = max(len(name) for name in names.values())
     click.echo("")
     click.echo(f"{'API user'.ljust(width)}  {'action'.ljust(7)}  outcome")
     for o in outcomes:
-        status = o.status.value + (f": {o.detail}" if o.detail else "")
+        status = o.status.value + (f": {terminal(o.detail)}" if o.detail else "")
         colour = {
             Status.OK: "green",
             Status.FAILED: "red",
@@ -349,7 +357,7 @@ def _report(outcomes: list[Outcome]) -> None:
             Status.CHANGED: "yellow",
         }[o.status]
         click.echo(
-            f"{o.change.api_user.ljust(width)}  {o.change.action.value.ljust(7)}  " + styler()(status, colour)
+            f"{names[id(o)].ljust(width)}  {o.change.action.value.ljust(7)}  " + styler()(status, colour)
         )
     bad = failed(outcomes)
     click.echo(f"\n{len(outcomes) - len(bad)} of {len(outcomes)} changes applied.")

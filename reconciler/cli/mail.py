@@ -18,6 +18,7 @@ from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode
 from reconciler.mail import MailReport, keys_for_mail, reflect
+from reconciler.mail.checks import notice
 from reconciler.mail.reflect import mail_dir_from
 from reconciler.workflow import mail_lock
 
@@ -120,6 +121,8 @@ def _show(report: MailReport) -> None:
     )
     for check in report.smoke:
         click.echo(f"  smoke check passed: {check}")
+    if report.skipped:
+        click.echo(notice(report.skipped))
 
 
 COMMANDS = (render,)

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-import argon2
-import bcrypt
-
-from reconciler.errors import MailServerError
+from reconciler.errors import MailServerError, MissingExtra
 from reconciler.secrets import ApiKey
 
 Scheme = Literal["ARGON2ID", "BLF-CRYPT"]
 BCRYPT_MAX_BYTES = 72  # bcrypt ignores (bcrypt>=5: refuses) anything longer
+
+
+class HashingNotInstalled(MissingExtra, MailServerError):
+    """argon2-cffi and bcrypt are the `mail` extra: only a render hashes keys."""
+
+
+# argon2 and bcrypt are imported when a hasher is made, not with this module: `plan` previews the
+# mail files with a placeholder hasher and must work on an install without the mail extra.
+
+
+def _not_installed(exc: ModuleNotFoundError) -> HashingNotInstalled:
+    return HashingNotInstalled("the mail step's key hashes", "mail", exc.name or "argon2/bcrypt")
 
 
 class Hasher(Protocol):
@@ -36,6 +45,10 @@ class Argon2idHasher:
     def __init__(
         self, time_cost: int | None = None, memory_cost: int | None = None, parallelism: int | None = None
     ):
+        try:
+            import argon2
+        except ModuleNotFoundError as exc:
+            raise _not_installed(exc) from None
         defaults = argon2.PasswordHasher()
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost or defaults.time_cost,
@@ -55,6 +68,11 @@ class BlfCryptHasher:
 
     def __init__(self, rounds: int = 10) -> None:
         self._rounds = rounds
+        try:
+            import bcrypt
+        except ModuleNotFoundError as exc:
+            raise _not_installed(exc) from None
+        self._hashpw, self._gensalt = bcrypt.hashpw, bcrypt.gensalt
 
     def __call__(self, key: ApiKey) -> str:
         raw = key.reveal().encode()
@@ -62,7 +80,7 @@ class BlfCryptHasher:
             raise MailServerError(
                 f"BLF-CRYPT cannot hash keys longer than {BCRYPT_MAX_BYTES} characters; use ARGON2ID"
             )
-        return "{BLF-CRYPT}" + bcrypt.hashpw(raw, bcrypt.gensalt(self._rounds)).decode()
+        return "{BLF-CRYPT}" + self._hashpw(raw, self._gensalt(self._rounds)).decode()
 
 
 class CountingHasher:

@@ -32,12 +32,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
 from reconciler.config import Settings
 from reconciler.errors import MailServerError
+from reconciler.mail.checks import Skipped, skipped_steps
 from reconciler.mail.render import PASSWD, STATE, HashEntry, RenderedFile, parse_state
 from reconciler.secrets import ApiKey
 
@@ -65,6 +66,7 @@ class InstallReport:
     changed: tuple[str, ...] = ()
     reloaded: tuple[str, ...] = ()
     smoke: tuple[str, ...] = ()  # the smoke checks that passed
+    skipped: tuple[str, ...] = ()  # steps left out by `mail_checks: skip`, each with its reason
 
 
 @dataclass(frozen=True)
@@ -483,6 +485,8 @@ def install(
     probes: Sequence[AuthProbe] = (),
 ) -> InstallReport:
     """Write what changed, validate, reload and smoke-check; roll back and raise on any failure."""
+    skip = skipped_steps(settings, files)
+    files = skip.files(files)
     disk = {f.path: _read(mail_dir / f.path) for f in files}
     changed = [f for f in files if _differs(f, disk[f.path])]
     if not changed:
@@ -490,14 +494,16 @@ def install(
     _ensure_dirs(mail_dir)
     staged = _stage(changed, mail_dir, disk)
     try:
-        _validate_maps(staged, settings)
+        if skip.postmap is None:
+            _validate_maps(staged, settings)
     except BaseException:
         _discard(staged)
         raise
     _swap(staged)
     names = tuple(f.path for f in changed)
     daemons: set[str] = {f.reloads for f in changed if f.reloads is not None}
-    return _activate(names, daemons, mail_dir, settings, disk, reload=reload, probes=probes)
+    report = _activate(names, daemons, mail_dir, settings, disk, reload=reload, probes=probes, skip=skip)
+    return replace(report, skipped=skip.steps(daemons, reload=reload))
 
 
 def _activate(
@@ -509,15 +515,17 @@ def _activate(
     *,
     reload: bool,
     probes: Sequence[AuthProbe],
+    skip: Skipped,
 ) -> InstallReport:
     reloaded: list[str] = []  # filled as we go, so a rollback reloads only what was reloaded
     try:
-        _validate_live(daemons, settings)
+        _validate_live(skip.daemons_validated(daemons), settings)
         if not reload:
             return InstallReport(names)
-        for daemon in sorted(daemons, reverse=True):
+        live = skip.daemons_reloaded(daemons)
+        for daemon in sorted(live, reverse=True):
             reloaded.extend(_reload({daemon}, settings))
-        return InstallReport(names, tuple(reloaded), _smoke(reloaded, daemons, settings, probes))
+        return InstallReport(names, tuple(reloaded), _smoke(reloaded, live, settings, probes))
     except MailServerError as exc:
         raise _roll_back(
             exc, names=names, reloaded=set(reloaded), mail_dir=mail_dir, settings=settings, disk=disk

@@ -35,6 +35,7 @@ class MailReport:
     hashes: int = 0  # keys hashed in this run (0 for an unchanged key, and always 0 with check)
     users: int = 0  # users with SMTP access that got lines
     check: bool = False
+    skipped: tuple[str, ...] = ()  # steps `mail_checks: skip` left out, with reasons (mail/checks.py)
 
 
 def mail_dir_from(settings: Settings, mail_dir: Path | None) -> Path:
@@ -68,7 +69,15 @@ def reflect(
         return MailReport(target, changed_files(rendered.files, target), users=rendered.users, check=True)
     probes = _probes(keys, rendered)
     report = install(rendered.files, target, settings, reload=reload, probes=probes)
-    return MailReport(target, report.changed, report.reloaded, report.smoke, rendered.hashes, rendered.users)
+    return MailReport(
+        target,
+        report.changed,
+        report.reloaded,
+        report.smoke,
+        rendered.hashes,
+        rendered.users,
+        skipped=report.skipped,
+    )
 
 
 def preview(

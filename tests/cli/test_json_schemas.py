@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -19,7 +20,7 @@ def test_each_committed_schema_is_valid_json_schema(path: Path) -> None:
     Draft202012Validator.check_schema(json.loads(path.read_text()))
 
 
-def _json(repo: Repo, *args: str, code: int = 0) -> dict[str, object]:
+def _json(repo: Repo, *args: str, code: int = 0) -> dict[str, Any]:
     result = repo.run(*args, "--format", "json")
     assert result.code == code, result.output
     document = json.loads(result.stdout)
@@ -58,7 +59,7 @@ def test_show_json_matches_the_plan_schema(repo: Repo) -> None:
 def test_live_json_matches_its_schema(repo: Repo) -> None:
     document = _json(repo, "live")
     validate("live", document)
-    assert [u["api_user"] for u in document["api_users"]] == [repo.service.admin_user]  # type: ignore[union-attr]
+    assert [u["api_user"] for u in document["api_users"]] == [repo.service.admin_user]
 
 
 def test_status_json_matches_its_schema(repo: Repo) -> None:
@@ -89,7 +90,7 @@ def test_import_json_matches_its_schema(repo: Repo) -> None:
         client.create_user("adopt@example.com", {"role": "normal"}, ApiKey("k1abcdefgh"), {})
     document = _json(repo, "import")
     validate("import", document)
-    results = {f["api_user"]: f["result"] for f in document["files"]}  # type: ignore[union-attr]
+    results = {f["api_user"]: f["result"] for f in document["files"]}
     assert results["adopt@example.com"] == "created"
 
 

@@ -27,7 +27,8 @@ def test_render_shows_hashing_progress_on_a_terminal(repo: Repo, tmp_path: Path)
     args = ["render", "--mail-dir", str(tmp_path / "mail"), "--no-reload", "--format", "json"]
     code, stdout, stderr = run_with_stderr_on_terminal(args, cwd=repo.root, env=repo.env() | RENDER_ENV)
     assert code == 0, stderr
-    assert "Hashing keys: 3" in stderr
+    assert "\rHashing keys: 1" in stderr  # redrawn in place (at most every 0.1 s) ...
+    assert stderr.endswith("\r\x1b[K")  # ... and erased when done
     assert json.loads(stdout)["hashes"] == 3  # the progress never reaches stdout
 
 

@@ -18,7 +18,7 @@ from reconciler.output import (
     render_markdown,
     render_text,
 )
-from reconciler.plan import Action, Change, Drift, FieldChange, Plan
+from reconciler.plan import Action, Change, Drift, FieldChange, Plan, SkippedKey
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -60,7 +60,9 @@ SAMPLE = Plan(
     ),
     desired_digest="0" * 64,
     live_versions={"billing@example.com": "1" * 16, "gone@example.com": "2" * 16},
-    notes=("Key checks were skipped for users whose key is not available: x@example.com.",),
+    key_checks_skipped=True,
+    keys_checked=3,
+    skipped_keys=(SkippedKey("x@example.com", "environment variable X_API_KEY is not set"),),
     mail_files=("dovecot/users.passwd", "postfix/sasl_passwd"),
 )
 

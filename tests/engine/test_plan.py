@@ -110,7 +110,9 @@ def test_without_secrets_key_checks_are_skipped_but_console_changes_still_show()
     assert [(c.api_user, c.key_reason) for c in result.changes] == [
         ("b@example.com", "changed outside the reconciler")
     ]
-    assert any("Key checks were skipped" in n for n in result.notes)
+    skipped = [(k.api_user, k.reason) for k in result.skipped_keys]
+    assert skipped == [("a@example.com", "key not available"), ("admin@example.com", "key not available")]
+    assert result.keys_checked == 1  # b's key was found changed in the console without the key
 
 
 def test_changes_come_in_a_fixed_order_access_removed_last() -> None:

@@ -20,6 +20,7 @@ import requests
 from reconciler.errors import LeaseLost
 from reconciler.state import LEASE_NAME, run_lock
 from tests.engine.conftest import Repo, Result
+from tests.engine.markdown import render_html
 from tests.fixtures.service import RunningService, new_key
 
 APPS = ("a@example.com", "b@example.com", "c@example.com")
@@ -272,7 +273,10 @@ def test_plan_names_who_made_a_drift_in_text_markdown_and_json(repo: Repo) -> No
     assert "a@example.com  locked: changed by alice@example.com via the API at " in text.stdout
     markdown = repo.run("plan", "--format", "markdown").stdout
     assert "#### Changed outside the reconciler (2)" in markdown
-    assert "`a@example.com` timezone: changed by alice@example.com via the API at " in markdown
+    # As GitHub shows it (the Markdown source escapes the text: reconciler/safetext.py).
+    assert "<code>a@example.com</code> timezone: changed by alice@example.com via the API at " in render_html(
+        markdown
+    )
     document = json.loads(repo.run("plan", "--format", "json").stdout)
     drift = {d["field"]: d for c in document["changes"] for d in c["drift"]}
     assert set(drift) == {"timezone", "locked"}

@@ -63,8 +63,9 @@ def test_import_then_plan_shows_no_change(empty_repo: Repo) -> None:
     assert repo.run("validate").code == 0
     planned = repo.run("plan")
     assert planned.code == 0, planned.output
-    assert "No changes. The service matches users/." in planned.stdout
-    assert "Key checks were skipped" in planned.stdout
+    # Never a bare "No changes": the keys were not there, and the plan says so.
+    assert f"No changes in what could be checked; {SEEDED + 1} key checks skipped." in planned.stdout
+    assert "app07@example.com: environment variable APP07_EXAMPLE_COM_API_KEY is not set" in planned.stdout
 
 
 def test_import_with_keys_set_shows_only_first_key_records_then_converges(empty_repo: Repo) -> None:

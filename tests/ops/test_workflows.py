@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 ACTION = ROOT / "action.yml"
 BIN = Path(sys.executable).parent
-PINNED = re.compile(r"^[\w.-]+/[\w.-]+@v\d+\.\d+\.\d+$")  # owner/name@vX.Y.Z, never @main or @v4
+# owner/name@<full commit sha> # vX.Y.Z: a tag can be moved to other code, a commit cannot.
+PINNED = re.compile(r"^\s*(- )?uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
 
 
 def _load(path: Path) -> Any:
@@ -35,9 +36,10 @@ def _check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess[
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_the_four_flows_exist() -> None:
+def test_the_five_flows_exist() -> None:
     triggers = {path.stem: _load(path)["on"] for path in WORKFLOWS}
-    assert "pull_request" in triggers["pull-request"]
+    assert set(triggers["pull-request"]) == {"pull_request"}
+    assert set(triggers["plan"]) == {"pull_request_target"}
     assert triggers["apply"]["push"]["branches"] == ["main"]
     assert "schedule" in triggers["drift"]
     on_call = set(triggers["on-call"]["workflow_dispatch"]["inputs"])
@@ -64,10 +66,10 @@ def _uses(node: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("path", [*WORKFLOWS, ACTION], ids=lambda p: p.name)
-def test_actions_are_pinned_by_version(path: Path) -> None:
-    uses = _uses(_load(path))
-    assert uses
-    assert [u for u in uses if u != "./" and not PINNED.match(u)] == []
+def test_actions_are_pinned_by_commit_with_the_version_in_a_comment(path: Path) -> None:
+    assert _uses(_load(path))
+    lines = [line for line in path.read_text().splitlines() if re.match(r"^\s*(- )?uses:", line)]
+    assert [line for line in lines if not line.strip().endswith("uses: ./") and not PINNED.match(line)] == []
 
 
 def test_apply_runs_never_overlap() -> None:
@@ -88,7 +90,7 @@ def test_pre_commit_hook_runs_validate() -> None:
 
 def _run_step_script() -> str:
     steps = _load(ACTION)["runs"]["steps"]
-    return next(step["run"] for step in steps if step.get("id") == "run")
+    return str(next(step["run"] for step in steps if step.get("id") == "run"))
 
 
 def _run_action(repo: Repo, command: str, tmp: Path, **env: str) -> tuple[int, dict[str, str], str, str]:
@@ -103,7 +105,7 @@ def _run_action(repo: Repo, command: str, tmp: Path, **env: str) -> tuple[int, d
         "USERS_DIR": str(repo.users),
         "TARGETS": "",
         "EXTRA_ARGS": "",
-        "KEY_SECRETS": "",
+        "KEY_SECRETS_SET": "false",
         **env,
     }
     done = subprocess.run(
@@ -123,15 +125,12 @@ def _run_action(repo: Repo, command: str, tmp: Path, **env: str) -> tuple[int, d
 
 def test_action_plan_reports_pending_changes_without_failing(repo: Repo, tmp_path: Path) -> None:
     repo.write("a@example.com", access={"smtp": True})
-    env = {k: v for k, v in repo.env().items() if k != "RECONCILER_API_KEY"}
-    # The reconciler's own key arrives only through key-secrets, filtered by name.
-    secrets = {"RECONCILER_API_KEY": repo.service.admin_key, "GITHUB_TOKEN": "ghs_not_for_reconciler"}
-    code, outputs, stdout, summary = _run_action(
-        repo, "plan", tmp_path, **env, KEY_SECRETS=json.dumps(secrets), TARGETS="a@*,admin@*"
-    )
+    # The keys arrive as the calling step's env: (each secret named there), nothing else.
+    code, outputs, stdout, summary = _run_action(repo, "plan", tmp_path, **repo.env(), TARGETS="a@*,admin@*")
     assert code == 0, stdout
     assert outputs["exit-code"] == "2"
     assert outputs["changes"] == "true"
+    assert outputs["validated"] == "true"
     assert summary.startswith(MARKDOWN_MARKER)
     assert "a@example.com" in summary
     assert json.loads(Path(outputs["plan-json"]).read_text())["format_version"] == 1
@@ -150,8 +149,20 @@ def test_action_validate_and_apply(repo: Repo, tmp_path: Path) -> None:
 
 def test_action_passes_errors_on_as_exit_code_1(repo: Repo, tmp_path: Path) -> None:
     (repo.users / "broken@example.com.yaml").write_text("api_user: broken@example.com\n")
-    code, outputs, _, _ = _run_action(repo, "plan", tmp_path, **repo.env())
+    code, outputs, _, summary = _run_action(repo, "plan", tmp_path, **repo.env())
     assert (code, outputs["exit-code"], outputs["changes"]) == (0, "1", "false")
+    assert outputs["validated"] == "false"  # the comment then says "validate failed"
+    assert "validate failed" in summary
+
+
+def test_action_refuses_the_removed_key_secrets_input(repo: Repo, tmp_path: Path) -> None:
+    path, log = _recording_reconciler(tmp_path)
+    code, outputs, stdout, _ = _run_action(
+        repo, "apply", tmp_path, **repo.env(), PATH=path, KEY_SECRETS_SET="true"
+    )
+    assert (code, outputs["exit-code"]) == (0, "1")
+    assert "the key-secrets input was removed" in stdout
+    assert _calls(log) == []  # nothing ran with the whole secrets context around
 
 
 def test_action_validate_annotates_the_pull_request(repo: Repo, tmp_path: Path) -> None:
@@ -162,14 +173,17 @@ def test_action_validate_annotates_the_pull_request(repo: Repo, tmp_path: Path) 
     assert "::error file=" in log
 
 
-def test_the_adoption_snippet_in_the_docs_is_a_valid_workflow(tmp_path: Path) -> None:
+def _doc_workflows() -> list[str]:
     docs = (ROOT / "docs" / "gitops.md").read_text()
-    match = re.search(r"```yaml\n(on: .*?)```", docs, re.S)
-    assert match is not None
-    snippet = tmp_path / "reconciler.yml"
-    snippet.write_text(match.group(1))
-    assert len(match.group(1).splitlines()) <= 15
-    done = _check_jsonschema("vendor.github-workflows", snippet)
+    return re.findall(r"```yaml\n(name: .*?)```", docs, re.S)
+
+
+def test_the_adoption_workflows_in_the_docs_are_valid(tmp_path: Path) -> None:
+    snippets = _doc_workflows()
+    assert len(snippets) == 2
+    for number, text in enumerate(snippets):
+        (tmp_path / f"adopt-{number}.yml").write_text(text)
+    done = _check_jsonschema("vendor.github-workflows", *sorted(tmp_path.glob("*.yml")))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -215,7 +229,8 @@ def test_action_target_globs_reach_the_reconciler_unexpanded(
         repo, "plan", tmp_path, **repo.env(), PATH=path, TARGETS=targets
     )
     assert code == 0, stdout
-    (call,) = _calls(log)
+    validate, call = _calls(log)  # plan validates first, without the targets
+    assert validate == ["validate", "--users", str(repo.users)]
     assert call[0] == "plan"
     assert _targets(call) == expected
     assert outputs["exit-code"] == "2", stdout  # the plan matched a@example.com, not nobody
@@ -268,7 +283,9 @@ new AsyncFunction('require', 'github', 'context', script)(require, github, conte
 """
 
 
-def _run_comment_script(tmp: Path, exit_code: str, comments: list[dict[str, Any]]) -> list[list[Any]]:
+def _run_comment_script(
+    tmp: Path, exit_code: str, comments: list[dict[str, Any]], validated: str = "true"
+) -> list[list[Any]]:
     """The comment step's github-script, run by node against a fake GitHub client."""
     node = shutil.which("node")
     if node is None:
@@ -284,6 +301,7 @@ def _run_comment_script(tmp: Path, exit_code: str, comments: list[dict[str, Any]
         "SCRIPT": str(script),
         "COMMENTS": json.dumps(comments),
         "EXIT_CODE": exit_code,
+        "VALIDATED": validated,
         "PLAN_MARKDOWN": str(plan),
         "RUN_URL": "https://github.example/o/r/actions/runs/42",
     }
@@ -317,6 +335,14 @@ def test_a_failed_plan_replaces_the_outdated_plan_comment(tmp_path: Path) -> Non
     assert "2 to update" not in body
     # No plan comment yet: a failure adds none (the failed check says it).
     assert _run_comment_script(tmp_path, "1", [QUOTING_HUMAN]) == []
+
+
+def test_invalid_files_replace_the_plan_comment_with_validate_failed(tmp_path: Path) -> None:
+    ((verb, comment_id, body),) = _run_comment_script(tmp_path, "1", [OLD_PLAN], validated="false")
+    assert (verb, comment_id) == ("update", 2)
+    assert body.startswith(MARKDOWN_MARKER)
+    assert "validate failed" in body
+    assert "2 to update" not in body
 
 
 def test_the_comment_step_runs_on_a_failed_plan() -> None:
@@ -360,17 +386,48 @@ def test_on_call_refuses_overrides_that_are_not_whole_numbers(tmp_path: Path, va
     assert "--allow-deletes must be a whole number" in log
 
 
-def test_the_adoption_snippet_applies_in_the_apply_group_and_guards_forks() -> None:
-    docs = (ROOT / "docs" / "gitops.md").read_text()
-    match = re.search(r"```yaml\n(on: .*?)```", docs, re.S)
-    assert match is not None
-    snippet = YAML(typ="safe").load(match.group(1))
-    # The on-call workflow's real runs and apply.yml use this group: one name, so they never overlap.
+def test_the_adoption_workflows_pin_the_action_and_name_their_secrets() -> None:
+    pr, apply = (YAML(typ="safe").load(text) for text in _doc_workflows())
     apply_group = _load(ROOT / ".github" / "workflows" / "apply.yml")["concurrency"]["group"]
-    assert f"github.event_name == 'push' && '{apply_group}'" in snippet["concurrency"]["group"]
-    assert (
-        f"|| '{apply_group}'" in _load(ROOT / ".github" / "workflows" / "on-call.yml")["concurrency"]["group"]
+    assert apply["concurrency"]["group"] == apply_group
+    assert apply["jobs"]["reconcile"]["environment"] == "reconciler-apply"
+    assert pr["jobs"]["plan"]["environment"] == "reconciler-plan"
+    assert "secrets." not in json.dumps(pr["jobs"]["validate"])  # the PR's own code holds none
+    for text in _doc_workflows():
+        assert "toJSON(secrets)" not in text
+        for line in text.splitlines():
+            if "uses:" in line:
+                assert PINNED.match(line), line
+
+
+def test_the_plan_job_plans_the_prs_users_as_a_read_only_user(repo: Repo, tmp_path: Path) -> None:
+    """plan.yml's steps after the checkouts, for real: keep only the PR's users/, then the action
+    with the read-only credential and no user key, as the workflow maps them."""
+    reader = "reader@example.com"
+    repo.write(reader, access={"http_api": True, "smtp": False})
+    repo.write("a@example.com", access={"smtp": True})
+    assert repo.run("apply", "--auto-approve").code == 0
+    workspace = tmp_path / "workspace"
+    pr = workspace / "pull-request"
+    shutil.copytree(repo.users, pr / "users")
+    (pr / "reconciler.yaml").write_text("api_url: https://attacker.example/api/v2\n")  # never used
+    (pr / "users" / "a@example.com.yaml").write_text(
+        (pr / "users" / "a@example.com.yaml").read_text() + 'description: "`` <b>hi</b> @octocat ``"\n'
     )
-    (_, action) = snippet["jobs"]["reconciler"]["steps"]
-    # Forks have no secrets: they validate instead of failing a plan.
-    assert "secrets.RECONCILER_API_KEY != '' && 'plan' || 'validate'" in action["with"]["command"]
+    job = _load(ROOT / ".github" / "workflows" / "plan.yml")["jobs"]["plan"]
+    keep = next(s for s in job["steps"] if s.get("name") == "Keep only users/, as plain files")
+    done = subprocess.run(
+        ["bash", "-e", "-c", keep["run"]], cwd=workspace, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (pr / "reconciler.yaml").exists()  # the default branch has none here
+    env = {k: v for k, v in repo.env().items() if not k.startswith("KEY_")}
+    env |= {"RECONCILER_API_USER": reader, "RECONCILER_API_KEY": repo.keys[reader]}
+    pr_repo = Repo(workspace, repo.service, repo.keys)
+    code, outputs, log, summary = _run_action(
+        pr_repo, "plan", tmp_path, **env, USERS_DIR="pull-request/users"
+    )
+    assert code == 0, log
+    assert (outputs["exit-code"], outputs["validated"]) == ("2", "true"), log
+    assert '| `a@example.com` | `description` | `null` | ```"`` <b>hi</b> @octocat ``"``` |' in summary
+    assert "#### Key checks skipped (3; 0 checked)" in summary

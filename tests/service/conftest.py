@@ -14,7 +14,9 @@ def attrs(**overrides: Any) -> dict[str, Any]:
     return {**base, **overrides}
 
 
-def raw(service: RunningService, method: str, path: str, auth: tuple[str, str] | None = None, **kw: Any):
+def raw(
+    service: RunningService, method: str, path: str, auth: tuple[str, str] | None = None, **kw: Any
+) -> requests.Response:
     """One plain HTTP request, to see exactly what the service answers (no client logic)."""
     creds = auth or (service.admin_user, service.admin_key)
     return requests.request(method, service.base_url + path, auth=creds, timeout=5, **kw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_login_name_is_case_insensitive_and_recorded_canonically(service: Runnin
         ({"access": {"smtp": True}}, True),  # wrong key
     ],
 )
-def test_refused_logins(service: RunningService, overrides: dict[str, object], wrong_key: bool) -> None:
+def test_refused_logins(service: RunningService, overrides: dict[str, Any], wrong_key: bool) -> None:
     key = create(service, "app@example.com", **overrides)
     with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
         _send(service, "app@example.com", "wrongKey123" if wrong_key else key)

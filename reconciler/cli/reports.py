@@ -50,4 +50,5 @@ def mail_fields_json(report: MailReport) -> dict[str, Any]:
         "smoke": list(report.smoke),
         "hashes": report.hashes,
         "users": report.users,
+        "checks_skipped": list(report.skipped),
     }

@@ -126,3 +126,23 @@ def test_status_json_reports_the_service_lease_without_its_token(repo: Repo) -> 
     assert isinstance(held, dict)
     assert (held["held"], held["holder"], held["command"]) == (True, "ci", "apply")
     assert lease.token is not None and lease.token.get_secret_value() not in json.dumps(document)
+
+
+MAIL_ENV = {
+    "RECONCILER_MAIL_FILE_GROUP": "root",
+    "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+    "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
+}
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check", "write"])
+def test_render_json_matches_its_schema(repo: Repo, tmp_path: Path, check: bool) -> None:
+    repo.write("smtp@example.com", access={"smtp": True})
+    args = ["render", "--mail-dir", str(tmp_path / "mail"), "--no-reload", "--format", "json"]
+    result = repo.run(*args, *(["--check"] if check else []), env=repo.env() | MAIL_ENV)
+    assert result.code == (2 if check else 0), result.output
+    document = json.loads(result.stdout)
+    validate("render", document)
+    assert document["check"] is check
+    assert "postfix/sasl_passwd" in document["changed"]
+    assert document["hashes"] == (0 if check else 1)

@@ -84,7 +84,8 @@ def test_quiet_silences_warnings_but_not_errors(repo: Repo) -> None:
     assert "warning:" in loud.stderr and "chmod 600" in loud.stderr
     quiet = repo.run("plan", "-q")
     assert quiet.code == loud.code and quiet.stderr == ""
-    broken = repo.run("-q", "live", env=repo.env() | {"RECONCILER_API_URL": "http://127.0.0.1:9/api/v2"})
+    down = {"RECONCILER_API_URL": "http://127.0.0.1:9/api/v2", "RECONCILER_RETRIES": "0"}
+    broken = repo.run("-q", "live", env=repo.env() | down)
     assert broken.code == 1 and broken.stderr.startswith("error: ")
 
 

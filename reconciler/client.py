@@ -173,7 +173,19 @@ class ServiceClient:
             raise ServiceError("GET /relay/messages: unexpected response shape")
         return messages
 
+    def list_gateways(self) -> list[dict[str, Any]]:
+        """Every mail gateway's last report (DESIGN.md "Gateways"), with `reported_at`."""
+        body = _json(self._call("GET", "/gateways"))
+        gateways = body.get("gateways") if isinstance(body, dict) else None
+        if not isinstance(gateways, list) or not all(isinstance(g, dict) for g in gateways):
+            raise ServiceError("GET /gateways: unexpected response shape")
+        return gateways
+
     # Writing
+
+    def report_gateway(self, name: str, report: dict[str, Any]) -> None:
+        """PUT /gateways/{name}: what this gateway serves after a render. Idempotent, so retried."""
+        self._call("PUT", "/gateways/" + quote(name, safe=""), json=report)
 
     def create_user(
         self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]

@@ -90,6 +90,8 @@ class Settings(BaseModel):
     # and name in one line, the steps this machine cannot run (make demo; reconciler/mail/checks.py).
     mail_checks: Literal["full", "skip"] = "full"
     submission_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    mail_command_timeout: Annotated[float, Field(gt=0)] = 60.0  # each postfix/doveadm/... command
+    gateway_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")] | None = None
 
     @field_validator("api_key")
     @classmethod

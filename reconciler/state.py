@@ -313,6 +313,22 @@ def git_commit(directory: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def commits_between(directory: Path, old: str, new: str = "HEAD") -> int | None:
+    """How many commits `new` has that `old` lacks, in the users repo; None when unknown (not a
+    checkout, or `old` is not in this clone's history)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), "rev-list", "--count", f"{old}..{new}"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
+
+
 class AuditLog:
     """Append-only JSON lines. Entries carry names and field values, never a key."""
 

@@ -31,9 +31,12 @@ from reconciler.errors import (
     StalePlan,
     ValidationFailed,
 )
+from reconciler.gateway import run_recorded
 from reconciler.mail import MailReport, keys_for_mail, preview, reflect
+from reconciler.mail.accepted import MailView, accepted_view
 from reconciler.mail.checks import preflight
 from reconciler.mail.reflect import mail_dir_from
+from reconciler.mail.state import read_served
 from reconciler.output import plan_from_json
 from reconciler.plan import Guards, Plan, attribute_drift, drift_fields, raise_if_unsafe
 from reconciler.secrets import ResolvedKeys
@@ -105,6 +108,12 @@ class ApplyOptions:
 class MailStep:
     mail_dir: Path | None
     reload: bool
+
+
+@dataclass(frozen=True)
+class Applied:
+    code: int
+    not_applied: frozenset[str] = frozenset()  # api_users whose change failed or was skipped
 
 
 def load(users_dir: Path) -> Loaded:
@@ -234,11 +243,15 @@ def run_apply(
             ttl=settings.lease_ttl,
         ) as held:
             _report_lock(held, reporter)
-            code = apply_to_service(loaded, client, options, reporter, plan_file=plan_file)
+            applied = apply_to_service(loaded, client, options, reporter, plan_file=plan_file)
             _raise_if_lease_lost(client)
+            code = applied.code
             if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):
                 return code
-            return max(code, run_mail_step(loaded, mail, reporter, force=options.force_unlock))
+            step = run_mail_step(
+                loaded, mail, reporter, force=options.force_unlock, not_applied=applied.not_applied
+            )
+            return max(code, step)
 
 
 def _report_lock(held: RunLock, reporter: Reporter) -> None:
@@ -263,7 +276,7 @@ def apply_to_service(
     reporter: Reporter,
     *,
     plan_file: Path | None = None,
-) -> int:
+) -> Applied:
     settings = loaded.settings
     guards = engine.guards_from(settings, options.allow_deletes, options.allow_locks)
     resolved = resolve(loaded, options.targets, reporter, require_all=True)
@@ -275,7 +288,7 @@ def apply_to_service(
     raise_if_unsafe(fresh)
     if not fresh.changes:
         reporter.info("No changes to the service.")
-        return ExitCode.OK
+        return Applied(ExitCode.OK)
     material = engine.key_material(fresh, resolved, settings, loaded.desired)
     if plan_file is None:
         fresh = with_drift_attribution(fresh, client)
@@ -285,8 +298,11 @@ def apply_to_service(
     audit = AuditLog(loaded.state_dir, _audit_context(loaded))
     outcomes = execute(fresh, client, material, settings=settings, audit=audit, reporter=reporter)
     reporter.outcomes(outcomes)
-    converged = _converged(loaded, client, resolved, guards, options.targets, reporter=reporter)
-    return ExitCode.ERROR if failed(outcomes) or not converged else ExitCode.OK
+    pending = _converged(loaded, client, resolved, guards, options.targets, reporter=reporter)
+    # A change the service refused, skipped, or silently ignored: the mail step keeps what the
+    # gateway served for these users.
+    not_applied = frozenset(o.change.api_user for o in failed(outcomes)) | pending
+    return Applied(ExitCode.ERROR if not_applied else ExitCode.OK, not_applied)
 
 
 def check_saved(saved: Plan, fresh: Plan) -> None:
@@ -358,15 +374,15 @@ def _converged(
     targets: tuple[str, ...],
     *,
     reporter: Reporter,
-) -> bool:
+) -> frozenset[str]:
     """Plan again: a service that silently ignored a change shows up here (and fails the run), not
-    in next week's drift report."""
+    in next week's drift report. The api_users still pending; empty when converged."""
     unguarded = replace(guards, allow_deletes=None, allow_locks=None)
     pending = fresh_plan(loaded, client, resolved, unguarded, targets, mail=False)
     if not pending.changes:
-        return True
+        return frozenset()
     reporter.pending(pending)
-    return False
+    return frozenset(c.api_user for c in pending.changes)
 
 
 # --- the mail step -------------------------------------------------------------------------------
@@ -407,19 +423,52 @@ def mail_preview(settings: Settings, desired: DesiredState) -> tuple[str, ...]:
     return preview(desired.users, keys, settings)
 
 
-def run_mail_step(loaded: Loaded, mail: MailStep, reporter: Reporter, *, force: bool = False) -> int:
+def run_mail_step(
+    loaded: Loaded,
+    mail: MailStep,
+    reporter: Reporter,
+    *,
+    force: bool = False,
+    not_applied: frozenset[str] = frozenset(),
+) -> int:
     """The mail step of `reconcile`, called under the service lock; takes the mail-directory lock
     too, so a `render` (say, from cron) on the same directory waits its turn (fails fast). It
-    renders from the same snapshot of users/ that was just applied, never a re-read."""
+    renders from the same snapshot of users/ that was just applied, never a re-read, except for
+    the users in `not_applied`: the service refused their change, so they keep what the gateway
+    served before (reconciler.mail.accepted)."""
     settings = loaded.settings
     if mail.mail_dir is None and settings.mail_dir is None:
         reporter.mail(None)
         return ExitCode.OK
     target = mail_dir_from(settings, mail.mail_dir)
     with mail_lock(loaded.users_dir, settings, target, "reconcile", force=force):
-        desired = loaded.desired
-        report = reflect(
-            desired.users, keys_for_mail(desired), settings, reload=mail.reload, check=False, mail_dir=target
+        served = read_served(target) if not_applied else {}  # only needed when something failed
+        view = accepted_view(loaded.desired.users, keys_for_mail(loaded.desired), not_applied, served)
+        _report_view(view, reporter)
+        report = run_recorded(
+            lambda: reflect(
+                view.users, view.keys, settings, reload=mail.reload, check=False, mail_dir=target
+            ),
+            desired=loaded.desired,
+            users_dir=loaded.users_dir,
+            settings=settings,
+            mail_dir=target,
+            warn=reporter.warning,
         )
     reporter.mail(report)
     return ExitCode.OK
+
+
+def _report_view(view: MailView, reporter: Reporter) -> None:
+    if view.kept:
+        reporter.warning(
+            "the service did not accept the change of "
+            + ", ".join(view.kept)
+            + ": the gateway keeps serving what it served before"
+        )
+    if view.left_out:
+        reporter.warning(
+            "the service did not accept the change of "
+            + ", ".join(view.left_out)
+            + ": no mail lines (this gateway did not serve them before)"
+        )

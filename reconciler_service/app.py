@@ -27,6 +27,7 @@ from werkzeug.wrappers import Request, Response
 from reconciler.model import Email, UserAttributes
 from reconciler.secrets import KEY_RE, KEY_RULE
 from reconciler_service.faults import Fault, FaultConfig
+from reconciler_service.gateways import GatewayReport, Gateways, valid_name
 from reconciler_service.store import (
     DuplicateUser,
     LeaseHeld,
@@ -52,6 +53,7 @@ WRITE_METHODS = frozenset({"POST", "PATCH", "DELETE"})
 AnnotationKey = Annotated[StrictStr, Field(min_length=1, max_length=253)]
 AnnotationValue = Annotated[StrictStr, Field(max_length=4096)]
 M = TypeVar("M", bound=BaseModel)
+UNFAULTED = frozenset({"relay_messages", "list_gateways", "put_gateway"})  # faults are for api_users
 
 URLS = Map(
     [
@@ -62,6 +64,8 @@ URLS = Map(
         Rule(f"{BASE}/api_users/<api_user>", endpoint="update_user", methods=["PATCH"]),
         Rule(f"{BASE}/api_users/<api_user>", endpoint="delete_user", methods=["DELETE"]),
         Rule(f"{BASE}/relay/messages", endpoint="relay_messages", methods=["GET"]),
+        Rule(f"{BASE}/gateways", endpoint="list_gateways", methods=["GET"]),
+        Rule(f"{BASE}/gateways/<name>", endpoint="put_gateway", methods=["PUT"]),
         Rule(f"{BASE}/leases/<name>", endpoint="put_lease", methods=["PUT"]),
         Rule(f"{BASE}/leases/<name>", endpoint="get_lease", methods=["GET"]),
         Rule(f"{BASE}/leases/<name>", endpoint="delete_lease", methods=["DELETE"]),
@@ -167,6 +171,7 @@ class ServiceApp:
         self.store = store
         self.faults = faults
         self.openapi = resources.files("reconciler_service").joinpath("openapi.json").read_bytes()
+        self.gateways = Gateways(store)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
@@ -199,7 +204,7 @@ class ServiceApp:
     # Faults
 
     def _inject(self, request: Request, endpoint: str, api_user: str | None) -> None:
-        if endpoint == "relay_messages":
+        if endpoint in UNFAULTED:
             return
         request.environ["reconciler.fault"] = fault = self.faults.draw()
         if self.faults.latency_ms:
@@ -372,6 +377,16 @@ class ServiceApp:
         if not caller.admin:
             raise ApiError.one(403, "forbidden", "only admin API users may list relayed messages")
         return json_response({"messages": self.store.messages()})
+
+    # Gateway reports (reconciler_service/gateways.py): any caller with HTTP-API access.
+
+    def put_gateway(self, request: Request, caller: Caller, name: str) -> Response:
+        if not valid_name(name):
+            raise ApiError.one(400, "invalid_name", "1-100 of [A-Za-z0-9._-], starting alphanumeric", "name")
+        return json_response(self.gateways.put(name, _validate(GatewayReport, _json_object(request))))
+
+    def list_gateways(self, request: Request, caller: Caller) -> Response:
+        return json_response({"gateways": self.gateways.all()})
 
     def _existing(self, api_user: str) -> StoredUser:
         user = self.store.get(api_user)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian packages the mail tests need (and shellcheck, for make actionlint), without
+# Install the Debian packages the mail tests need (and shellcheck, for make actionlint; systemd, for
+# systemd-analyze verify of contrib/systemd), without
 # starting the system daemons.
 # Idempotent: returns at once when everything is installed.
 set -euo pipefail
-packages=(postfix dovecot-core swaks libsasl2-modules shellcheck)  # shellcheck: make actionlint
+packages=(postfix dovecot-core swaks libsasl2-modules shellcheck systemd)  # shellcheck: make actionlint; systemd: systemd-analyze for contrib/systemd
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from reconciler import workflow
+from reconciler import gateway, workflow
 from reconciler.apply import Outcome, Status, failed
 from reconciler.cli.common import (
     Duration,
@@ -27,6 +27,8 @@ from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
 from reconciler.cli.reports import mail_fields_json
 from reconciler.cli.show import read_saved_plan
+from reconciler.client import ServiceClient
+from reconciler.config import Settings
 from reconciler.errors import ExitCode, ReconcilerError, exit_code_for
 from reconciler.mail import MailReport
 from reconciler.mail.checks import notice
@@ -182,8 +184,15 @@ def apply(plan_file: Path | None, **options: Any) -> int:
     help="Where the mail files go [default: setting mail_dir (RECONCILER_MAIL_DIR)].",
 )
 @click.option("--no-reload", is_flag=True, help="Write mail files but do not reload Postfix/Dovecot.")
+@click.option(
+    "--wait-gateways",
+    metavar="DURATION",
+    type=Duration(),
+    help="Then wait until every reporting gateway serves this users/ (e.g. 90s, 10m); exit 1 naming "
+    "the gateways still behind when the time is up.",
+)
 @handle_errors
-def reconcile(mail_dir: Path | None, no_reload: bool, **options: Any) -> int:
+def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | None, **options: Any) -> int:
     """Apply users/ to the service, then reflect SMTP users on the mail server.
 
     Exit codes as for apply.
@@ -191,9 +200,14 @@ def reconcile(mail_dir: Path | None, no_reload: bool, **options: Any) -> int:
     \b
     Example:
       reconciler reconcile --auto-approve --mail-dir /etc/reconciler/mail
+      reconciler reconcile --auto-approve --wait-gateways 10m
     """
     return _run_apply(
-        None, mail=workflow.MailStep(mail_dir, reload=not no_reload), mail_dir=mail_dir, **options
+        None,
+        mail=workflow.MailStep(mail_dir, reload=not no_reload),
+        mail_dir=mail_dir,
+        wait_gateways=wait_gateways,
+        **options,
     )
 
 
@@ -210,6 +224,7 @@ def _run_apply(
     fmt: str,
     mail_dir: Path | None = None,
     lock_timeout: float,
+    wait_gateways: float | None = None,
 ) -> int:
     options = workflow.ApplyOptions(
         auto_approve=auto_approve,
@@ -220,9 +235,23 @@ def _run_apply(
         lock_timeout=lock_timeout,
     )
     loaded = _load(users_dir, mail_dir)
-    if fmt != "json":
-        return workflow.run_apply(loaded, options, ClickReporter(), plan_file=plan_file, mail=mail)
-    if not (auto_approve or plan_file):
+    if fmt == "json":
+        return _run_apply_json(loaded, options, plan_file=plan_file, mail=mail, wait_gateways=wait_gateways)
+    code = workflow.run_apply(loaded, options, ClickReporter(), plan_file=plan_file, mail=mail)
+    if wait_gateways is None or code != ExitCode.OK:
+        return code
+    return _wait_for_gateways(loaded.settings, loaded.desired.digest, wait_gateways)
+
+
+def _run_apply_json(
+    loaded: workflow.Loaded,
+    options: workflow.ApplyOptions,
+    *,
+    plan_file: Path | None,
+    mail: workflow.MailStep | None,
+    wait_gateways: float | None,
+) -> int:
+    if not (options.auto_approve or plan_file):
         # Like `terraform apply -json`: a pipeline cannot answer a prompt on a JSON stream.
         raise ReconcilerError("--format json needs --auto-approve (or a saved PLAN.json)")
     reporter = JsonReporter("apply" if mail is None else "reconcile", mail=mail is not None)
@@ -230,6 +259,12 @@ def _run_apply(
         reporter.planned = read_saved_plan(plan_file)
     try:
         code = workflow.run_apply(loaded, options, reporter, plan_file=plan_file, mail=mail)
+        if wait_gateways is not None and code == ExitCode.OK:
+            with ServiceClient.from_settings(loaded.settings) as client:
+                reporter.gateways_behind = gateway.wait_for_gateways(
+                    client.list_gateways, loaded.desired.digest, wait_gateways
+                )
+            code = ExitCode.ERROR if reporter.gateways_behind else code
     except ReconcilerError as exc:
         if reporter.outcomes_seen is None:
             raise  # nothing was applied: the plain error document says it all
@@ -237,6 +272,17 @@ def _run_apply(
         return exit_code_for(exc)
     emit_json(reporter.document(ok=code == ExitCode.OK))
     return code
+
+
+def _wait_for_gateways(settings: Settings, digest: str, timeout: float) -> int:
+    click.echo(f"Waiting up to {timeout:g} s for every gateway to serve users/ {digest[:12]} ...")
+    with ServiceClient.from_settings(settings) as client:
+        behind = gateway.wait_for_gateways(client.list_gateways, digest, timeout)
+    if behind:
+        click.echo(f"error: gateways still behind after {timeout:g} s: " + ", ".join(behind), err=True)
+        return ExitCode.ERROR
+    click.echo("Every reporting gateway serves this users/.")
+    return ExitCode.OK
 
 
 class ClickReporter:
@@ -289,12 +335,15 @@ class ClickReporter:
             )
         else:
             click.echo(f"Mail files changed in {report.mail_dir}: " + ", ".join(report.changed))
+            click.echo(f"Keys hashed: {report.hashes} of {report.users} SMTP users")
             if report.reloaded:
                 click.echo("Reloaded: " + ", ".join(report.reloaded))
             if report.smoke:
                 click.echo("Smoke checks passed: " + "; ".join(report.smoke))
             if report.skipped:
                 click.echo(notice(report.skipped))
+        for warning in report.warnings if report is not None else ():
+            click.echo(f"warning: {warning}", err=True)
 
 
 class JsonReporter(ClickReporter):
@@ -307,6 +356,7 @@ class JsonReporter(ClickReporter):
         self.outcomes_seen: list[Outcome] | None = None
         self.still_pending: Plan | None = None
         self.mail_json: dict[str, Any] | None = {"skipped": True} if mail else None
+        self.gateways_behind: list[str] | None = None  # --wait-gateways: who had not caught up
 
     def info(self, message: str) -> None:
         pass  # the document says it
@@ -332,7 +382,7 @@ class JsonReporter(ClickReporter):
         )
 
     def document(self, *, ok: bool = False, error: str | None = None) -> dict[str, Any]:
-        return apply_to_json(
+        document = apply_to_json(
             self.command,
             ok=ok and error is None,
             plan=self.planned,
@@ -341,6 +391,9 @@ class JsonReporter(ClickReporter):
             mail=self.mail_json,
             error=error,
         )
+        if self.gateways_behind is not None:
+            document["gateways_behind"] = self.gateways_behind
+        return document
 
 
 def _report(outcomes: list[Outcome]) -> None:

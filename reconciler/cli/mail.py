@@ -17,6 +17,7 @@ from reconciler.cli.reports import mail_report_json, progress_hasher
 from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode
+from reconciler.gateway import run_recorded
 from reconciler.mail import MailReport, keys_for_mail, reflect
 from reconciler.mail.checks import notice
 from reconciler.mail.reflect import mail_dir_from
@@ -84,26 +85,47 @@ def render(
     )
     with lock, Progress("Hashing keys") as bar:
         desired = load_users(users_dir)
-        report = reflect(
-            desired.users,
-            keys_for_mail(desired),
-            settings,
-            reload=not no_reload,
-            check=check,
-            mail_dir=target,
-            templates_dir=templates_dir,
-            hasher=None if check else progress_hasher(settings.hash_scheme, bar),
+
+        def run() -> MailReport:
+            keys = keys_for_mail(desired)
+            return reflect(
+                desired.users,
+                keys,
+                settings,
+                reload=not no_reload,
+                check=check,
+                mail_dir=target,
+                templates_dir=templates_dir,
+                hasher=None if check else progress_hasher(settings.hash_scheme, bar),
+            )
+
+        # --check changes nothing, so there is nothing to record or report.
+        report = (
+            run()
+            if check
+            else run_recorded(
+                run, desired=desired, users_dir=users_dir, settings=settings, mail_dir=target, warn=_warn
+            )
         )
     if fmt == "json":
+        for warning in report.warnings:
+            _warn(warning)
         emit_json(mail_report_json(report, ok=True))
     else:
-        _show(report)
+        show_mail_report(report)
     if check and report.changed:
         return ExitCode.CHANGES_PENDING
     return ExitCode.OK
 
 
-def _show(report: MailReport) -> None:
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def show_mail_report(report: MailReport) -> None:
+    """What a render did: files, keys hashed, reloads, smoke checks, warnings (also for reconcile)."""
+    for warning in report.warnings:
+        _warn(warning)
     verb = "would change" if report.check else "changed"
     if not report.changed:
         click.echo(

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from click.shell_completion import get_completion_class
 
-from reconciler import agekeys, engine, importer
+from reconciler import agekeys, engine, gateway, importer
 from reconciler.cli.common import (
     complete_api_users,
     emit_json,
@@ -28,7 +28,7 @@ from reconciler.cli.progress import Progress
 from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
-from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed
+from reconciler.errors import ExitCode, NotFound, ReconcilerError, ValidationFailed
 from reconciler.output import (
     import_to_json,
     lease_to_json,
@@ -38,7 +38,15 @@ from reconciler.output import (
 )
 from reconciler.plan import targeted
 from reconciler.secrets import check_key
-from reconciler.state import LEASE_NAME, STALE_AFTER, AuditLog, LockInfo, lock_path, read_lock
+from reconciler.state import (
+    LEASE_NAME,
+    STALE_AFTER,
+    AuditLog,
+    LockInfo,
+    commits_between,
+    lock_path,
+    read_lock,
+)
 
 AUDIT_ENTRIES = 10
 PROGRESS_MIN = 20  # fewer files are written before a progress line could be read
@@ -208,6 +216,7 @@ def status(users_dir: Path, entries: int, fmt: str) -> int:
         _drift_section(users_dir, settings),
         _lease_section(settings),
         _lock_section(state_dir, settings.api_url),
+        _gateways_section(users_dir, settings),
         _audit_section(state_dir, entries),
     ]
     ok = all(s.ok for s in sections)
@@ -266,6 +275,30 @@ def _drift_section(users_dir: Path, settings: Settings) -> _Section:
     lines.append(f"Drift:   {drift}")
     lines += [f"Note:    {note}" for note in plan.notes]
     return _Section(tuple(lines), data=data)
+
+
+def gateway_status(users_dir: Path, settings: Settings) -> tuple[list[dict[str, Any]], bool]:
+    """Every gateway's last report with `behind` against this checkout's users/ (for text and
+    JSON); False when the service cannot be asked."""
+    try:
+        digest: str | None = load_users(users_dir).digest
+    except ValidationFailed:
+        digest = None  # then only a failed last render counts as behind
+    try:
+        with ServiceClient.from_settings(settings) as client:
+            reports = client.list_gateways()
+        return gateway.with_behind(reports, digest, lambda c: commits_between(users_dir, c)), True
+    except NotFound:
+        return [], True  # a service without gateway reports: nothing has reported
+    except ReconcilerError:
+        return [], False
+
+
+def _gateways_section(users_dir: Path, settings: Settings) -> _Section:
+    rows, ok = gateway_status(users_dir, settings)
+    if not ok:
+        return _Section(("Gateways: UNAVAILABLE (the service cannot be asked)",), False, {"gateways": []})
+    return _Section(tuple(gateway.text_lines(rows)), data={"gateways": rows})
 
 
 def _lease_section(settings: Settings) -> _Section:

@@ -51,4 +51,5 @@ def mail_fields_json(report: MailReport) -> dict[str, Any]:
         "hashes": report.hashes,
         "users": report.users,
         "checks_skipped": list(report.skipped),
+        "warnings": list(report.warnings),
     }

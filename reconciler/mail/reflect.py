@@ -20,8 +20,11 @@ from reconciler.mail.render import (
     template_environment,
     templates_dir_for,
 )
+from reconciler.mail.verify import verify
 from reconciler.model import UserSpec
 from reconciler.secrets import ApiKey, resolve_all
+
+MAX_RELAY_PROBES = 20
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class MailReport:
     hashes: int = 0  # keys hashed in this run (0 for an unchanged key, and always 0 with check)
     users: int = 0  # users with SMTP access that got lines
     check: bool = False
+    warnings: tuple[str, ...] = ()  # about the operator's config (main.cf, ...), not our files
     skipped: tuple[str, ...] = ()  # steps `mail_checks: skip` left out, with reasons (mail/checks.py)
 
 
@@ -67,8 +71,10 @@ def reflect(
     )
     if check:
         return MailReport(target, changed_files(rendered.files, target), users=rendered.users, check=True)
-    probes = _probes(keys, rendered)
-    report = install(rendered.files, target, settings, reload=reload, probes=probes)
+    probes, relay_probes = _probes(keys, rendered)
+    report = install(
+        rendered.files, target, settings, reload=reload, probes=probes, relay_probes=relay_probes
+    )
     return MailReport(
         target,
         report.changed,
@@ -76,6 +82,7 @@ def reflect(
         report.smoke,
         rendered.hashes,
         rendered.users,
+        warnings=report.warnings,
         skipped=report.skipped,
     )
 
@@ -121,7 +128,7 @@ def _render(
     check: bool,
 ) -> Rendered:
     templates = template_environment(templates_dir_for(settings, templates_dir))
-    return render_mail(
+    rendered = render_mail(
         users,
         keys,
         settings,
@@ -130,9 +137,22 @@ def _render(
         hasher=hasher,
         templates=templates,
     )
+    verify(rendered.files, rendered.expected)  # a custom template's typo stops here, nothing written
+    return rendered
 
 
-def _probes(keys: Mapping[str, ApiKey], rendered: Rendered) -> tuple[AuthProbe, ...]:
-    # Only a user whose hash was computed in this run proves anything about the new passwd-file;
-    # one probe is enough (each costs a slow hash on the Dovecot side too).
-    return tuple(AuthProbe(u, key) for u in rendered.rehashed[:1] if (key := key_for(keys, u)) is not None)
+def _probes(
+    keys: Mapping[str, ApiKey], rendered: Rendered
+) -> tuple[tuple[AuthProbe, ...], tuple[AuthProbe, ...]]:
+    """Dovecot: one user whose hash was computed in this run (proves the new lines) and one whose
+    hash was kept (a canary: proves the rest of the file still works); each costs a slow hash on
+    Dovecot's side. The relay: each changed credential, up to MAX_RELAY_PROBES (a first render of
+    a big fleet would otherwise log in thousands of times)."""
+    changed = rendered.rehashed
+    canary = next((u for u in rendered.expected.hashes if u not in set(changed)), None)
+    chosen = [*changed[:1], *([canary] if canary is not None else [])]
+    return _with_keys(keys, chosen), _with_keys(keys, changed[:MAX_RELAY_PROBES])
+
+
+def _with_keys(keys: Mapping[str, ApiKey], names: Sequence[str]) -> tuple[AuthProbe, ...]:
+    return tuple(AuthProbe(u, key) for u in names if (key := key_for(keys, u)) is not None)

@@ -21,7 +21,7 @@ import jinja2
 import reconciler
 from reconciler.config import Settings
 from reconciler.errors import MailServerError
-from reconciler.mail.hashing import CountingHasher, Hasher
+from reconciler.mail.hashing import CountingHasher, Hasher, hash_all
 from reconciler.model import UserSpec
 from reconciler.secrets import KEY_RE, ApiKey, fingerprint
 
@@ -70,11 +70,23 @@ class HashEntry:
     hash: str = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What the templates were given, so reconciler.mail.verify can check the files say exactly it."""
+
+    scheme: str
+    hashes: Mapping[str, str] = field(repr=False)  # api_user -> "{SCHEME}..."
+    senders: Mapping[str, str]  # sender (lower case) -> api_user
+    keys: Mapping[str, ApiKey] = field(repr=False)  # api_user -> key
+    next_hop: str
+
+
 class Rendered(NamedTuple):
     files: tuple[RenderedFile, ...]
     hashes: int  # how many keys were hashed in this render
     users: int  # how many users got lines
     rehashed: tuple[str, ...]  # api_users whose hash was computed in this render
+    expected: Expected  # checked by verify() before anything is written
 
 
 class _SenderRow(NamedTuple):
@@ -150,10 +162,7 @@ def render_mail(
     _refuse_duplicate_users(smtp_users)
     user_keys = {u.api_user: _checked_key(u.api_user, keys) for u in smtp_users}
     counting = CountingHasher(hasher)
-    entries = {
-        u.api_user: _hash_entry(u.api_user, user_keys[u.api_user], previous, secret, counting)
-        for u in smtp_users
-    }
+    entries = _hash_entries(user_keys, previous, secret, counting)
     credentials = _sender_rows(smtp_users, user_keys)
     rows = [_SenderRow(row.sender, row.api_user) for row in credentials]
     next_hop = relay_next_hop(settings)
@@ -164,8 +173,15 @@ def render_mail(
         _render(templates, SENDER_RELAYHOST_MAPS, 0o644, None, "postfix", rows=rows, next_hop=next_hop),
         RenderedFile(STATE, dump_state(entries), 0o600, None, None),
     )
+    expected = Expected(
+        hasher.scheme,
+        {u: e.hash for u, e in entries.items()},
+        {r.sender: r.api_user for r in credentials},
+        user_keys,
+        next_hop,
+    )
     rehashed = tuple(u for u, e in entries.items() if u not in previous or previous[u] != e)
-    return Rendered(files, counting.calls, len(smtp_users), rehashed)
+    return Rendered(files, counting.calls, len(smtp_users), rehashed, expected)
 
 
 def render_snippets(
@@ -213,14 +229,22 @@ def dump_state(entries: Mapping[str, HashEntry]) -> str:
     return json.dumps({"version": STATE_VERSION, "users": users}, separators=(",", ":")) + "\n"
 
 
-def _hash_entry(
-    api_user: str, key: ApiKey, previous: Mapping[str, HashEntry], secret: bytes, hasher: Hasher
-) -> HashEntry:
-    fp = fingerprint(key, secret)
-    old = previous.get(api_user)
-    if old is not None and old.fingerprint == fp and old.hash.startswith("{" + hasher.scheme + "}"):
-        return HashEntry(fp, _checked_hash(api_user, old.hash))
-    return HashEntry(fp, _checked_hash(api_user, hasher(key)))
+def _hash_entries(
+    keys: Mapping[str, ApiKey], previous: Mapping[str, HashEntry], secret: bytes, hasher: Hasher
+) -> dict[str, HashEntry]:
+    """A user whose key fingerprint (and scheme) is unchanged keeps its hash; the others are hashed
+    together on every CPU (the first render of a new gateway hashes everyone)."""
+    fingerprints = {u: fingerprint(key, secret) for u, key in keys.items()}
+    kept = {
+        u: previous[u].hash for u, fp in fingerprints.items() if _reusable(previous.get(u), fp, hasher.scheme)
+    }
+    todo = [u for u in keys if u not in kept]
+    fresh = dict(zip(todo, hash_all(hasher, [keys[u] for u in todo]), strict=True))
+    return {u: HashEntry(fingerprints[u], _checked_hash(u, kept.get(u) or fresh[u])) for u in keys}
+
+
+def _reusable(old: HashEntry | None, fp: str, scheme: str) -> bool:
+    return old is not None and old.fingerprint == fp and old.hash.startswith("{" + scheme + "}")
 
 
 def _passwd_rows(entries: Mapping[str, HashEntry]) -> list[dict[str, str]]:

@@ -146,3 +146,21 @@ def test_render_json_matches_its_schema(repo: Repo, tmp_path: Path, check: bool)
     assert document["check"] is check
     assert "postfix/sasl_passwd" in document["changed"]
     assert document["hashes"] == (0 if check else 1)
+
+
+def test_status_json_lists_the_gateways_as_pinned(repo: Repo) -> None:
+    report = {
+        "commit": "0" * 40,
+        "desired_digest": "f" * 64,  # not this checkout's users/
+        "rendered_at": "2026-11-30T12:00:00Z",
+        "result": "ok",
+        "smtp_users": 3,
+        "version": "0.1.0",
+    }
+    with repo.service.client() as client:
+        client.report_gateway("mx1", report)
+    document = _json(repo, "status")
+    validate("status", document)
+    [mx1] = document["gateways"]
+    assert (mx1["name"], mx1["result"], mx1["behind"]) == ("mx1", "ok", True)
+    assert {"commit", "desired_digest", "reported_at"} <= set(mx1)

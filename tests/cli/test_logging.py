@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,18 @@ def test_global_options_follow_a_subcommand_of_a_group_too(repo: Repo) -> None:
     result = repo.run("service", "messages", "-vv", "--format", "json")
     assert result.code == 0, result.output
     assert "GET /relay/messages -> 200" in result.stderr
+
+
+def test_debug_shows_each_command_the_mail_step_runs_and_no_key(repo: Repo, tmp_path: Path) -> None:
+    repo.write("smtp@example.com", access={"smtp": True})
+    env = repo.env() | {
+        "RECONCILER_MAIL_FILE_GROUP": "root",
+        "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+        "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
+    }
+    result = repo.run("render", "--mail-dir", str(tmp_path / "mail"), "--no-reload", "-vv", env=env)
+    assert result.code == 0, result.output
+    assert re.search(r"DEBUG reconciler.mail: run: postconf -n -> 0 in [0-9.]+ ms", result.stderr)
+    assert re.search(r"run: postmap -s texthash:\S+sasl_passwd\S* -> 0", result.stderr)
+    # repo.run fails the test if a key appears; sasl_passwd's content never reaches the log either
+    assert "smtp@example.com:" not in result.stderr

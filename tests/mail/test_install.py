@@ -23,7 +23,9 @@ from reconciler.workflow import mail_lock_scope
 from tests.fixtures.workflow import run_mail_step
 
 # The module, not the function of the same name that reconciler.mail exports.
-install_module = importlib.import_module("reconciler.mail.install")
+commands_module = importlib.import_module("reconciler.mail.commands")
+smoke_module = importlib.import_module("reconciler.mail.smoke")
+state_module = importlib.import_module("reconciler.mail.state")
 KEY = "Key12345"
 
 
@@ -96,8 +98,8 @@ def test_a_directory_where_a_mail_file_belongs_is_a_clear_error(repo: Path, tmp_
 def test_unreadable_state_file_is_an_error_not_a_silent_rehash(tmp_path: Path) -> None:
     (tmp_path / "state/fingerprints.json").mkdir(parents=True)
     with pytest.raises(MailServerError, match=r"cannot read .*fingerprints\.json: Is a directory"):
-        install_module.read_previous(tmp_path)
-    assert install_module.read_previous(tmp_path / "none") == {}
+        state_module.read_previous(tmp_path)
+    assert state_module.read_previous(tmp_path / "none") == {}
 
 
 # --- rollback -------------------------------------------------------------------------------------
@@ -121,12 +123,12 @@ def test_rollback_flushes_the_dovecot_auth_cache_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commands = FakeCommands()
-    monkeypatch.setattr(install_module, "run", commands)
+    monkeypatch.setattr(commands_module, "run", commands)
 
     def smoke_fails(*_: Any, **__: Any) -> str:
         raise SmokeFailed("smoke check: Dovecot refused the new key of a@example.com")
 
-    monkeypatch.setattr(install_module, "smoke_dovecot_auth", smoke_fails)
+    monkeypatch.setattr(smoke_module, "smoke_dovecot_auth", smoke_fails)
     old = "a@example.com:{ARGON2ID}$argon2id$old\n"
     (tmp_path / "dovecot").mkdir()
     (tmp_path / PASSWD).write_text(old)

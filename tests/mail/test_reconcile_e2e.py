@@ -106,3 +106,45 @@ def test_unlock_and_delete_take_effect_on_the_gateway(repo: Repo) -> None:
     assert result.code == 0, result.output
     assert "- delete app@example.com" in result.stdout
     assert repo.submit("app@example.com") == 535
+
+
+def test_a_key_change_the_service_refuses_keeps_the_old_key_on_the_gateway(repo: Repo) -> None:
+    """The service answers 500 to bob's key change and accepts carol's: bob's old key keeps working
+    through the gateway (the relay still knows only that one), carol's new key works at once."""
+    for name in ("bob@example.com", "carol@example.com"):
+        repo.write(name, access={"smtp": True})
+    assert repo.reconcile().code == 0
+    old_bob = repo.keys["bob@example.com"]
+    repo.keys["bob@example.com"] = new_bob = new_key()
+    repo.keys["carol@example.com"] = new_key()
+    repo.sandbox.service.faults.fail_writes_for.add("bob@example.com")
+    try:
+        result = repo.reconcile()
+    finally:
+        repo.sandbox.service.faults.fail_writes_for.clear()
+    assert result.code == 1, result.output
+    assert "the service did not accept the change of bob@example.com" in result.stderr
+    assert repo.submit("bob@example.com", key=old_bob) == 250
+    assert repo.submit("bob@example.com", key=new_bob) == 535
+    assert repo.submit("carol@example.com") == 250
+    # The next run, with the service healthy again, converges both halves.
+    assert repo.reconcile().code == 0
+    assert repo.submit("bob@example.com") == 250
+    assert repo.submit("bob@example.com", key=old_bob) == 535
+
+
+def test_a_key_change_the_service_silently_ignores_keeps_the_old_key_on_the_gateway(repo: Repo) -> None:
+    """The service answers 200 but keeps dora's old key: only the plan after apply sees it, and the
+    gateway must not start using a key the relay does not know."""
+    repo.write("dora@example.com", access={"smtp": True})
+    assert repo.reconcile().code == 0
+    old = repo.keys["dora@example.com"]
+    repo.keys["dora@example.com"] = new_key()
+    repo.sandbox.service.faults.ignore_writes_for.add("dora@example.com")
+    try:
+        result = repo.reconcile()
+    finally:
+        repo.sandbox.service.faults.ignore_writes_for.clear()
+    assert result.code == 1, result.output
+    assert "the service did not accept the change of dora@example.com" in result.stderr
+    assert repo.submit("dora@example.com", key=old) == 250

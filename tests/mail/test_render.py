@@ -232,3 +232,24 @@ def test_bcrypt_refuses_keys_it_would_truncate() -> None:
     with pytest.raises(MailServerError, match="72"):
         BlfCryptHasher(rounds=4)(ApiKey("a1" * 40))
     assert BlfCryptHasher(rounds=4)(ApiKey("Key12345")).startswith("{BLF-CRYPT}$2b$04$")
+
+
+def test_hash_all_hashes_in_parallel_and_keeps_the_order() -> None:
+    import threading
+    import time
+
+    from reconciler.mail.hashing import hash_all
+
+    seen: set[str] = set()
+
+    class SlowHasher:
+        scheme = "ARGON2ID"
+
+        def __call__(self, key: ApiKey) -> str:
+            seen.add(threading.current_thread().name)
+            time.sleep(0.05)  # releases the GIL, as argon2-cffi does while hashing
+            return "{ARGON2ID}" + key.reveal()
+
+    keys = [ApiKey(f"Key{i:04d}x") for i in range(8)]
+    assert hash_all(SlowHasher(), keys, workers=4) == ["{ARGON2ID}" + k.reveal() for k in keys]
+    assert len(seen) > 1

@@ -1,0 +1,196 @@
+"""A mail gateway's account of its renders: every outcome of the mail step goes to the audit log,
+and a gateway named by RECONCILER_GATEWAY_NAME reports what it serves to the service
+(`PUT /gateways/{name}`, DESIGN.md "Gateways"), so `status` can show which gateways lag behind and
+`reconcile --wait-gateways` can wait for them.
+
+The pure parts (the report body, who is behind) are separate from the effects (audit, HTTP), which
+go through reconciler.state.AuditLog and reconciler.client.ServiceClient.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import reconciler
+from reconciler.client import ServiceClient
+from reconciler.config import Settings
+from reconciler.desired import DesiredState
+from reconciler.errors import ReconcilerError
+from reconciler.mail import MailReport
+from reconciler.mail.install import RolledBack
+from reconciler.mail.state import read_served
+from reconciler.state import AuditLog, git_commit
+
+Result = Literal["ok", "failed", "rolled_back"]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One run of the mail step, as the audit log and the service hear about it."""
+
+    result: Result
+    report: MailReport | None  # None when it failed
+    error: str | None = None
+
+
+def run_recorded(
+    render: Callable[[], MailReport],
+    *,
+    desired: DesiredState,
+    users_dir: Path,
+    settings: Settings,
+    mail_dir: Path,
+    warn: Callable[[str], None],
+) -> MailReport:
+    """Run the mail step; whatever happens, write its outcome to the audit log and (for a named
+    gateway) report it to the service. A failure is re-raised after both."""
+    try:
+        report = render()
+    except ReconcilerError as exc:
+        failure = Rendered(_failure(exc), None, str(exc))
+        _record(
+            failure, desired=desired, users_dir=users_dir, settings=settings, mail_dir=mail_dir, warn=warn
+        )
+        raise
+    _record(
+        Rendered("ok", report),
+        desired=desired,
+        users_dir=users_dir,
+        settings=settings,
+        mail_dir=mail_dir,
+        warn=warn,
+    )
+    return report
+
+
+def _failure(exc: ReconcilerError) -> Result:
+    return "rolled_back" if isinstance(exc, RolledBack) else "failed"
+
+
+def _record(
+    run: Rendered,
+    *,
+    desired: DesiredState,
+    users_dir: Path,
+    settings: Settings,
+    mail_dir: Path,
+    warn: Callable[[str], None],
+) -> None:
+    commit = git_commit(users_dir)
+    audit = AuditLog(users_dir.parent / settings.state_dir, {"commit": commit})
+    audit.write(**audit_entry(run, mail_dir, desired.digest))
+    if settings.gateway_name is None:
+        return
+    users = run.report.users if run.report is not None else len(read_served(mail_dir))
+    body = report_body(run.result, commit=commit, digest=desired.digest, smtp_users=users)
+    try:
+        with ServiceClient.from_settings(settings) as client:
+            client.report_gateway(settings.gateway_name, body)
+    except ReconcilerError as exc:
+        # The gateway serves what it rendered either way; the fleet view is only stale.
+        warn(f"could not report gateway {settings.gateway_name} to the service: {exc}")
+
+
+def audit_entry(run: Rendered, mail_dir: Path, digest: str) -> dict[str, Any]:
+    """Names and counts only: never a key or a hash."""
+    entry: dict[str, Any] = {
+        "action": "mail",
+        "mail_dir": str(mail_dir),
+        "desired_digest": digest,
+        "outcome": run.result,
+    }
+    if run.report is not None:
+        report = run.report
+        entry |= {
+            "changed": list(report.changed),
+            "keys_hashed": report.hashes,
+            "smtp_users": report.users,
+            "reloaded": list(report.reloaded),
+            "smoke_checks": list(report.smoke),
+            "warnings": list(report.warnings),
+        }
+    if run.error is not None:
+        entry["detail"] = run.error
+    return entry
+
+
+def report_body(result: Result, *, commit: str | None, digest: str, smtp_users: int) -> dict[str, Any]:
+    return {
+        "commit": commit,
+        "desired_digest": digest,
+        "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "result": result,
+        "smtp_users": smtp_users,
+        "version": reconciler.__version__,
+    }
+
+
+# --- the fleet view -----------------------------------------------------------------------------
+
+
+def with_behind(
+    gateways: Sequence[Mapping[str, Any]],
+    digest: str | None,
+    commits_behind: Callable[[str], int | None] = lambda _commit: None,
+) -> list[dict[str, Any]]:
+    """Each gateway with `behind`: its digest differs from `digest` (the users/ of the checkout
+    asking), or its last render did not succeed. With no local digest (users/ is invalid) only
+    the result counts. `commits_behind` says how many commits of this checkout a gateway's commit
+    lacks (None when unknown)."""
+    fields = ("name", "commit", "desired_digest", "result", "smtp_users", "rendered_at", "reported_at")
+    rows = []
+    for gateway in gateways:
+        commit = gateway.get("commit")
+        rows.append(
+            {
+                **{name: gateway.get(name) for name in fields},
+                "behind": gateway.get("result") != "ok"
+                or (digest is not None and gateway.get("desired_digest") != digest),
+                "commits_behind": commits_behind(commit) if isinstance(commit, str) else None,
+            }
+        )
+    return rows
+
+
+def laggards(gateways: Sequence[Mapping[str, Any]], digest: str) -> list[str]:
+    return [str(g["name"]) for g in with_behind(gateways, digest) if g["behind"]]
+
+
+def wait_for_gateways(
+    fetch: Callable[[], list[dict[str, Any]]],
+    digest: str,
+    timeout: float,
+    *,
+    poll: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[str]:
+    """Poll until every reporting gateway serves `digest` with result ok; the laggards' names
+    when `timeout` runs out (empty when all caught up)."""
+    deadline = clock() + timeout
+    while True:
+        behind = laggards(fetch(), digest)
+        if not behind or clock() >= deadline:
+            return behind
+        sleep(min(poll, max(0.0, deadline - clock())))
+
+
+def text_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not rows:
+        return ["Gateways: none has reported (set RECONCILER_GATEWAY_NAME on each gateway)"]
+    lines = [f"Gateways: {len(rows)}, {sum(1 for r in rows if r['behind'])} behind"]
+    for row in rows:
+        state = "BEHIND" if row["behind"] else "current"
+        if row.get("commits_behind"):
+            state += f" by {row['commits_behind']} commit(s)"
+        commit = (row["commit"] or "-")[:12]
+        lines.append(
+            f"  {row['name']}: {state}, last result {row['result']}, commit {commit}, "
+            f"digest {str(row['desired_digest'])[:12]}, reported {row['reported_at']}"
+        )
+    return lines

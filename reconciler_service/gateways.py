@@ -1,0 +1,67 @@
+"""Gateway reports: each mail gateway says what it serves after a render (DESIGN.md "Gateways").
+
+`PUT /gateways/{name}` stores the last report of that gateway; `GET /gateways` lists them all with
+the time the service received each. Any authenticated API user with HTTP-API access may report: a
+gateway holds a `normal` user, never an admin. Kept in its own table and module so the users API
+and its store stay as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from reconciler_service.store import Store, now
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS gateways (
+    name TEXT PRIMARY KEY,
+    report TEXT NOT NULL,
+    reported_at TEXT NOT NULL
+);
+"""
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class GatewayReport(BaseModel):
+    """The body of `PUT /gateways/{name}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    commit: Annotated[StrictStr, Field(max_length=64)] | None
+    desired_digest: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+    rendered_at: datetime
+    result: Literal["ok", "failed", "rolled_back"]
+    smtp_users: Annotated[StrictInt, Field(ge=0)]
+    version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+
+
+class Gateways:
+    """The gateways table, on the users store's database (its connection pool and transactions)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        with store._conn() as conn:  # the same package's pool and transactions
+            conn.executescript(SCHEMA)
+
+    def put(self, name: str, report: GatewayReport) -> dict[str, Any]:
+        stored = {"name": name, **report.model_dump(mode="json"), "reported_at": now()}
+        with self.store._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO gateways (name, report, reported_at) VALUES (?, ?, ?)",
+                (name, json.dumps(stored), stored["reported_at"]),
+            )
+        return stored
+
+    def all(self) -> list[dict[str, Any]]:
+        with self.store._conn() as conn:
+            rows = conn.execute("SELECT report FROM gateways ORDER BY name").fetchall()
+        return [json.loads(row["report"]) for row in rows]
+
+
+def valid_name(name: str) -> bool:
+    return bool(NAME.match(name))

@@ -152,3 +152,22 @@ def test_a_mail_step_failure_after_apply_keeps_the_outcomes_in_the_json(repo: Re
     assert {"api_user": "smtp@example.com", "action": "create", "outcome": "ok", "detail": None} in document[
         "outcomes"
     ]
+
+
+def test_reconcile_json_names_the_gateways_still_behind(repo: Repo) -> None:
+    report = {
+        "commit": "0" * 40,
+        "desired_digest": "f" * 64,  # not this checkout's users/
+        "rendered_at": "2026-11-30T12:00:00Z",
+        "result": "ok",
+        "smtp_users": 0,
+        "version": "0.1.0",
+    }
+    with repo.service.client() as client:
+        client.report_gateway("mx1", report)
+    repo.write("new@example.com")
+    result = repo.run("reconcile", "--auto-approve", "--wait-gateways", "0s", "--format", "json")
+    assert result.code == 1, result.output
+    document = _document(result.stdout)
+    assert (document["ok"], document["gateways_behind"]) == (False, ["mx1"])
+    assert "new@example.com" in repo.live()  # the service part was applied

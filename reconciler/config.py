@@ -34,6 +34,7 @@ ENV_PREFIX = "RECONCILER_"
 CONFIG_FILE = "reconciler.yaml"
 DEFAULT_API_URL = "http://127.0.0.1:8725/api/v2"
 ENVIRONMENT = "(environment)"  # the `file` of problems that come from RECONCILER_* variables
+MAX_SETTING_LENGTH = 4096  # PATH_MAX: the longest a path setting can usefully be
 _BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 Percent = Annotated[float, Field(ge=0, le=100)]
@@ -92,6 +93,18 @@ class Settings(BaseModel):
     submission_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     mail_command_timeout: Annotated[float, Field(gt=0)] = 60.0  # each postfix/doveadm/... command
     gateway_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")] | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        # Paths, commands and names: a NUL would make the first open() or exec raise instead of
+        # failing with a message, and no setting needs a line break or pages of text.
+        if isinstance(value, str) and (len(value) > MAX_SETTING_LENGTH or not value.isprintable()):
+            raise PydanticCustomError(
+                "setting_text",
+                f"must be one line of at most {MAX_SETTING_LENGTH} printable characters",
+            )
+        return value
 
     @field_validator("api_key")
     @classmethod

@@ -186,10 +186,17 @@ def load_user_file(path: Path) -> _FileResult:
     try:
         user = UserSpec.model_validate(doc.data)
     except ValidationError as exc:
-        problems = [map_error(str(path), doc, err) for err in exc.errors()]
+        problems = [map_error(str(path), doc, err) for err in _without_echoes(exc.errors())]
         return _FileResult(path, sha, problems=tuple(problems), lines=doc.lines(), data=doc.data)
     mismatch = _name_mismatch(path, user, doc)
     return _FileResult(path, sha, user, (mismatch,) if mismatch else (), doc.lines(), doc.data)
+
+
+def _without_echoes(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Drop a list's "too short" that only echoes its own items' errors (pydantic counts the items
+    that validated: one bad sender in a list of one reads as "list at least one sender")."""
+    bad_items = {tuple(err["loc"][:-1]) for err in errors if err["loc"] and isinstance(err["loc"][-1], int)}
+    return [err for err in errors if not (err["type"] == "too_short" and tuple(err["loc"]) in bad_items)]
 
 
 def _sha256_of(path: Path) -> str:

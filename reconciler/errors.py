@@ -17,7 +17,9 @@ class ExitCode(IntEnum):
     ERROR = 1
     CHANGES_PENDING = 2
     UNSAFE = 3
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
+    PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`
+    TERMINATED = 143  # 128 + SIGTERM
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,10 @@ class Cancelled(ReconcilerError):
     """The person at the terminal said no: nothing was changed, and no mail step follows."""
 
 
+class StateError(ReconcilerError):
+    """The local state directory (audit log, local locks) cannot be used; names the path and why."""
+
+
 class MailServerError(ReconcilerError):
     """Rendering, validating, installing or reloading the mail server failed."""
 
@@ -143,10 +149,27 @@ class MissingExtra(ReconcilerError):
         super().__init__(f"{feature} need: pip install 'reconciler[{extra}]' (module {module} is missing)")
 
 
-def exit_code_for(error: BaseException) -> ExitCode:
-    """The single mapping from an exception to a process exit code."""
+class Terminated(BaseException):
+    """SIGTERM arrived. Raised from the signal handler so that every `finally` (lock release,
+    mail rollback) runs on the way out. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` mistakes it for a failed step and carries on."""
+
+
+# Signals and a closed pipe: 128 + the signal number, as a shell reports a process they killed.
+_INTERRUPTIONS: tuple[tuple[type[BaseException], ExitCode], ...] = (
+    (KeyboardInterrupt, ExitCode.INTERRUPTED),
+    (Terminated, ExitCode.TERMINATED),
+    (BrokenPipeError, ExitCode.PIPE_CLOSED),
+)
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The single mapping from an exception to a process exit code (the CLI's `main` is the only
+    caller): every exception that leaves a command ends here. Anything not named here, a click
+    usage error or a bug, is a plain error: 1, never click's 2, which is pinned to "changes pending"."""
     if isinstance(error, ReconcilerError):
         return error.exit_code
-    if isinstance(error, KeyboardInterrupt):
-        return ExitCode.INTERRUPTED
-    return ExitCode.ERROR
+    if isinstance(error, SystemExit):
+        code = error.code
+        return code if isinstance(code, int) else ExitCode.OK if code is None else ExitCode.ERROR
+    return next((code for kind, code in _INTERRUPTIONS if isinstance(error, kind)), ExitCode.ERROR)

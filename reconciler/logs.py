@@ -47,6 +47,7 @@ class _StderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()  # a log line must be out before the output that follows it
         except (OSError, ValueError):
             self.handleError(record)
 

@@ -39,6 +39,11 @@ KEY_RE = re.compile(r"^(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{
 KEY_RULE = "8-128 characters of A-Z, a-z, 0-9 with at least one letter and one digit"
 MAX_EMAIL = 254
 MAX_DESCRIPTION = 200
+# IANA names are ASCII words joined by slashes (the longest is 32 characters). Checking the shape
+# first keeps "../../etc/passwd", NUL bytes and tzdata's directories ("Europe") away from the
+# file lookups zoneinfo does, which raise for them instead of saying "unknown".
+MAX_TIMEZONE = 64
+TIMEZONE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*$")
 DEFAULT_TIMEZONE = "Asia/Tokyo"
 
 Role = Literal["admin", "normal"]
@@ -60,9 +65,11 @@ def _check_sender(value: str) -> str:
 
 @lru_cache(maxsize=1024)
 def _known_timezone(name: str) -> bool:
+    if len(name) > MAX_TIMEZONE or not TIMEZONE_RE.fullmatch(name):
+        return False
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Europe"
         return False
     return True
 
@@ -97,6 +104,21 @@ def _check_env_name(value: str) -> str:
     return value
 
 
+def _check_path(value: str) -> str:
+    # A NUL would make open() raise instead of saying "cannot read"; a line break is never a path.
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise PydanticCustomError("path", "must be a file path without control characters (NUL, line breaks)")
+    return value
+
+
+def _check_no_nul(value: str) -> str:
+    if "\0" in value:
+        raise PydanticCustomError(
+            "age", "must be the armored text from `reconciler secret encrypt` (it has a NUL)"
+        )
+    return value
+
+
 def _refuse_literal_key(value: Any) -> Any:
     # The message must not echo the value: it is probably a real key.
     if isinstance(value, str | int | float):
@@ -121,7 +143,15 @@ Sender = Annotated[
     Field(json_schema_extra={"pattern": SENDER_RE.pattern, "maxLength": MAX_EMAIL}),
 ]
 Timezone = Annotated[
-    StrictStr, AfterValidator(_check_timezone), Field(json_schema_extra={"examples": ["Asia/Tokyo", "UTC"]})
+    StrictStr,
+    AfterValidator(_check_timezone),
+    Field(
+        json_schema_extra={
+            "examples": ["Asia/Tokyo", "UTC"],
+            "pattern": TIMEZONE_RE.pattern,
+            "maxLength": MAX_TIMEZONE,
+        }
+    ),
 ]
 Description = Annotated[
     StrictStr,
@@ -149,9 +179,13 @@ class KeyRef(BaseModel):
         | None
     ) = None
     """Name of the environment variable that holds the key (e.g. BILLING_API_KEY)."""
-    from_file: Annotated[StrictStr, Field(min_length=1, max_length=4096)] | None = None
+    from_file: (
+        Annotated[StrictStr, Field(min_length=1, max_length=4096), AfterValidator(_check_path)] | None
+    ) = None
     """File that holds the key; a relative path starts at the directory of this YAML file."""
-    age: Annotated[StrictStr, Field(min_length=1, max_length=16384)] | None = None
+    age: Annotated[StrictStr, Field(min_length=1, max_length=16384), AfterValidator(_check_no_nul)] | None = (
+        None
+    )
     """The key encrypted with age (armored), as printed by `reconciler secret encrypt`; decrypted
     with the identity in RECONCILER_AGE_IDENTITY or RECONCILER_AGE_IDENTITY_FILE."""
 

@@ -99,7 +99,12 @@ def key_file_path(ref: KeyRef, base_dir: Path) -> Path:
     """Where a `from_file` reference points; relative paths start at the declaring file's directory,
     so a users repository works from any current directory."""
     assert ref.from_file is not None
-    path = Path(ref.from_file).expanduser()
+    try:
+        path = Path(ref.from_file).expanduser()
+    except RuntimeError:  # `~name/...` for a user this machine does not have
+        raise SecretError(
+            f"key file {ref.from_file}: {ref.from_file.split('/')[0]} has no home here"
+        ) from None
     return path if path.is_absolute() else base_dir / path
 
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.errors import LeaseLost, LeasesUnsupported, LockHeld, ReconcilerError
+from reconciler.errors import LeaseLost, LeasesUnsupported, LockHeld, ReconcilerError, StateError
 from reconciler.model import Lease
 
 STALE_AFTER = timedelta(hours=2)
@@ -95,20 +95,37 @@ def _alive(pid: int) -> bool:
 def reconcile_lock(state_dir: Path, service: str, command: str, *, force: bool = False) -> Iterator[LockInfo]:
     """Hold the lock for one run. A second run fails fast naming the holder; a stale lock (its
     process is gone, or older than STALE_AFTER) is taken over, and `force` takes over any lock."""
-    state_dir.mkdir(parents=True, exist_ok=True)
     path = lock_path(state_dir, service)
     now = datetime.now(UTC)
     info = LockInfo(
         actor(), socket.gethostname(), os.getpid(), now.isoformat(timespec="seconds"), command, service
     )
-    with _guard(path):
-        _acquire(path, info, now, force)
+    with translated_os_errors("take the lock in", state_dir):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with _guard(path):
+            _acquire(path, info, now, force)
     try:
         yield info
     finally:
-        with _guard(path):
+        with translated_os_errors("release the lock in", state_dir), _guard(path):
             if read_lock(path) == info:
                 path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def translated_os_errors(action: str, state_dir: Path) -> Iterator[None]:
+    """An OSError of the state directory (a file where the directory should be, no permission, a
+    full disk) as a StateError naming the path and the reason, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or state_dir
+        # mkdir on a regular file says "File exists", which reads as if all were well.
+        reason = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror or type(exc).__name__
+        raise StateError(
+            f"cannot {action} the state directory: {where}: {reason} "
+            "(setting state_dir, RECONCILER_STATE_DIR)"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -339,14 +356,32 @@ class AuditLog:
     def write(self, **entry: Any) -> None:
         record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **self.context, **entry}
         line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.write(line)
+        with translated_os_errors("write the audit log in", self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                handle.write(line)
+
+    def check(self) -> None:
+        """Make sure the log can be written, before the first change: a state directory that is a
+        file or read-only must stop a run before the service changes, not after its first write."""
+        with translated_os_errors("write the audit log in", self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8"):
+                pass
 
     def tail(self, count: int) -> list[dict[str, Any]]:
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()[-count:]
         except OSError:
             return []
-        return [json.loads(line) for line in lines if line.strip()]
+        return [entry for line in lines if line.strip() and (entry := _entry(line)) is not None]
+
+
+def _entry(line: str) -> dict[str, Any] | None:
+    # A line cut short by a full disk or a crash must not stop `status` from showing the others.
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None

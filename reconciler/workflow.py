@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from reconciler import engine
@@ -27,19 +28,20 @@ from reconciler.errors import (
     ExitCode,
     LeaseLost,
     LockHeld,
+    Problem,
     ReconcilerError,
     StalePlan,
     ValidationFailed,
 )
 from reconciler.gateway import run_recorded
-from reconciler.mail import MailReport, keys_for_mail, preview, reflect
+from reconciler.mail import MailReport, preview, reflect
 from reconciler.mail.accepted import MailView, accepted_view
 from reconciler.mail.checks import preflight
-from reconciler.mail.reflect import mail_dir_from
+from reconciler.mail.reflect import mail_dir_from, mail_users
 from reconciler.mail.state import read_served
 from reconciler.output import plan_from_json
 from reconciler.plan import Guards, Plan, attribute_drift, drift_fields, raise_if_unsafe
-from reconciler.secrets import ResolvedKeys
+from reconciler.secrets import ApiKey, ResolvedKeys
 from reconciler.state import (
     AuditLog,
     LockInfo,
@@ -81,13 +83,55 @@ class Reporter(Protocol):
         ...
 
 
+class KeyCache:
+    """The run's keys: each declared key is resolved at most once, whoever asks (the plan, the
+    check of the reconciler's own key, the mail step). An age decryption is slow, and a key file
+    replaced mid-run must not give the service one key and the gateway another."""
+
+    def __init__(self, desired: DesiredState, settings: Settings) -> None:
+        self._desired = desired
+        self._settings = settings
+        self._user_of = {str(path): name.lower() for name, path in desired.files.items()}
+        self._keys: dict[str, ApiKey] = {}
+        self._seen: set[str] = set()
+        self._problems: dict[str, tuple[list[Problem], list[Problem]]] = {}  # name -> missing, unusable
+
+    def resolve(self, names: Iterable[str] | None = None) -> ResolvedKeys:
+        """The keys of `names` (any case; None = every declared user). Warnings (loose key file
+        modes) come only with the first resolution of a user, so each is reported once."""
+        wanted = (
+            {u.api_user.lower() for u in self._desired.users} if names is None else {n.lower() for n in names}
+        )
+        fresh = engine.resolve_keys(self._desired, sorted(wanted - self._seen), settings=self._settings)
+        self._remember(fresh)
+        self._seen |= wanted
+        keys = {name: key for name, key in self._keys.items() if name.lower() in wanted}
+        missing = [p for n in sorted(wanted) for p in self._problems.get(n, ([], []))[0]]
+        unusable = [p for n in sorted(wanted) for p in self._problems.get(n, ([], []))[1]]
+        return ResolvedKeys(MappingProxyType(keys), tuple(missing), fresh.warnings, tuple(unusable))
+
+    def _remember(self, fresh: ResolvedKeys) -> None:
+        self._keys.update(fresh.keys)
+        for problem in fresh.missing:
+            name = self._user_of.get(problem.file, Path(problem.file).stem.lower())
+            missing, unusable = self._problems.setdefault(name, ([], []))
+            missing.append(problem)
+            if problem in fresh.unusable:
+                unusable.append(problem)
+
+
 @dataclass(frozen=True)
 class Loaded:
-    """One snapshot of the declared state for a whole run: settings and users are read once."""
+    """One snapshot of the declared state for a whole run: settings and users are read once, and
+    each key is resolved once (`keys`)."""
 
     settings: Settings
     desired: DesiredState
     users_dir: Path
+    keys: KeyCache = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", KeyCache(self.desired, self.settings))
 
     @property
     def state_dir(self) -> Path:
@@ -128,9 +172,7 @@ def resolve(
     request) only skip key checks, but a key that is there and wrong fails the plan, not only the
     apply after the merge. apply needs every key: otherwise a user's key check would be skipped
     and a rotation silently never applied."""
-    resolved = engine.resolve_keys(
-        loaded.desired, engine.targeted_names(loaded.desired, targets), settings=loaded.settings
-    )
+    resolved = loaded.keys.resolve(engine.targeted_names(loaded.desired, targets))
     for warning in resolved.warnings:
         reporter.warning(str(warning))
     if require_all:
@@ -158,7 +200,7 @@ def fresh_plan(
 
 def with_mail_preview(plan: Plan, loaded: Loaded) -> Plan:
     try:
-        files = mail_preview(loaded.settings, loaded.desired)
+        files = mail_preview(loaded)
     except ReconcilerError as exc:
         return replace(plan, notes=(*plan.notes, f"Mail files were not compared: {exc}"))
     return replace(plan, mail_files=files) if files else plan
@@ -201,7 +243,7 @@ def _settle_rotated_key(loaded: Loaded, client: ServiceClient, reporter: Reporte
     if not any(u.api_user.lower() == me for u in loaded.desired.users):
         return
     try:
-        declared = engine.resolve_keys(loaded.desired, [me]).keys
+        declared = loaded.keys.resolve([me]).keys
     except ReconcilerError:
         return  # the run's own key resolution reports it
     key = next((k for name, k in declared.items() if name.lower() == me), None)
@@ -228,8 +270,7 @@ def run_apply(
     service changes (also when some failed: the gateway then still drops locked and deleted users)."""
     settings = loaded.settings
     command = "apply" if mail is None else "reconcile"
-    if mail is not None and (mail.mail_dir is not None or settings.mail_dir is not None):
-        preflight(settings, mail_dir_from(settings, mail.mail_dir), reload=mail.reload)
+    check_before_writing(loaded, mail)
     with ServiceClient.from_settings(settings) as client:
         client.set_run_headers(actor(), git_commit(loaded.users_dir), run_id())
         _settle_rotated_key(loaded, client, reporter)
@@ -252,6 +293,18 @@ def run_apply(
                 loaded, mail, reporter, force=options.force_unlock, not_applied=applied.not_applied
             )
             return max(code, step)
+
+
+def check_before_writing(loaded: Loaded, mail: MailStep | None) -> None:
+    """What would otherwise fail only after the service changed, checked before the first write:
+    the state directory (every change is logged there), and for reconcile what the mail step
+    needs (directory, group, commands, config) and the keys of the users with mail lines."""
+    AuditLog(loaded.state_dir, {}).check()
+    settings = loaded.settings
+    if mail is None or (mail.mail_dir is None and settings.mail_dir is None):
+        return
+    preflight(settings, mail_dir_from(settings, mail.mail_dir), reload=mail.reload)
+    mail_keys(loaded)  # every key the mail files need and cannot have, at once
 
 
 def _report_lock(held: RunLock, reporter: Reporter) -> None:
@@ -411,16 +464,23 @@ def mail_lock(
         yield info
 
 
-def mail_preview(settings: Settings, desired: DesiredState) -> tuple[str, ...]:
+def mail_preview(loaded: Loaded) -> tuple[str, ...]:
     """Mail files that `reconcile` would rewrite; empty when no mail directory is configured or the
     keys are not available here (a pull request from a fork cannot render sasl_passwd)."""
-    if settings.mail_dir is None:
+    if loaded.settings.mail_dir is None:
         return ()
     try:
-        keys = keys_for_mail(desired)
+        keys = mail_keys(loaded)
     except ValidationFailed:
         return ()
-    return preview(desired.users, keys, settings)
+    return preview(loaded.desired.users, keys, loaded.settings)
+
+
+def mail_keys(loaded: Loaded) -> Mapping[str, ApiKey]:
+    """The keys the mail files need, from the run's snapshot: every unresolvable one at once."""
+    resolved = loaded.keys.resolve(mail_users(loaded.desired))
+    resolved.raise_if_missing()
+    return resolved.keys
 
 
 def run_mail_step(
@@ -443,7 +503,7 @@ def run_mail_step(
     target = mail_dir_from(settings, mail.mail_dir)
     with mail_lock(loaded.users_dir, settings, target, "reconcile", force=force):
         served = read_served(target) if not_applied else {}  # only needed when something failed
-        view = accepted_view(loaded.desired.users, keys_for_mail(loaded.desired), not_applied, served)
+        view = accepted_view(loaded.desired.users, mail_keys(loaded), not_applied, served)
         _report_view(view, reporter)
         report = run_recorded(
             lambda: reflect(

@@ -29,12 +29,19 @@ from ruamel.yaml.events import (
     MappingStartEvent,
     ScalarEvent,
     SequenceEndEvent,
+    SequenceStartEvent,
     StreamEndEvent,
 )
 
 from reconciler.errors import Problem, ValidationFailed
 
 MAX_FILE_BYTES = 64 * 1024
+# A user file nests three levels (access.smtp); 500 levels of `[[[` would exhaust Python's stack
+# in the builder, which recurses once per level.
+MAX_DEPTH = 20
+MAX_KEY_LENGTH = 100  # keys are field names; a longer one would only flood the messages
+_OPENS = (MappingStartEvent, SequenceStartEvent)
+_CLOSES = (MappingEndEvent, SequenceEndEvent)
 _EMPTY = "the file is empty; expected a mapping of keys to values"
 
 _SPECIAL: dict[str, Any] = {
@@ -233,7 +240,7 @@ class _Builder:
             )
         return YamlMapping(root, MarkTable(self.keys), MarkTable(self.values))
 
-    def node(self, parser: Any, event: Any, path: str) -> Any:
+    def node(self, parser: Any, event: Any, path: str, depth: int = 0) -> Any:
         self.values[path] = event.start_mark
         kind = type(event)
         if kind is AliasEvent:
@@ -243,10 +250,22 @@ class _Builder:
             self.check_props(event)
         if kind is ScalarEvent:
             # libyaml reports `! true` as implicit with the tag `!`; that tag means "a string".
-            return resolve_scalar(event) if event.implicit[0] and event.tag is None else event.value
+            return self.scalar(event) if event.implicit[0] and event.tag is None else event.value
+        if depth >= MAX_DEPTH:
+            self.refuse(event, f"nested more than {MAX_DEPTH} levels deep; a user file needs three")
+            _skip_collection(parser)
+            return None
         if kind is MappingStartEvent:
-            return self.mapping(parser, path)
-        return self.sequence(parser, path)
+            return self.mapping(parser, path, depth + 1)
+        return self.sequence(parser, path, depth + 1)
+
+    def scalar(self, event: Any) -> Any:
+        try:
+            return resolve_scalar(event)
+        except ValueError:
+            # Python refuses to convert integers of more than 4,300 digits (a CPU-time guard).
+            self.refuse(event, "this number has too many digits; quote it if it is meant as text")
+            return None
 
     def check_props(self, event: Any) -> None:
         if event.anchor is not None:
@@ -257,7 +276,7 @@ class _Builder:
         elif event.tag is not None:
             self.refuse(event, "YAML tags (!name) are not allowed")
 
-    def mapping(self, parser: Any, path: str) -> dict[str, Any]:
+    def mapping(self, parser: Any, path: str, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
         prefix = f"{path}." if path else ""
         keys = self.keys
@@ -268,18 +287,19 @@ class _Builder:
                 if key is not None:
                     line = keys[prefix + key].line + 1
                     self.refuse(event, f"duplicate key {key!r} (first given on line {line})")
-                self.node(parser, value_event, f"{prefix}?")
+                self.node(parser, value_event, f"{prefix}?", depth)
                 continue
             child = prefix + key
             keys[child] = event.start_mark
-            result[key] = self.node(parser, value_event, child)
+            result[key] = self.node(parser, value_event, child, depth)
         return result
 
     def key(self, parser: Any, event: Any) -> str | None:
         """A mapping key as a string, or None (after recording why) when it cannot be one."""
         if type(event) is not ScalarEvent:
             self.refuse(event, "mapping keys must be plain names")
-            self.node(parser, event, "?")
+            if type(event) in _OPENS:
+                _skip_collection(parser)  # nothing in it can be right: one message is enough
             return None
         if event.anchor is not None or event.tag is not None:
             self.check_props(event)
@@ -287,13 +307,27 @@ class _Builder:
         if value == "<<" and event.implicit[0]:
             self.refuse(event, "YAML merge keys (<<) are not allowed; write the keys out")
             return None
+        if len(value) > MAX_KEY_LENGTH:
+            self.refuse(event, f"a key longer than {MAX_KEY_LENGTH} characters; keys are field names")
+            return None
         return value
 
-    def sequence(self, parser: Any, path: str) -> list[Any]:
+    def sequence(self, parser: Any, path: str, depth: int) -> list[Any]:
         result: list[Any] = []
         while (event := parser.get_event()).__class__ is not SequenceEndEvent:
-            result.append(self.node(parser, event, f"{path}[{len(result)}]"))
+            result.append(self.node(parser, event, f"{path}[{len(result)}]", depth))
         return result
+
+
+def _skip_collection(parser: Any) -> None:
+    """Consume the events of a collection whose start was just read, without recursion."""
+    level = 1
+    while level:
+        kind = type(parser.get_event())
+        if kind in _OPENS:
+            level += 1
+        elif kind in _CLOSES:
+            level -= 1
 
 
 _KINDS: tuple[tuple[type, str], ...] = (

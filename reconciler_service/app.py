@@ -49,6 +49,7 @@ log = logging.getLogger("reconciler_service")
 BASE = "/api/v2"
 MAX_ROWS = 100
 MAX_BODY = 256 * 1024
+MAX_JSON_DEPTH = 8  # a user body nests two levels (access.smtp); room for growth, none for abuse
 WRITE_METHODS = frozenset({"POST", "PATCH", "DELETE"})
 AnnotationKey = Annotated[StrictStr, Field(min_length=1, max_length=253)]
 AnnotationValue = Annotated[StrictStr, Field(max_length=4096)]
@@ -198,6 +199,9 @@ class ServiceApp:
             # werkzeug raises these while reading the body (413 over MAX_BODY, 400 on a bad
             # encoding): answer them in the contract's error shape, not as an HTML 500.
             response = _http_error(exc).response()
+        except Exception:  # a bug: still the contract's shape, never werkzeug's HTML page
+            log.exception("internal error on %s %s", request.method, request.path)
+            response = ApiError.one(500, "internal", "internal error").response()
         self._maybe_drop(request)
         return response  # type: ignore[no-any-return]
 
@@ -416,19 +420,51 @@ def _validate(model: type[M], data: Any) -> M:
 
 
 def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(request.get_data(cache=True) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError.one(400, "invalid_json", "the body must be a JSON object") from None
+    data = _parse_json(request.get_data(cache=True) or b"null")
     if not isinstance(data, dict):
         raise ApiError.one(400, "invalid_json", "the body must be a JSON object")
+    if _too_deep(data):
+        raise ApiError.one(400, "too_deep", f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
     return data
+
+
+def _parse_json(raw: bytes) -> Any:
+    """The body as JSON, or a 400 that says why without echoing it. json refuses integers of more
+    than 4,300 digits (ValueError) and recurses once per nesting level (RecursionError)."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiError.one(400, "invalid_json", f"the body is not valid JSON: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise ApiError.one(400, "invalid_json", "the body is not UTF-8") from None
+    except ValueError:
+        raise ApiError.one(400, "invalid_json", "a number in the body has too many digits") from None
+    except RecursionError:
+        raise ApiError.one(
+            400, "too_deep", f"the body is nested more than {MAX_JSON_DEPTH} levels deep"
+        ) from None
+
+
+def _too_deep(data: Any) -> bool:
+    """True when `data` nests deeper than MAX_JSON_DEPTH (checked without recursion, so that the
+    merge patch and the models, which recurse, only ever see shallow data)."""
+    level: list[Any] = [data]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [
+            child
+            for value in level
+            if isinstance(value, dict | list)
+            for child in (value.values() if isinstance(value, dict) else value)
+        ]
+        if not level:
+            return False
+    return any(isinstance(value, dict | list) for value in level)
 
 
 def _body_api_user(request: Request) -> str | None:
     try:
         data = json.loads(request.get_data(cache=True) or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return None
     value = data.get("api_user") if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
@@ -438,7 +474,8 @@ def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> 
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isascii: str.isdigit() accepts "²", which int() refuses; the length keeps int() cheap.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))) or not low <= int(raw) <= high:
         raise ApiError.one(400, "invalid_parameter", f"must be an integer from {low} to {high}", name)
     return int(raw)
 
@@ -461,7 +498,8 @@ def _lease_token(request: Request, name: str) -> str | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    tokens = sorted(parse_etags(raw).as_set())
+    # An empty quoted tag ("") parses as None: no token, and nothing to sort against a string.
+    tokens = sorted(tag for tag in parse_etags(raw).as_set() if tag)
     if len(tokens) != 1:
         raise _lease_lost(f'If-Match must name the token of lease {name} as "<token>"', 412)
     return tokens[0]

@@ -12,7 +12,7 @@ from types import FrameType
 
 import click
 
-from reconciler.cli.common import err, handle_errors
+from reconciler.cli.common import err
 from reconciler.errors import ConfigError, ExitCode
 from reconciler.model import EMAIL_RE
 from reconciler.secrets import KEY_RE, KEY_RULE
@@ -53,7 +53,6 @@ Rate = click.FloatRange(0.0, 1.0)
     metavar="EMAIL",
     help="PATCHes to this api_user answer 200 but change nothing.",
 )
-@handle_errors
 def run(
     *,
     db_path: Path,

@@ -19,7 +19,6 @@ from reconciler.cli.common import (
     emit_json,
     err,
     format_option,
-    handle_errors,
     styler,
     users_option,
 )
@@ -96,7 +95,6 @@ def _load(users_dir: Path, mail_dir: Path | None) -> workflow.Loaded:
 @allow_deletes_option
 @allow_locks_option
 @mail_dir_option
-@handle_errors
 def plan(
     *,
     users_dir: Path,
@@ -159,7 +157,6 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
 @click.command()
 @click.argument("plan_file", required=False, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @_apply_options
-@handle_errors
 def apply(plan_file: Path | None, **options: Any) -> int:
     """Apply users/ to the service (or exactly a plan saved with `plan --out`).
 
@@ -191,7 +188,6 @@ def apply(plan_file: Path | None, **options: Any) -> int:
     help="Then wait until every reporting gateway serves this users/ (e.g. 90s, 10m); exit 1 naming "
     "the gateways still behind when the time is up.",
 )
-@handle_errors
 def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | None, **options: Any) -> int:
     """Apply users/ to the service, then reflect SMTP users on the mail server.
 

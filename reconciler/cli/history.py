@@ -13,7 +13,6 @@ from reconciler.cli.common import (
     complete_api_users,
     emit_json,
     format_option,
-    handle_errors,
     users_option,
 )
 from reconciler.client import ServiceClient
@@ -43,7 +42,6 @@ from reconciler.output import history_to_json
     "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="At most this many."
 )
 @format_option("text", "json")
-@handle_errors
 def history(users_dir: Path, api_user: str | None, since: float, limit: int, fmt: str) -> int:
     """Show the service's operation log, newest first: every write, by whom, from where.
 

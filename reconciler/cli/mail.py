@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import emit_json, format_option, handle_errors, users_option
+from reconciler.cli.common import emit_json, format_option, users_option
 from reconciler.cli.progress import Progress
 from reconciler.cli.reports import mail_report_json, progress_hasher
 from reconciler.config import load_settings
@@ -50,7 +50,6 @@ templates_option = click.option(
 )
 @templates_option
 @format_option("text", "json")
-@handle_errors
 def render(
     *,
     users_dir: Path,

@@ -20,7 +20,6 @@ from reconciler.cli.common import (
     emit_json,
     err,
     format_option,
-    handle_errors,
     users_option,
 )
 from reconciler.cli.options import note
@@ -66,7 +65,6 @@ PROGRESS_MIN = 20  # fewer files are written before a progress line could be rea
     help="Import only api_users matching this glob (repeatable).",
 )
 @format_option("text", "json")
-@handle_errors
 def import_(users_dir: Path, force: bool, targets: tuple[str, ...], fmt: str) -> int:
     """Write users/<api_user>.yaml for every API user on the service, to adopt an existing account.
 
@@ -197,7 +195,6 @@ class _Section:
     help="How many audit log entries to show.",
 )
 @format_option("text", "json")
-@handle_errors
 def status(users_dir: Path, entries: int, fmt: str) -> int:
     """Summarise desired vs live state, the reconcile lock and the last audit entries.
 
@@ -414,7 +411,6 @@ def secret() -> None:
     metavar="AGE1...",
     help="age public key that may decrypt (repeat for CI and each on-call person).",
 )
-@handle_errors
 def encrypt(recipients: tuple[str, ...]) -> int:
     """Encrypt an API key for the users repo and print the `api_key:` YAML to paste.
 

@@ -9,7 +9,6 @@ the values add up (`reconciler -v plan -v` is -vv) and any command can read them
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -99,26 +98,3 @@ def note(message: str) -> None:
     """Something for the person at the terminal (a hint, a saved file): on stderr, unless -q."""
     if not quiet():
         click.echo(message, err=True)
-
-
-CLOSED_PIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for `git log | head -1` or `ls | head -1`
-
-
-def exit_quietly_on_closed_stdout(run: Callable[[], Any]) -> Any:
-    """Run `run`; when the reader of stdout went away (`reconciler live | head -1`), end at once,
-    without a traceback or a message, with the status a shell shows for git or ls in that pipe."""
-    try:
-        return run()
-    except BrokenPipeError:
-        _discard_stdout()
-        raise click.exceptions.Exit(CLOSED_PIPE_EXIT) from None
-
-
-def _discard_stdout() -> None:
-    # Python flushes stdout again at exit, which would fail (and print) a second time.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # not a real file (a test runner's buffer)
-        pass

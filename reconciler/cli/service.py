@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import emit_json, format_option, handle_errors, users_option
+from reconciler.cli.common import emit_json, format_option, users_option
 from reconciler.client import ServiceClient
 from reconciler.config import load_settings
 from reconciler.errors import ConfigError, ExitCode
@@ -41,7 +41,6 @@ class ServiceGroup(click.Group):
 
 def _missing_service(missing: str) -> click.Command:
     @click.command("run", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    @handle_errors
     def run() -> int:
         """The embedded service (not installed)."""
         raise ConfigError(f"{SERVICE_EXTRA_HINT} (missing module {missing})")
@@ -62,8 +61,7 @@ def service() -> None:
 
 @service.command("messages")
 @users_option
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@handle_errors
+@format_option("table", "json", default="table")
 def messages(*, users_dir: Path, fmt: str) -> int:
     """List the messages the service's SMTP relay accepted (admin only).
 
@@ -84,7 +82,6 @@ def messages(*, users_dir: Path, fmt: str) -> int:
 @click.command("live")
 @users_option
 @format_option("table", "json")
-@handle_errors
 def live(*, users_dir: Path, fmt: str) -> int:
     """List the API users the service has now (JSON: {"api_users": [user objects], ...}).
 

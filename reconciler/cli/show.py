@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import handle_errors, styler
+from reconciler.cli.common import format_option, styler
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.output import plan_from_json, render_json, render_markdown, render_text
 from reconciler.plan import Plan
@@ -15,10 +15,7 @@ from reconciler.plan import Plan
 
 @click.command()
 @click.argument("plan_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True
-)
-@handle_errors
+@format_option("text", "markdown", "json")
 def show(plan_file: Path, fmt: str) -> int:
     """Show a plan saved with `plan --out`, without contacting the service.
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.common import handle_errors, users_option
+from reconciler.cli.common import format_option, users_option
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import ExitCode, Problem, ValidationFailed
 from reconciler.model import UserSpec, user_json_schema
@@ -21,15 +21,12 @@ DESCRIPTION_WIDTH = 40
 
 @click.command()
 @users_option
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output."
-)
+@format_option("text", "json", default="text")
 @click.option(
     "--table/--no-table",
     default=None,
     help="Show a table of the declared users (default: on a terminal, in text mode).",
 )
-@handle_errors
 def validate(users_dir: Path, fmt: str, table: bool | None) -> int:
     """Check every users/<api_user>.yaml without contacting the service or reading any key.
 

@@ -55,6 +55,8 @@ def run(command: Sequence[str], *, tty: bool = False, timeout: float = 60.0, std
         )
     except FileNotFoundError:
         raise CommandFailed(command, 127, f"{argv[0]}: command not found") from None
+    except OSError as exc:  # not executable, or not a program at all: what a shell calls 126
+        raise CommandFailed(command, 126, f"{argv[0]}: {exc.strerror or type(exc).__name__}") from None
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

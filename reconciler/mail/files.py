@@ -102,8 +102,17 @@ def changed_files(files: Iterable[RenderedFile], mail_dir: Path) -> tuple[str, .
 def ensure_dirs(mail_dir: Path) -> None:
     for name, mode in DIR_MODES.items():
         path = mail_dir / name
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, mode)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, mode)
+        except OSError as exc:
+            raise unwritable(path, exc) from None
+
+
+def unwritable(path: Path, exc: OSError) -> MailServerError:
+    # mkdir on a regular file says "File exists", which reads as if all were well.
+    reason = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror or type(exc).__name__
+    return MailServerError(f"cannot write {exc.filename or path}: {reason}")
 
 
 def stage_bytes(
@@ -138,9 +147,12 @@ def dovecot_mtime(old: OnDisk) -> int | None:
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int, uid: int, gid: int, mtime: int | None = None) -> None:
-    tmp = stage_bytes(path, data, mode=mode, uid=uid, gid=gid, mtime=mtime)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    try:
+        tmp = stage_bytes(path, data, mode=mode, uid=uid, gid=gid, mtime=mtime)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
 
 
 def fsync_dir(path: Path) -> None:
@@ -161,6 +173,9 @@ def stage(files: Sequence[RenderedFile], mail_dir: Path, disk: dict[str, OnDisk]
             data = file.content.encode()
             tmp = stage_bytes(target, data, mode=file.mode, uid=uid, gid=gid, mtime=mtime)
             staged.append(Staged(file, tmp, target))
+    except OSError as exc:
+        discard(staged)
+        raise unwritable(mail_dir, exc) from None
     except BaseException:
         discard(staged)
         raise

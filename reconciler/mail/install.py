@@ -23,6 +23,7 @@ directory remembers). The rendered files arrive already checked for structure (v
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -113,11 +114,18 @@ def install(
     except BaseException:
         files.discard(staged)
         raise
-    files.swap(staged)
     names = tuple(f.path for f in changed)
     daemons: set[str] = {f.reloads for f in changed if f.reloads is not None}
     report = _activate(
-        names, daemons, mail_dir, settings, disk, reload=reload, probes=(probes, relay_probes), skip=skip
+        staged,
+        names,
+        daemons,
+        mail_dir,
+        settings,
+        disk=disk,
+        reload=reload,
+        probes=(probes, relay_probes),
+        skip=skip,
     )
     return replace(
         report,
@@ -127,18 +135,23 @@ def install(
 
 
 def _activate(
+    staged: Sequence[files.Staged],
     names: tuple[str, ...],
     daemons: set[str],
     mail_dir: Path,
     settings: Settings,
-    disk: dict[str, OnDisk],
     *,
+    disk: dict[str, OnDisk],
     reload: bool,
     probes: tuple[Sequence[AuthProbe], Sequence[AuthProbe]],  # Dovecot's, the relay's
     skip: Skipped,
 ) -> InstallReport:
+    """Swap, validate, reload, smoke-check. From the first rename on, any failure (an OSError,
+    Ctrl-C, SIGTERM, a bug) puts the previous files back: unvalidated files never stay live."""
     reloaded: list[str] = []  # filled as we go, so a rollback reloads only what was reloaded
+    undo = functools.partial(_roll_back, names=names, mail_dir=mail_dir, settings=settings, disk=disk)
     try:
+        files.swap(staged)
         ours = [str(mail_dir / name) for name in names]
         warnings = commands.validate_live(skip.daemons_validated(daemons), settings, ours)
         if not reload:
@@ -149,9 +162,16 @@ def _activate(
         passed = checks.smoke(reloaded, live, settings, *probes)
         return InstallReport(names, tuple(reloaded), passed, warnings)
     except MailServerError as exc:
-        raise _roll_back(
-            exc, names=names, reloaded=set(reloaded), mail_dir=mail_dir, settings=settings, disk=disk
-        ) from exc
+        raise undo(exc, reloaded=set(reloaded)) from exc
+    except OSError as exc:
+        raise undo(files.unwritable(mail_dir, exc), reloaded=set(reloaded)) from exc
+    except BaseException as exc:
+        # Not ours to word (Ctrl-C, SIGTERM, a bug): put the files back, then let it go on.
+        rolled = undo(MailServerError(f"stopped by {type(exc).__name__}"), reloaded=set(reloaded))
+        exc.add_note(str(rolled))
+        raise
+    finally:
+        files.discard(staged)  # temp files that a failed swap left behind
 
 
 def _daemons_of(reloaded: Iterable[str]) -> set[str]:

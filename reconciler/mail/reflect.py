@@ -112,9 +112,14 @@ def preview(
 def keys_for_mail(desired: DesiredState, env: Mapping[str, str] | None = None) -> Mapping[str, ApiKey]:
     """Resolve the keys of the users that get mail lines, and only those: a gateway need not hold
     the keys of locked or HTTP-only users. Every unresolvable key is reported at once."""
-    resolved = resolve_all(desired, env=env, names=[u.api_user for u in desired.users if needs_mail_lines(u)])
+    resolved = resolve_all(desired, env=env, names=mail_users(desired))
     resolved.raise_if_missing()
     return resolved.keys
+
+
+def mail_users(desired: DesiredState) -> list[str]:
+    """The users whose keys the mail files need: a gateway need not hold the others' keys."""
+    return [u.api_user for u in desired.users if needs_mail_lines(u)]
 
 
 def _render(

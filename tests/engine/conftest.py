@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from ruamel.yaml import YAML
 
-from reconciler.cli import group
+from tests.fixtures.cli import run_main
 from tests.fixtures.service import RunningService, new_key
 
 
@@ -76,16 +75,9 @@ class Repo:
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> Result:
-    runner = CliRunner()
     with _chdir(cwd):
-        result = runner.invoke(group, args, env=env, standalone_mode=False, catch_exceptions=True)
-    if isinstance(result.exception, SystemExit):
-        code = int(result.exception.code or 0)
-    elif result.exception is not None:
-        raise result.exception
-    else:
-        code = int(result.return_value or 0)
-    return Result(code, result.stdout, result.stderr)
+        result = run_main(args, env=env)
+    return Result(result.code, result.stdout, result.stderr)
 
 
 class _chdir:

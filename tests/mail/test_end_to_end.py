@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from reconciler.cli.mail import render
 from reconciler.mail import PASSWD, SASL_PASSWD, STATE, default_templates_dir
+from tests.fixtures.cli import run_main
 from tests.fixtures.mail import MailSandbox, settle_dovecot
 
 pytestmark = pytest.mark.mail
@@ -48,17 +47,13 @@ class World:
             (self.users / f"{name}.yaml").write_text(header + body)
 
     def render(self, *args: str) -> tuple[int, str]:
-        result = CliRunner().invoke(
-            render,
-            ["--users", str(self.users), "--mail-dir", str(self.sandbox.mail_dir), *args],
+        result = run_main(
+            ["render", "--users", str(self.users), "--mail-dir", str(self.sandbox.mail_dir), *args],
             env=self.sandbox.env(),
-            standalone_mode=False,
         )
-        if result.exception is not None:
-            raise result.exception
         for key in (*KEYS.values(), NEW_ALICE_KEY):
             assert key not in result.output  # no key in any output, success or failure
-        return int(result.return_value), result.output
+        return result.code, result.output
 
     def mail_files(self) -> dict[str, bytes]:
         return {

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from reconciler.cli.mail import render
 from reconciler.mail import default_templates_dir
 from reconciler.state import AuditLog
+from tests.fixtures.cli import run_main
 from tests.fixtures.mail import MailSandbox, settle_dovecot
 
 pytestmark = pytest.mark.mail
@@ -39,17 +38,10 @@ class Gateway:
         )
 
     def render(self, env: dict[str, str] | None = None) -> tuple[int, str]:
-        result = CliRunner().invoke(
-            render,
-            ["--users", str(self.users)],
-            env=self.sandbox.env() | (env or {}),
-            standalone_mode=False,
-        )
-        if result.exception is not None:
-            raise result.exception
+        result = run_main(["render", "--users", str(self.users)], env=self.sandbox.env() | (env or {}))
         for key in KEYS.values():
             assert key not in result.output
-        return int(result.return_value), result.output
+        return result.code, result.output
 
     def mail_files(self) -> dict[str, bytes]:
         mail_dir = self.sandbox.mail_dir

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from reconciler.cli.mail import render
 from reconciler.config import Settings
 from reconciler.errors import LockHeld, MailServerError
 from reconciler.mail import PASSWD, SASL_PASSWD, AuthProbe, RenderedFile, SmokeFailed, install
 from reconciler.secrets import ApiKey
 from reconciler.state import reconcile_lock
 from reconciler.workflow import mail_lock_scope
+from tests.fixtures.cli import CliResult, run_main
 from tests.fixtures.workflow import run_mail_step
 
 # The module, not the function of the same name that reconciler.mail exports.
@@ -40,12 +39,10 @@ def repo(tmp_path: Path) -> Path:
     return users
 
 
-def run_render(users: Path, mail_dir: Path, *args: str) -> Result:
-    result = CliRunner().invoke(
-        render,
-        ["--users", str(users), "--mail-dir", str(mail_dir), *args],
+def run_render(users: Path, mail_dir: Path, *args: str) -> CliResult:
+    result = run_main(
+        ["render", "--users", str(users), "--mail-dir", str(mail_dir), *args],
         env={"A_KEY": KEY, "RECONCILER_MAIL_FILE_GROUP": "root", "RECONCILER_FINGERPRINT_SECRET": "s3cret"},
-        standalone_mode=False,
     )
     assert KEY not in result.output
     return result
@@ -78,8 +75,8 @@ def test_unreadable_mail_file_is_a_clear_error(
 
     monkeypatch.setattr(pathlib.Path, "open", denied)
     result = run_render(repo, mail_dir, *args)
-    assert result.exception is None, repr(result.exception)
-    assert result.return_value == 1
+    assert "internal error" not in result.stderr, result.stderr
+    assert result.code == 1
     assert "error: cannot read " + str(mail_dir) in result.output
     assert "Permission denied" in result.output
 
@@ -90,8 +87,8 @@ def test_a_directory_where_a_mail_file_belongs_is_a_clear_error(repo: Path, tmp_
     (mail_dir / SASL_PASSWD).unlink()
     (mail_dir / SASL_PASSWD).mkdir()
     result = run_render(repo, mail_dir, "--check")
-    assert result.exception is None, repr(result.exception)
-    assert result.return_value == 1
+    assert "internal error" not in result.stderr, result.stderr
+    assert result.code == 1
     assert f"error: cannot read {mail_dir / SASL_PASSWD}: Is a directory" in result.output
 
 
@@ -155,8 +152,8 @@ def test_render_fails_fast_while_the_mail_lock_is_held(repo: Path, tmp_path: Pat
     mail_dir = tmp_path / "mail"
     with _hold_mail_lock(repo, mail_dir) as holder:
         result = run_render(repo, mail_dir, "--no-reload")
-    assert result.exception is None, repr(result.exception)
-    assert result.return_value == 1
+    assert "internal error" not in result.stderr, result.stderr
+    assert result.code == 1
     assert f"mail directory {mail_dir} is busy" in result.output
     assert holder.describe() in result.output
     assert not mail_dir.exists()  # nothing was written
@@ -175,7 +172,7 @@ def test_render_force_unlock_takes_over_and_releases(
     mail_dir = tmp_path / "mail"
     with _hold_mail_lock(repo, mail_dir):
         result = run_render(repo, mail_dir, "--force-unlock")
-    assert (result.return_value, calls) == (1, [mail_dir])
+    assert (result.code, calls) == (1, [mail_dir])
     assert "stop here" in result.output
     assert list((repo.parent / ".reconciler").glob("*.lock")) == []
 
@@ -184,7 +181,7 @@ def test_render_check_takes_no_lock(repo: Path, tmp_path: Path) -> None:
     mail_dir = tmp_path / "mail"
     with _hold_mail_lock(repo, mail_dir):
         result = run_render(repo, mail_dir, "--check")
-    assert result.return_value == 2, result.output
+    assert result.code == 2, result.output
 
 
 def test_the_mail_step_of_reconcile_takes_the_same_lock(repo: Path, tmp_path: Path) -> None:

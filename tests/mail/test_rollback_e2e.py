@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from reconciler.cli.mail import render
+from tests.fixtures.cli import run_main
 from tests.fixtures.mail import MailSandbox, settle_dovecot
 
 pytestmark = pytest.mark.mail
@@ -20,16 +19,11 @@ USER = "roll@example.com"
 
 def _render(sandbox: MailSandbox, users: Path, key: str) -> tuple[int, str]:
     (users.parent / "key").write_text(key + "\n")
-    result = CliRunner().invoke(
-        render,
-        ["--users", str(users), "--mail-dir", str(sandbox.mail_dir)],
-        env=sandbox.env(),
-        standalone_mode=False,
+    result = run_main(
+        ["render", "--users", str(users), "--mail-dir", str(sandbox.mail_dir)], env=sandbox.env()
     )
     assert OLD not in result.output and NEW not in result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return int(result.return_value or 0), result.output
+    return result.code, result.output
 
 
 def _files(mail_dir: Path) -> dict[str, tuple[bytes, int]]:

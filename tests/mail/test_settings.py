@@ -8,9 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from reconciler.cli.mail import render
 from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import MailServerError
@@ -24,7 +22,8 @@ from reconciler.mail import (
     preview,
 )
 from reconciler.mail.reflect import keys_for_mail
-from reconciler.workflow import mail_preview
+from reconciler.workflow import Loaded, mail_preview
+from tests.fixtures.cli import CliResult, run_main
 from tests.fixtures.workflow import run_mail_step
 
 KEY = "Key12345"
@@ -89,11 +88,11 @@ def test_plan_preview_honours_templates_dir_in_reconciler_yaml(
     assert run_mail_step(repo, mail_dir, reload=False) == 0  # the default templates
     config = repo.parent / "reconciler.yaml"
     config.write_text(f"mail_dir: {mail_dir}\n")
-    assert mail_preview(load_settings(repo), load_users(repo)) == ()
+    assert mail_preview(Loaded(load_settings(repo), load_users(repo), repo)) == ()
     config.write_text(f"mail_dir: {mail_dir}\ntemplates_dir: {custom_templates}\n")
     settings = load_settings(repo)
     assert settings.templates_dir == str(custom_templates)
-    assert mail_preview(settings, load_users(repo)) == (SENDER_LOGIN_MAPS,)
+    assert mail_preview(Loaded(settings, load_users(repo), repo)) == (SENDER_LOGIN_MAPS,)
 
 
 def test_an_explicit_templates_dir_wins_over_the_setting(
@@ -102,7 +101,7 @@ def test_an_explicit_templates_dir_wins_over_the_setting(
     monkeypatch.setenv("RECONCILER_TEMPLATES_DIR", str(tmp_path / "nowhere"))
     mail_dir = tmp_path / "mail"
     result = invoke(repo, "--mail-dir", str(mail_dir), "--templates", str(custom_templates))
-    assert result.return_value == 0, result.output
+    assert result.code == 0, result.output
     assert (mail_dir / SENDER_LOGIN_MAPS).read_text().endswith(MARK + "\n")
 
 
@@ -119,8 +118,8 @@ def test_a_missing_templates_dir_is_a_clear_error(
 # --- render and RECONCILER_MAIL_DIR ----------------------------------------------------------------
 
 
-def invoke(users: Path, *args: str) -> Result:
-    result = CliRunner().invoke(render, ["--users", str(users), "--no-reload", *args], standalone_mode=False)
+def invoke(users: Path, *args: str) -> CliResult:
+    result = run_main(["render", "--users", str(users), "--no-reload", *args])
     assert KEY not in result.output
     return result
 
@@ -131,12 +130,12 @@ def test_render_falls_back_to_reconciler_mail_dir(
     mail_dir = tmp_path / "mail"
     monkeypatch.setenv("RECONCILER_MAIL_DIR", str(mail_dir))
     checked = invoke(repo, "--check")
-    assert checked.return_value == 2, checked.output
+    assert checked.code == 2, checked.output
     assert not mail_dir.exists()
     result = invoke(repo)
-    assert result.return_value == 0, result.output
+    assert result.code == 0, result.output
     assert (mail_dir / SENDER_LOGIN_MAPS).read_text().endswith("a@example.com a@example.com\n")
-    assert invoke(repo, "--check").return_value == 0
+    assert invoke(repo, "--check").code == 0
 
 
 def test_render_mail_dir_option_wins_over_the_setting(
@@ -144,15 +143,15 @@ def test_render_mail_dir_option_wins_over_the_setting(
 ) -> None:
     monkeypatch.setenv("RECONCILER_MAIL_DIR", str(tmp_path / "from-env"))
     result = invoke(repo, "--mail-dir", str(tmp_path / "pinned"))
-    assert result.return_value == 0, result.output
+    assert result.code == 0, result.output
     assert (tmp_path / "pinned" / PASSWD).is_file()
     assert not (tmp_path / "from-env").exists()
 
 
 def test_render_without_any_mail_dir_is_a_clear_error(repo: Path) -> None:
-    result = CliRunner().invoke(render, ["--users", str(repo)], standalone_mode=False)
+    result = run_main(["render", "--users", str(repo)])
     # 1, not click's usage error 2 (which would read as "changes pending" with --check).
-    assert result.return_value == 1, result.output
+    assert result.code == 1, result.output
     assert "no mail directory: pass --mail-dir or set RECONCILER_MAIL_DIR" in result.output
 
 
@@ -174,4 +173,4 @@ def test_plan_shows_nothing_when_only_the_state_file_differs(repo: Path, tmp_pat
     # Bookkeeping only (say, written by an older version): the mail server's files are current.
     state.write_text(state.read_text().replace("{", "{ ", 1))
     (repo.parent / "reconciler.yaml").write_text(f"mail_dir: {mail_dir}\n")
-    assert mail_preview(load_settings(repo), load_users(repo)) == ()
+    assert mail_preview(Loaded(load_settings(repo), load_users(repo), repo)) == ()

@@ -90,6 +90,8 @@ def report_error(exc: BaseException, fmt: str = "text") -> int:
         report_problems(exc.problems, fmt)
     elif isinstance(exc, ReconcilerError):
         _error_line(str(exc), fmt)
+    elif isinstance(exc, click.ClickException) and fmt == "json":
+        _error_line(exc.format_message(), fmt)  # a pipeline asked for JSON: a usage error is JSON too
     elif isinstance(exc, click.ClickException):
         exc.show()  # usage and the problem, as click words it; the code stays ours (1, not 2)
     elif isinstance(exc, KeyboardInterrupt):

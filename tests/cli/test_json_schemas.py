@@ -164,3 +164,11 @@ def test_status_json_lists_the_gateways_as_pinned(repo: Repo) -> None:
     [mx1] = document["gateways"]
     assert (mx1["name"], mx1["result"], mx1["behind"]) == ("mx1", "ok", True)
     assert {"commit", "desired_digest", "reported_at"} <= set(mx1)
+
+
+def test_a_usage_error_after_format_json_is_a_json_error(repo: Repo) -> None:
+    result = repo.run("plan", "--format", "json", "--allow-deletes", "-1")
+    assert result.code == 1
+    document = json.loads(result.stdout)
+    validate("error", document)
+    assert "--allow-deletes" in document["error"]

@@ -111,6 +111,7 @@ class ServiceClient:
         self._key = api_key
         self.timeout = (connect_timeout, read_timeout)
         self.concurrency = concurrency
+        self._answered = False  # the first answer of a wrong base URL is a 404: say so
         self.session = _session(
             api_user,
             api_key,
@@ -148,13 +149,16 @@ class ServiceClient:
         """Every live user, ordered by api_user (case-insensitive). Page 0 tells the total; the
         other pages are then fetched concurrently (on loopback the service, not the network, is
         the bottleneck, and it serves requests in parallel threads)."""
+        started = time.perf_counter()
         first = self._page(0)
         pages = -(-first.total // PAGE_ROWS)
         rest: list[_Page] = []
         if pages > 1:
             with ThreadPoolExecutor(min(self.concurrency, pages - 1), thread_name_prefix="list") as pool:
                 rest = list(pool.map(self._page, range(1, pages)))
-        return _merge_pages([first, *rest])
+        users = _merge_pages([first, *rest])
+        log.info("listed %d API users (%d page(s)) in %.0f ms", len(users), max(pages, 1), _ms(started))
+        return users
 
     def get_user(self, api_user: str) -> LiveUser | None:
         try:
@@ -435,6 +439,7 @@ class ServiceClient:
         try:
             response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
+            log.debug("%s %s -> %s after %.1f ms", method, path, _cause_name(exc), _ms(started))
             if ambiguous_raises and not _never_sent(exc):
                 raise _Ambiguous(type(exc).__name__) from None
             raise self._unreachable(method, path, exc) from None
@@ -445,12 +450,13 @@ class ServiceClient:
                 f"{method} {path}: the request cannot be sent ({type(exc).__name__}); check that "
                 "RECONCILER_API_USER and RECONCILER_API_KEY are plain ASCII"
             ) from None
-        log.debug("%s %s -> %d in %.1f ms", method, path, response.status_code, _ms(started))
+        first, self._answered = not self._answered, True
+        _log_request(method, path, kwargs.get("params"), response, started)
         if ambiguous_raises and response.status_code in AMBIGUOUS_STATUSES:
             raise _Ambiguous(f"HTTP {response.status_code}")
         tolerated = tolerate if isinstance(tolerate, tuple) else (tolerate,)
         if response.status_code >= 400 and response.status_code not in tolerated:
-            raise self._error(method, path, response)
+            raise self._error(method, path, response, first=first)
         return response
 
     def _unreachable(self, method: str, path: str, exc: requests.RequestException) -> ServiceError:
@@ -460,10 +466,19 @@ class ServiceClient:
             return ServiceError(f"{method} {path}: TLS verification failed ({cause})")
         return ServiceUnavailable(f"{method} {path}: cannot reach the service at {self.base_url} ({cause})")
 
-    def _error(self, method: str, path: str, response: requests.Response) -> ServiceError:
+    def _error(
+        self, method: str, path: str, response: requests.Response, *, first: bool = False
+    ) -> ServiceError:
         status = response.status_code
         code, detail = _error_detail(response)
         message = self._redact(f"{method} {path}: HTTP {status}: {detail}")
+        if status == 404 and (first or path == "/api_users"):
+            # The collection always exists: a 404 there (or on the very first call) means the URL
+            # points next to the API, usually a RECONCILER_API_URL without its base path.
+            message += (
+                f"; no such path at {self.base_url}: does RECONCILER_API_URL end in /api/v2 "
+                "(e.g. https://host/api/v2)?"
+            )
         cls = _ERROR_CLASSES.get(
             status, ServiceUnavailable if status >= 500 or status == 429 else ServiceError
         )
@@ -665,6 +680,24 @@ def _cause_name(exc: BaseException) -> str:
         if type(error).__module__.startswith("urllib3") and type(error).__name__ != "MaxRetryError":
             return type(error).__name__
     return type(chain[-1]).__name__
+
+
+def _log_request(method: str, path: str, params: Any, response: requests.Response, started: float) -> None:
+    """One debug line per request: method, path (with its paging query), status, time and how many
+    times urllib3 retried it. Never a header or a body: they carry the credentials and keys."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    query = "?" + "&".join(f"{k}={v}" for k, v in params.items()) if isinstance(params, dict) else ""
+    retries = len(getattr(getattr(response.raw, "retries", None), "history", ()) or ())
+    log.debug(
+        "%s %s%s -> %d in %.1f ms (retries: %d)",
+        method,
+        path,
+        query,
+        response.status_code,
+        _ms(started),
+        retries,
+    )
 
 
 def _ms(started: float) -> float:

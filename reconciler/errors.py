@@ -117,9 +117,8 @@ class UnsafePlan(ReconcilerError):
 
 
 class StalePlan(ReconcilerError):
-    """A saved plan no longer matches the desired or live state."""
-
-    exit_code = ExitCode.UNSAFE
+    """A saved plan no longer matches the desired or live state: an error (exit 1), not a safety
+    refusal (3), because no override applies it; the fix is a new plan."""
 
 
 class LockHeld(ReconcilerError):

@@ -7,11 +7,14 @@ docs/plan-json.md; `plan_from_json` reads it back for `apply PLAN.json`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from reconciler.model import COMPARED_FIELDS
+from reconciler.apply import Outcome
+from reconciler.importer import ImportedFile
+from reconciler.model import COMPARED_FIELDS, Lease, LiveUser, Operation
 from reconciler.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, SkippedKey
 from reconciler.safetext import json_text, md_code, md_text, terminal
 
@@ -337,3 +340,142 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         mail_files=tuple(data["mail_files"]),
         refusals=tuple(data["refusals"]),
     )
+
+
+# --- JSON of the other commands (schemas in docs/schemas/, described in docs/cli-json.md) -----------
+
+OUTPUT_FORMAT_VERSION = 1
+
+
+def plan_summary_json(plan: Plan) -> dict[str, int]:
+    return dict(plan_to_json(plan)["summary"])
+
+
+def error_to_json(message: str, problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What every command prints on stdout instead of its output when it fails under --format json."""
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": False,
+        "error": message,
+        "problems": problems or [],
+    }
+
+
+def live_to_json(users: Sequence[LiveUser]) -> dict[str, Any]:
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": True,
+        "total": len(users),
+        "api_users": [u.model_dump(mode="json") for u in users],
+    }
+
+
+def status_to_json(ok: bool, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The status document: each section of `status` adds its top-level keys."""
+    document: dict[str, Any] = {"format_version": OUTPUT_FORMAT_VERSION, "ok": ok}
+    for part in parts:
+        document.update(part)
+    return document
+
+
+def import_to_json(
+    users_dir: Path,
+    files: Sequence[ImportedFile],
+    results: Sequence[str],
+    refused: Sequence[str],
+    self_user: str | None,
+) -> dict[str, Any]:
+    """`import --format json`: what happened to each file, and the variables to set before apply."""
+    me = (self_user or "").lower()
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": not refused,
+        "users_dir": str(users_dir),
+        "files": [
+            {
+                "api_user": f.api_user,
+                "file": str(users_dir / f.file_name),
+                "result": result,
+                "key_ref": f.key_ref,
+            }
+            for f, result in zip(files, results, strict=True)
+        ],
+        "refused": list(refused),
+        "env": [
+            {
+                "variable": f.key_ref.removeprefix("env "),
+                "api_user": f.api_user,
+                "reconciler_user": f.api_user.lower() == me,
+            }
+            for f in files
+            if f.key_ref.startswith("env ")
+        ],
+    }
+
+
+def apply_to_json(
+    command: str,
+    *,
+    ok: bool,
+    plan: Plan | None,
+    outcomes: Sequence[Outcome],
+    pending: Plan | None,
+    mail: Mapping[str, Any] | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """`apply`/`reconcile --format json`: the plan applied, each user's outcome, whether a second
+    plan found nothing left, and (reconcile) the mail step."""
+    document: dict[str, Any] = {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": ok,
+        "command": command,
+        "plan": plan_to_json(plan) if plan is not None else None,
+        "outcomes": [
+            {
+                "api_user": o.change.api_user,
+                "action": o.change.action.value,
+                "outcome": o.status.value,
+                "detail": o.detail or None,
+            }
+            for o in outcomes
+        ],
+        "converged": pending is None,
+        "pending": [
+            {"action": c.action.value, "api_user": c.api_user} for c in (pending.changes if pending else ())
+        ],
+        "mail": dict(mail) if mail is not None else None,
+    }
+    if error is not None:
+        document["error"] = error
+    return document
+
+
+def lease_to_json(name: str, lease: Lease | None, *, error: str | None = None) -> dict[str, Any]:
+    """The service lease in `status --format json`; never its token (it fences writes)."""
+    held = lease is not None
+    return {
+        "name": name,
+        "ok": error is None,
+        "held": held,
+        "holder": lease.holder if lease else None,
+        "host": lease.host if lease else None,
+        "pid": lease.pid if lease else None,
+        "command": lease.command if lease else None,
+        "acquired_at": _utc(lease.acquired_at) if lease else None,
+        "expires_at": _utc(lease.expires_at) if lease else None,
+        "error": error,
+    }
+
+
+def history_to_json(since: datetime, operations: Sequence[Operation]) -> dict[str, Any]:
+    """`history --format json`: the service's operation log, newest first (never a key's value)."""
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": True,
+        "since": _utc(since),
+        "operations": [op.model_dump(mode="json") for op in operations],
+    }
+
+
+def _utc(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -26,7 +26,7 @@ from reconciler.errors import (
         (StateError("x"), 1),
         (LockHeld("x"), 1),
         (UnsafePlan("x"), 3),
-        (StalePlan("x"), 3),
+        (StalePlan("x"), 1),  # no override applies a stale plan: an error, not a safety refusal
         (click.UsageError("no such option"), 1),  # never click's own 2: that is "changes pending"
         (KeyboardInterrupt(), 130),
         (Terminated(), 143),

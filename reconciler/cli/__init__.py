@@ -20,6 +20,7 @@ import click
 
 from reconciler import __version__
 from reconciler.cli.common import RunState, report_error
+from reconciler.cli.options import global_options, inject
 from reconciler.errors import ExitCode, Terminated
 
 # Verb -> module. Modules are imported only when their verb runs, so `reconciler validate` on a
@@ -38,6 +39,7 @@ VERBS: dict[str, str] = {
     "history": "history",
     "secret": "ops",
     "completion": "ops",
+    "show": "show",
 }
 
 
@@ -52,7 +54,8 @@ class LazyGroup(click.Group):
         if module_name is None:
             return None
         module = importlib.import_module(f"reconciler.cli.{module_name}")
-        return next((c for c in module.COMMANDS if c.name == cmd_name), None)
+        command = next((c for c in module.COMMANDS if c.name == cmd_name), None)
+        return inject(command) if command is not None else None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -70,12 +73,15 @@ class _PipeClosed(Exception):
     cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
 @click.version_option(__version__, prog_name="reconciler")
-@click.option("--no-color", is_flag=True, help="Never colour output (NO_COLOR is honoured too).")
-def group(no_color: bool) -> None:
+@global_options
+def group() -> None:
     """API users of an email delivery service as code.
 
     Declare each API user in users/<api_user>.yaml, review the plan in a pull request, and let
     `reconciler reconcile` apply it to the service and reflect it on your Postfix/Dovecot gateway.
+
+    Global options (--no-color, -q, -v) may come before or after the verb. Logs go to stderr;
+    RECONCILER_LOG=error|warning|info|debug sets their level. Exit codes: docs/cli.md.
 
     \b
     Example:

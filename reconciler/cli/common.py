@@ -12,14 +12,17 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from reconciler.cli.options import no_color
 from reconciler.errors import Problem, ReconcilerError, Terminated, ValidationFailed, exit_code_for
+from reconciler.output import error_to_json
 from reconciler.safetext import annotation_data, annotation_property, json_text, terminal
 
 P = ParamSpec("P")
+FC = TypeVar("FC", bound=Callable[..., Any])
 DEBUG_ENV = "RECONCILER_DEBUG"
 MAX_DETAIL = 300
 _WORD = re.compile(r"[A-Za-z0-9]{8,128}")
@@ -38,8 +41,7 @@ def use_color(ctx: click.Context | None = None) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set or --no-color was given."""
     if os.environ.get("NO_COLOR"):
         return False
-    root = (ctx or click.get_current_context()).find_root()
-    if root.params.get("no_color"):
+    if no_color(ctx or click.get_current_context()):
         return False
     return sys.stdout.isatty()
 
@@ -66,15 +68,17 @@ def remember_format(ctx: click.Context, _param: click.Parameter, value: str) -> 
     return value
 
 
-def format_option(*choices: str, default: str) -> Callable[[Callable[P, int]], Callable[P, int]]:
+def format_option(*choices: str, default: str | None = None) -> Callable[[FC], FC]:
+    """`--format` with these choices (default: the first); the value reaches the command as `fmt`,
+    and the error boundary reports a failure in that format (JSON: docs/cli-json.md)."""
     return click.option(
         "--format",
         "fmt",
         type=click.Choice(list(choices)),
-        default=default,
+        default=default or choices[0],
         show_default=True,
         callback=remember_format,
-        help="Output format.",
+        help="Output format (JSON: docs/cli-json.md).",
     )
 
 
@@ -86,6 +90,8 @@ def report_error(exc: BaseException, fmt: str = "text") -> int:
         report_problems(exc.problems, fmt)
     elif isinstance(exc, ReconcilerError):
         _error_line(str(exc), fmt)
+    elif isinstance(exc, click.ClickException) and fmt == "json":
+        _error_line(exc.format_message(), fmt)  # a pipeline asked for JSON: a usage error is JSON too
     elif isinstance(exc, click.ClickException):
         exc.show()  # usage and the problem, as click words it; the code stays ours (1, not 2)
     elif isinstance(exc, KeyboardInterrupt):
@@ -101,7 +107,7 @@ def report_error(exc: BaseException, fmt: str = "text") -> int:
 
 def _error_line(message: str, fmt: str) -> None:
     if fmt == "json":
-        click.echo(json_text(json.dumps({"ok": False, "error": message, "problems": []}, indent=2)))
+        emit_json(error_to_json(message))
     else:
         err(f"error: {message}")
 
@@ -137,8 +143,7 @@ def report_problems(problems: Sequence[Problem], fmt: str = "text", *, severity:
     """Every problem of a run, located: text on stderr or JSON on stdout, plus GitHub annotations
     when running in GitHub Actions so a pull request shows each error on its line."""
     if fmt == "json" and severity == "error":
-        document = {"ok": False, "error": _summary(problems), "problems": [problem_json(p) for p in problems]}
-        click.echo(json_text(json.dumps(document, indent=2)))
+        emit_json(error_to_json(_summary(problems), [problem_json(p) for p in problems]))
     else:
         for problem in problems:
             err(f"{severity}: {terminal(str(problem))}")  # one line each, whatever the file name
@@ -196,3 +201,27 @@ class Duration(click.ParamType[float, Any]):
             return parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+def styler() -> Callable[[str, str], str]:
+    """click.style for a colour name, or plain text when colour is off (see use_color)."""
+    if not use_color():
+        return lambda text, _colour: text
+    return lambda text, colour: (
+        click.style(text, bold=True) if colour == "bold" else click.style(text, fg=colour)
+    )
+
+
+def emit_json(document: Any) -> None:
+    """A JSON document on stdout: the one shape every `--format json` prints."""
+    click.echo(json_text(json.dumps(document, indent=2, ensure_ascii=False)))
+
+
+def complete_api_users(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion for --target and --api-user: the api_users declared in users/ (or --users)."""
+    users_dir = ctx.params.get("users_dir") or Path("users")
+    try:
+        names = sorted(p.name.removesuffix(".yaml") for p in Path(users_dir).glob("*.yaml"))
+    except OSError:
+        return []
+    return [name for name in names if name.lower().startswith(incomplete.lower())]

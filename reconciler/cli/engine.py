@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,25 @@ import click
 
 from reconciler import gateway, workflow
 from reconciler.apply import Outcome, Status, failed
-from reconciler.cli.common import Duration, err, format_option, use_color, users_option
+from reconciler.cli.common import (
+    Duration,
+    complete_api_users,
+    emit_json,
+    err,
+    format_option,
+    styler,
+    users_option,
+)
+from reconciler.cli.options import note
+from reconciler.cli.progress import Progress
+from reconciler.cli.reports import mail_fields_json
+from reconciler.cli.show import read_saved_plan
 from reconciler.client import ServiceClient
 from reconciler.config import Settings
-from reconciler.errors import ExitCode, ReconcilerError
+from reconciler.errors import ExitCode, ReconcilerError, exit_code_for
 from reconciler.mail import MailReport
 from reconciler.mail.checks import notice
-from reconciler.output import render_json, render_markdown, render_text, summary_line
+from reconciler.output import apply_to_json, render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
 from reconciler.safetext import terminal
 
@@ -27,8 +40,15 @@ target_option = click.option(
     "targets",
     multiple=True,
     metavar="PATTERN",
+    shell_complete=complete_api_users,
     help="Limit to api_users matching this glob (repeatable).",
 )
+mail_dir_option = click.option(
+    "--mail-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The gateway's mail directory, as RECONCILER_MAIL_DIR: the plan previews its files.",
+)
+APPLY_PROGRESS_MIN = 20  # fewer changes are done before a progress line could be read
 allow_deletes_option = click.option(
     "--allow-deletes",
     type=click.IntRange(min=0),
@@ -43,28 +63,28 @@ allow_locks_option = click.option(
 )
 
 
-def _style(text: str, colour: str) -> str:
-    if colour == "bold":
-        return click.style(text, bold=True)
-    return click.style(text, fg=colour)
-
-
-def _styler() -> Callable[[str, str], str]:
-    return _style if use_color() else (lambda text, _colour: text)
-
-
 def _show(plan: Plan, fmt: str) -> None:
     if fmt == "json":
         click.echo(render_json(plan), nl=False)
     elif fmt == "markdown":
         click.echo(render_markdown(plan), nl=False)
     else:
-        click.echo(render_text(plan, _styler()), nl=False)
+        click.echo(render_text(plan, styler()), nl=False)
+
+
+def _load(users_dir: Path, mail_dir: Path | None) -> workflow.Loaded:
+    """users/ and settings; `--mail-dir` is the mail_dir setting for this run, so the plan's
+    preview and reconcile's mail step use it exactly as they use RECONCILER_MAIL_DIR."""
+    loaded = workflow.load(users_dir)
+    if mail_dir is None:
+        return loaded
+    settings = loaded.settings.model_copy(update={"mail_dir": str(mail_dir)})
+    return replace(loaded, settings=settings)
 
 
 @click.command()
 @users_option
-@format_option("text", "markdown", "json", default="text")
+@format_option("text", "markdown", "json")
 @click.option(
     "--out",
     "out",
@@ -74,6 +94,7 @@ def _show(plan: Plan, fmt: str) -> None:
 @target_option
 @allow_deletes_option
 @allow_locks_option
+@mail_dir_option
 def plan(
     *,
     users_dir: Path,
@@ -82,6 +103,7 @@ def plan(
     targets: tuple[str, ...],
     allow_deletes: int | None,
     allow_locks: int | None,
+    mail_dir: Path | None,
 ) -> int:
     """Show what reconcile would change, without changing anything.
 
@@ -91,16 +113,17 @@ def plan(
     Example:
       reconciler plan --format markdown > plan.md
       reconciler plan --out plan.json && reconciler apply plan.json
+      reconciler plan --mail-dir /etc/reconciler/mail
     """
     options = workflow.ApplyOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
-    result = workflow.make_plan(workflow.load(users_dir), options, ClickReporter())
+    result = workflow.make_plan(_load(users_dir, mail_dir), options, ClickReporter())
     _show(result, fmt)
     if out is not None:
         try:
             out.write_text(render_json(result), encoding="utf-8")
         except OSError as exc:
             raise ReconcilerError(f"cannot save the plan to {out}: {exc.strerror}") from None
-        click.echo(f"Saved the plan to {out}; apply it with: reconciler apply {out}", err=True)
+        note(f"Saved the plan to {out}; apply it with: reconciler apply {out}")
     return workflow.plan_exit(result)
 
 
@@ -124,6 +147,7 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
                 metavar="DURATION",
                 help="Wait this long (30s, 5m) for another run's lease instead of failing at once.",
             ),
+            format_option("text", "json"),
         ]
     ):
         fn = option(fn)
@@ -136,19 +160,26 @@ def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
 def apply(plan_file: Path | None, **options: Any) -> int:
     """Apply users/ to the service (or exactly a plan saved with `plan --out`).
 
-    Creates, then updates and key changes, unlocks, locks and deletes last. Exit codes: 0 done,
-    1 something failed (the rest was applied; run again to converge), 3 refused as unsafe.
+    Creates, then updates and key changes, unlocks, locks and deletes last. Asks for `yes`
+    unless --auto-approve (a saved plan was reviewed when it was made). Exit codes: 0 done,
+    1 something failed (the rest was applied; run again to converge), cancelled, or the saved
+    plan is stale; 3 refused as unsafe. --format json needs --auto-approve or a saved plan.
 
     \b
     Example:
       reconciler apply --auto-approve --allow-deletes 5
+      reconciler apply plan.json --format json
     """
     return _run_apply(plan_file, mail=None, **options)
 
 
 @click.command()
 @_apply_options
-@click.option("--mail-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the mail files go.")
+@click.option(
+    "--mail-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the mail files go [default: setting mail_dir (RECONCILER_MAIL_DIR)].",
+)
 @click.option("--no-reload", is_flag=True, help="Write mail files but do not reload Postfix/Dovecot.")
 @click.option(
     "--wait-gateways",
@@ -160,13 +191,19 @@ def apply(plan_file: Path | None, **options: Any) -> int:
 def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | None, **options: Any) -> int:
     """Apply users/ to the service, then reflect SMTP users on the mail server.
 
+    Exit codes as for apply.
+
     \b
     Example:
       reconciler reconcile --auto-approve --mail-dir /etc/reconciler/mail
       reconciler reconcile --auto-approve --wait-gateways 10m
     """
     return _run_apply(
-        None, mail=workflow.MailStep(mail_dir, reload=not no_reload), wait_gateways=wait_gateways, **options
+        None,
+        mail=workflow.MailStep(mail_dir, reload=not no_reload),
+        mail_dir=mail_dir,
+        wait_gateways=wait_gateways,
+        **options,
     )
 
 
@@ -180,6 +217,8 @@ def _run_apply(
     allow_locks: int | None,
     targets: tuple[str, ...],
     force_unlock: bool,
+    fmt: str,
+    mail_dir: Path | None = None,
     lock_timeout: float,
     wait_gateways: float | None = None,
 ) -> int:
@@ -191,11 +230,44 @@ def _run_apply(
         force_unlock=force_unlock,
         lock_timeout=lock_timeout,
     )
-    loaded = workflow.load(users_dir)
+    loaded = _load(users_dir, mail_dir)
+    if fmt == "json":
+        return _run_apply_json(loaded, options, plan_file=plan_file, mail=mail, wait_gateways=wait_gateways)
     code = workflow.run_apply(loaded, options, ClickReporter(), plan_file=plan_file, mail=mail)
     if wait_gateways is None or code != ExitCode.OK:
         return code
     return _wait_for_gateways(loaded.settings, loaded.desired.digest, wait_gateways)
+
+
+def _run_apply_json(
+    loaded: workflow.Loaded,
+    options: workflow.ApplyOptions,
+    *,
+    plan_file: Path | None,
+    mail: workflow.MailStep | None,
+    wait_gateways: float | None,
+) -> int:
+    if not (options.auto_approve or plan_file):
+        # Like `terraform apply -json`: a pipeline cannot answer a prompt on a JSON stream.
+        raise ReconcilerError("--format json needs --auto-approve (or a saved PLAN.json)")
+    reporter = JsonReporter("apply" if mail is None else "reconcile", mail=mail is not None)
+    if plan_file is not None:
+        reporter.planned = read_saved_plan(plan_file)
+    try:
+        code = workflow.run_apply(loaded, options, reporter, plan_file=plan_file, mail=mail)
+        if wait_gateways is not None and code == ExitCode.OK:
+            with ServiceClient.from_settings(loaded.settings) as client:
+                reporter.gateways_behind = gateway.wait_for_gateways(
+                    client.list_gateways, loaded.desired.digest, wait_gateways
+                )
+            code = ExitCode.ERROR if reporter.gateways_behind else code
+    except ReconcilerError as exc:
+        if reporter.outcomes_seen is None:
+            raise  # nothing was applied: the plain error document says it all
+        emit_json(reporter.document(error=str(exc)))
+        return exit_code_for(exc)
+    emit_json(reporter.document(ok=code == ExitCode.OK))
+    return code
 
 
 def _wait_for_gateways(settings: Settings, digest: str, timeout: float) -> int:
@@ -212,8 +284,11 @@ def _wait_for_gateways(settings: Settings, digest: str, timeout: float) -> int:
 class ClickReporter:
     """The workflow's Reporter at a terminal or in a CI log."""
 
+    stream_rows = True  # JSON output keeps stdout for its one document
+    streamed = False
+
     def warning(self, message: str) -> None:
-        err(f"warning: {message}")
+        note(f"warning: {message}")
 
     def info(self, message: str) -> None:
         click.echo(message)
@@ -224,25 +299,41 @@ class ClickReporter:
             return True
         if not sys.stdin.isatty():
             raise ReconcilerError("refusing to apply without --auto-approve: stdin is not a terminal")
-        return click.confirm("Apply these changes?", default=False)
+        # Terraform's convention, which operators rely on: `y` or Enter must not fire by accident.
+        answer = click.prompt(
+            "Do you want to apply these changes? Only 'yes' will be accepted to approve.\n  Enter a value",
+            default="",
+            show_default=False,
+        )
+        return str(answer).strip() == "yes"
 
     @contextlib.contextmanager
     def progress(self, total: int) -> Iterator[Callable[[Outcome], None]]:
-        """One line per change the moment it completes, numbered: the outcome table and the
-        progress at once, in a CI log as on a terminal (a bar hid every outcome until the end)."""
+        """Each change the moment it completes: on a terminal a progress bar (stderr) and the table
+        at the end; elsewhere (a CI log) one numbered line per change, so the log shows each outcome
+        as it happens (a bar that sat at 0 % and jumped per phase hid them all until the end)."""
+        enabled = None if total >= APPLY_PROGRESS_MIN else False
         width = len(str(total))
         done = 0
-        click.echo("")
+        with Progress("Applying", total, enabled=enabled) as bar:
+            self.streamed = self.stream_rows and not bar.enabled
+            if self.streamed:
+                click.echo("")
 
-        def advance(outcome: Outcome) -> None:
-            nonlocal done
-            done += 1
-            click.echo(f"[{done:>{width}}/{total}] {_outcome_row(outcome)}")
+            def advance(outcome: Outcome) -> None:
+                nonlocal done
+                done += 1
+                bar.advance()
+                if self.streamed:
+                    click.echo(f"[{done:>{width}}/{total}] {_outcome_row(outcome)}")
 
-        yield advance
+            yield advance
 
     def outcomes(self, outcomes: list[Outcome]) -> None:
-        _summary(outcomes)
+        if self.streamed:  # each line was printed as its change completed
+            _summary(outcomes)
+        else:
+            _report(outcomes)
 
     def pending(self, plan: Plan) -> None:
         click.echo("Still pending after apply: " + summary_line(plan), err=True)
@@ -282,7 +373,78 @@ def _outcome_row(outcome: Outcome) -> str:
         Status.SKIPPED: "yellow",
         Status.CHANGED: "yellow",
     }[outcome.status]
-    return f"{name}  {outcome.change.action.value.ljust(7)} " + _styler()(status, colour)
+    return f"{name}  {outcome.change.action.value.ljust(7)} " + styler()(status, colour)
+
+
+class JsonReporter(ClickReporter):
+    """The workflow's Reporter for `--format json`: collects what happened and prints one
+    document at the end (docs/schemas/apply.schema.json); warnings still go to stderr."""
+
+    stream_rows = False
+
+    def __init__(self, command: str, *, mail: bool) -> None:
+        self.command = command
+        self.planned: Plan | None = None
+        self.outcomes_seen: list[Outcome] | None = None
+        self.still_pending: Plan | None = None
+        self.mail_json: dict[str, Any] | None = {"skipped": True} if mail else None
+        self.gateways_behind: list[str] | None = None  # --wait-gateways: who had not caught up
+
+    def info(self, message: str) -> None:
+        pass  # the document says it
+
+    def confirm(self, plan: Plan, *, ask: bool) -> bool:
+        self.planned = plan
+        return True  # --auto-approve was checked before the run
+
+    @contextlib.contextmanager
+    def progress(self, total: int) -> Iterator[Callable[[Outcome], None]]:
+        with ClickReporter.progress(self, total) as advance:
+            yield advance
+
+    def outcomes(self, outcomes: list[Outcome]) -> None:
+        self.outcomes_seen = outcomes
+
+    def pending(self, plan: Plan) -> None:
+        self.still_pending = plan
+
+    def mail(self, report: MailReport | None) -> None:
+        self.mail_json = (
+            {"skipped": True} if report is None else {"skipped": False, **mail_fields_json(report)}
+        )
+
+    def document(self, *, ok: bool = False, error: str | None = None) -> dict[str, Any]:
+        document = apply_to_json(
+            self.command,
+            ok=ok and error is None,
+            plan=self.planned,
+            outcomes=self.outcomes_seen or [],
+            pending=self.still_pending,
+            mail=self.mail_json,
+            error=error,
+        )
+        if self.gateways_behind is not None:
+            document["gateways_behind"] = self.gateways_behind
+        return document
+
+
+def _report(outcomes: list[Outcome]) -> None:
+    names = {id(o): terminal(o.change.api_user) for o in outcomes}  # live names are untrusted too
+    width = max(len(name) for name in names.values())
+    click.echo("")
+    click.echo(f"{'API user'.ljust(width)}  {'action'.ljust(7)}  outcome")
+    for o in outcomes:
+        status = o.status.value + (f": {terminal(o.detail)}" if o.detail else "")
+        colour = {
+            Status.OK: "green",
+            Status.FAILED: "red",
+            Status.SKIPPED: "yellow",
+            Status.CHANGED: "yellow",
+        }[o.status]
+        click.echo(
+            f"{names[id(o)].ljust(width)}  {o.change.action.value.ljust(7)}  " + styler()(status, colour)
+        )
+    _summary(outcomes)
 
 
 def _summary(outcomes: list[Outcome]) -> None:

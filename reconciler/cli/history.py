@@ -3,22 +3,33 @@ run and commit of the reconciler, or via the API (the console) without one."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from reconciler.cli.common import Duration, format_option, users_option
+from reconciler.cli.common import (
+    Duration,
+    complete_api_users,
+    emit_json,
+    format_option,
+    users_option,
+)
 from reconciler.client import ServiceClient
 from reconciler.config import load_settings
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.model import Operation
+from reconciler.output import history_to_json
 
 
 @click.command()
 @users_option
-@click.option("--api-user", metavar="EMAIL", help="Only writes to this API user.")
+@click.option(
+    "--api-user",
+    metavar="EMAIL",
+    shell_complete=complete_api_users,
+    help="Only writes to this API user.",
+)
 @click.option(
     "--since",
     type=Duration(),
@@ -30,7 +41,7 @@ from reconciler.model import Operation
 @click.option(
     "--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="At most this many."
 )
-@format_option("text", "json", default="text")
+@format_option("text", "json")
 def history(users_dir: Path, api_user: str | None, since: float, limit: int, fmt: str) -> int:
     """Show the service's operation log, newest first: every write, by whom, from where.
 
@@ -51,8 +62,7 @@ def history(users_dir: Path, api_user: str | None, since: float, limit: int, fmt
             "contract 2.1; only this checkout's .reconciler/audit.jsonl is there (`reconciler status`)"
         )
     if fmt == "json":
-        document = {"operations": [op.model_dump(mode="json") for op in operations]}
-        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        emit_json(history_to_json(start, operations))
     elif not operations:
         click.echo(f"No writes since {start.isoformat().replace('+00:00', 'Z')}.")
     else:

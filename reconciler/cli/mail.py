@@ -11,7 +11,9 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import users_option
+from reconciler.cli.common import emit_json, format_option, users_option
+from reconciler.cli.progress import Progress
+from reconciler.cli.reports import mail_report_json, progress_hasher
 from reconciler.config import load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode
@@ -47,6 +49,7 @@ templates_option = click.option(
     "--force-unlock", is_flag=True, help="Take over the mail-directory lock from a run that is gone."
 )
 @templates_option
+@format_option("text", "json")
 def render(
     *,
     users_dir: Path,
@@ -55,6 +58,7 @@ def render(
     check: bool,
     force_unlock: bool,
     templates_dir: Path | None,
+    fmt: str,
 ) -> int:
     """Render the Postfix/Dovecot files for SMTP users, validate, swap and reload.
 
@@ -78,7 +82,7 @@ def render(
         if check
         else mail_lock(users_dir, settings, target, "render", force=force_unlock)
     )
-    with lock:
+    with lock, Progress("Hashing keys") as bar:
         desired = load_users(users_dir)
 
         def run() -> MailReport:
@@ -91,6 +95,7 @@ def render(
                 check=check,
                 mail_dir=target,
                 templates_dir=templates_dir,
+                hasher=None if check else progress_hasher(settings.hash_scheme, bar),
             )
 
         # --check changes nothing, so there is nothing to record or report.
@@ -101,7 +106,12 @@ def render(
                 run, desired=desired, users_dir=users_dir, settings=settings, mail_dir=target, warn=_warn
             )
         )
-    show_mail_report(report)
+    if fmt == "json":
+        for warning in report.warnings:
+            _warn(warning)
+        emit_json(mail_report_json(report, ok=True))
+    else:
+        show_mail_report(report)
     if check and report.changed:
         return ExitCode.CHANGES_PENDING
     return ExitCode.OK

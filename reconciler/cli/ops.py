@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,27 @@ import click
 from click.shell_completion import get_completion_class
 
 from reconciler import agekeys, engine, gateway, importer
-from reconciler.cli.common import err, format_option, users_option
+from reconciler.cli.common import (
+    complete_api_users,
+    emit_json,
+    err,
+    format_option,
+    users_option,
+)
+from reconciler.cli.options import note
+from reconciler.cli.progress import Progress
 from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode, NotFound, ReconcilerError, ValidationFailed
-from reconciler.output import summary_line
+from reconciler.output import (
+    import_to_json,
+    lease_to_json,
+    plan_summary_json,
+    status_to_json,
+    summary_line,
+)
+from reconciler.plan import targeted
 from reconciler.secrets import check_key
 from reconciler.state import (
     LEASE_NAME,
@@ -34,6 +48,7 @@ from reconciler.state import (
 )
 
 AUDIT_ENTRIES = 10
+PROGRESS_MIN = 20  # fewer files are written before a progress line could be read
 
 # --- import ---------------------------------------------------------------------------------------
 
@@ -41,7 +56,16 @@ AUDIT_ENTRIES = 10
 @click.command("import")
 @users_option
 @click.option("--force", is_flag=True, help="Also update existing files (comments and key order are kept).")
-def import_(users_dir: Path, force: bool) -> int:
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="PATTERN",
+    shell_complete=complete_api_users,
+    help="Import only api_users matching this glob (repeatable).",
+)
+@format_option("text", "json")
+def import_(users_dir: Path, force: bool, targets: tuple[str, ...], fmt: str) -> int:
     """Write users/<api_user>.yaml for every API user on the service, to adopt an existing account.
 
     Keys cannot be read from the service: each new file refers to an environment variable named
@@ -54,15 +78,24 @@ def import_(users_dir: Path, force: bool) -> int:
     \b
     Example:
       reconciler import --users users && git add users && reconciler plan
+      reconciler import --target 'billing*' --format json
     """
     settings = load_settings(users_dir)
     with ServiceClient.from_settings(settings) as client:
-        live = client.list_users()
+        live = [u for u in client.list_users() if targeted(u.api_user, targets)]
     users_dir.mkdir(parents=True, exist_ok=True)
     valid, refused = importer.importable(live)
     files = importer.import_users(valid, _existing_files(users_dir))
-    for imported in files:
-        click.echo(f"{_import_one(users_dir, imported, force):<10} {users_dir / imported.file_name}")
+    results: list[str] = []
+    with Progress("Importing", len(files), enabled=None if len(files) >= PROGRESS_MIN else False) as bar:
+        for imported in files:
+            results.append(_import_one(users_dir, imported, force))
+            bar.advance()
+    if fmt == "json":
+        emit_json(import_to_json(users_dir, files, results, refused, settings.api_user))
+        return ExitCode.ERROR if refused else ExitCode.OK
+    for imported, result in zip(files, results, strict=True):
+        click.echo(f"{result:<10} {users_dir / imported.file_name}")
     _import_summary(users_dir, files, force, settings)
     if refused:
         # Quoted with repr: the names come from the service and may hold newlines or escapes.
@@ -148,6 +181,8 @@ def _import_summary(
 class _Section:
     lines: tuple[str, ...]
     ok: bool = True
+    # The same facts for `--format json`: a top-level key of the status document (status_to_json).
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @click.command()
@@ -159,23 +194,21 @@ class _Section:
     show_default=True,
     help="How many audit log entries to show.",
 )
-@format_option("text", "json", default="text")
-def status(users_dir: Path, entries: int, fmt: str = "text") -> int:
+@format_option("text", "json")
+def status(users_dir: Path, entries: int, fmt: str) -> int:
     """Summarise desired vs live state, the reconcile lock and the last audit entries.
 
     Read-only, and each part is shown even when another fails (a broken users/ file or an
-    unreachable service), so it is the first command to run when paged.
+    unreachable service), so it is the first command to run when paged. Exit 0 when every part
+    could be read, 1 when one could not (the JSON form says which).
 
     \b
     Example:
       reconciler status --users users --entries 20
+      reconciler status --format json | jq .drift
     """
     settings = load_settings(users_dir)
     state_dir = users_dir.parent / settings.state_dir
-    if fmt == "json":
-        rows, ok = gateway_status(users_dir, settings)
-        click.echo(json.dumps({"gateways": rows}, indent=2))
-        return ExitCode.OK if ok else ExitCode.ERROR
     sections = [
         _drift_section(users_dir, settings),
         _lease_section(settings),
@@ -183,36 +216,62 @@ def status(users_dir: Path, entries: int, fmt: str = "text") -> int:
         _gateways_section(users_dir, settings),
         _audit_section(state_dir, entries),
     ]
-    for section in sections:
-        click.echo("\n".join(section.lines))
-    return ExitCode.OK if all(s.ok for s in sections) else ExitCode.ERROR
+    ok = all(s.ok for s in sections)
+    if fmt == "json":
+        emit_json(status_to_json(ok, [s.data for s in sections]))
+    else:
+        for section in sections:
+            click.echo("\n".join(section.lines))
+    return ExitCode.OK if ok else ExitCode.ERROR
 
 
 def _drift_section(users_dir: Path, settings: Settings) -> _Section:
+    desired_json: dict[str, Any] = {"ok": False, "users_dir": str(users_dir), "users": None, "problems": 0}
+    live_json: dict[str, Any] = {"ok": None, "service": settings.api_url, "users": None, "error": None}
+    drift_json: dict[str, Any] = {
+        "checked": False,
+        "drift": None,
+        "summary": None,
+        "changes": [],
+        "notes": [],
+    }
+    data = {"desired": desired_json, "live": live_json, "drift": drift_json}
     try:
         desired = load_users(users_dir)
     except ValidationFailed as exc:
+        desired_json["problems"] = len(exc.problems)
         return _Section(
-            (f"Desired: INVALID, {len(exc.problems)} problem(s); run `reconciler validate`",), False
+            (f"Desired: INVALID, {len(exc.problems)} problem(s); run `reconciler validate`",), False, data
         )
+    desired_json.update(ok=True, users=len(desired.users))
     lines = [f"Desired: {len(desired.users)} user(s) in {users_dir}"]
     try:
         with ServiceClient.from_settings(settings) as client:
             live = client.list_users()
     except ReconcilerError as exc:
-        return _Section((*lines, f"Live:    UNAVAILABLE: {exc}"), False)
+        live_json.update(ok=False, error=str(exc))
+        return _Section((*lines, f"Live:    UNAVAILABLE: {exc}"), False, data)
+    live_json.update(ok=True, users=len(live))
     lines.append(f"Live:    {len(live)} user(s) on {settings.api_url}")
     resolved = engine.resolve_keys(desired)
     if resolved.unusable:
+        drift_json["notes"] = [f"unusable key: {p}" for p in resolved.unusable]
         bad = [f"Keys:    UNUSABLE: {p}" for p in resolved.unusable]
-        return _Section((*lines, *bad, "         `reconciler plan` fails until these are fixed"), False)
+        return _Section((*lines, *bad, "         `reconciler plan` fails until these are fixed"), False, data)
     plan = engine.compute_plan(
         desired, live, resolved, settings=settings, guards=engine.guards_from(settings)
+    )
+    drift_json.update(
+        checked=True,
+        drift=bool(plan.changes),
+        summary=plan_summary_json(plan),
+        changes=[{"action": c.action.value, "api_user": c.api_user} for c in plan.changes],
+        notes=list(plan.notes),
     )
     drift = "no" if not plan.changes else "YES: " + summary_line(plan) + " Run `reconciler plan`."
     lines.append(f"Drift:   {drift}")
     lines += [f"Note:    {note}" for note in plan.notes]
-    return _Section(tuple(lines))
+    return _Section(tuple(lines), data=data)
 
 
 def gateway_status(users_dir: Path, settings: Settings) -> tuple[list[dict[str, Any]], bool]:
@@ -235,8 +294,8 @@ def gateway_status(users_dir: Path, settings: Settings) -> tuple[list[dict[str, 
 def _gateways_section(users_dir: Path, settings: Settings) -> _Section:
     rows, ok = gateway_status(users_dir, settings)
     if not ok:
-        return _Section(("Gateways: UNAVAILABLE (the service cannot be asked)",), False)
-    return _Section(tuple(gateway.text_lines(rows)))
+        return _Section(("Gateways: UNAVAILABLE (the service cannot be asked)",), False, {"gateways": []})
+    return _Section(tuple(gateway.text_lines(rows)), data={"gateways": rows})
 
 
 def _lease_section(settings: Settings) -> _Section:
@@ -245,20 +304,37 @@ def _lease_section(settings: Settings) -> _Section:
         with ServiceClient.from_settings(settings) as client:
             lease = client.get_lease(LEASE_NAME)
     except ReconcilerError as exc:
-        return _Section((f"Lease:   UNAVAILABLE: {exc}",), False)
+        data = {"lease": lease_to_json(LEASE_NAME, None, error=str(exc))}
+        return _Section((f"Lease:   UNAVAILABLE: {exc}",), False, data)
+    data = {"lease": lease_to_json(LEASE_NAME, lease)}
     if lease is None:
-        return _Section((f"Lease:   '{LEASE_NAME}' on the service is free",))
+        return _Section((f"Lease:   '{LEASE_NAME}' on the service is free",), data=data)
     expires = lease.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     return _Section(
-        (f"Lease:   '{LEASE_NAME}' held by {lease.describe()}, expires {expires} unless renewed",)
+        (f"Lease:   '{LEASE_NAME}' held by {lease.describe()}, expires {expires} unless renewed",), data=data
     )
 
 
 def _lock_section(state_dir: Path, service: str) -> _Section:
     """The service's lock and any other lock in the state dir (a gateway's mail-directory lock)."""
-    paths = {lock_path(state_dir, service), *state_dir.glob("reconcile-*.lock")}
-    lines = [_describe_lock(path) for path in sorted(paths) if path.exists()]
-    return _Section(tuple(lines) or ("Lock:    free",))
+    paths = sorted(
+        p for p in {lock_path(state_dir, service), *state_dir.glob("reconcile-*.lock")} if p.exists()
+    )
+    lines = [_describe_lock(path) for path in paths]
+    return _Section(tuple(lines) or ("Lock:    free",), data={"locks": [_lock_json(p) for p in paths]})
+
+
+def _lock_json(path: Path) -> dict[str, Any]:
+    info = read_lock(path)
+    if info is None:
+        return {"file": str(path), "readable": False, "stale": True}
+    age = _age(info)
+    return {
+        "file": str(path),
+        "readable": True,
+        **asdict(info),
+        "stale": age is None or age > STALE_AFTER,
+    }
 
 
 def _describe_lock(path: Path) -> str:
@@ -268,10 +344,16 @@ def _describe_lock(path: Path) -> str:
     return f"Lock:    {info.service} held by {info.describe()}{_lock_age(info)}\n         file {path}"
 
 
-def _lock_age(info: LockInfo) -> str:
+def _age(info: LockInfo) -> timedelta | None:
     try:
-        age = datetime.now(UTC) - datetime.fromisoformat(info.started_at)
+        return datetime.now(UTC) - datetime.fromisoformat(info.started_at)
     except ValueError:
+        return None
+
+
+def _lock_age(info: LockInfo) -> str:
+    age = _age(info)
+    if age is None:
         return ""
     minutes = int(age.total_seconds() // 60)
     stale = "; STALE, the next run takes it over" if age > STALE_AFTER else ""
@@ -284,16 +366,19 @@ def _audit_section(state_dir: Path, count: int) -> _Section:
     # A line cut off by a crash is reported and skipped; the lines around it still count.
     damaged = [f"  line {n} of {log.path} is not JSON (cut off by a crash?); skipped" for n in read.damaged]
     unknown = read.unsettled()
-    notes = (
-        [f"  {len(unknown)} change(s) with outcome unknown: the next plan or apply settles them"]
-        if unknown
-        else []
-    )
+    notes = [f"  {len(unknown)} change(s) with outcome unknown: the next plan or apply settles them"]
     tail = read.shown()[-count:]
+    data: dict[str, Any] = {
+        "file": str(log.path),
+        "ok": True,
+        "entries": tail,
+        "outcome_unknown": len(unknown),
+        "damaged_lines": read.damaged,
+    }
     if not tail:
-        return _Section((f"Audit:   no entries in {log.path}", *damaged))
-    lines = (f"Audit:   last {len(tail)} of {log.path}", *(_audit_line(e) for e in tail), *notes, *damaged)
-    return _Section(lines)
+        return _Section((f"Audit:   no entries in {log.path}", *damaged), data={"audit": data})
+    lines = (f"Audit:   last {len(tail)} of {log.path}", *(_audit_line(e) for e in tail))
+    return _Section((*lines, *(notes if unknown else []), *damaged), data={"audit": data})
 
 
 def _audit_line(entry: dict[str, Any]) -> str:
@@ -347,7 +432,7 @@ def encrypt(recipients: tuple[str, ...]) -> int:
     key, source = _read_key()
     armored = agekeys.encrypt(check_key(key, source).reveal(), recipients)
     click.echo(agekeys.yaml_snippet(armored), nl=False)
-    err("Paste this over the api_key: of the user's file; the plaintext key is not stored anywhere.")
+    note("Paste this over the api_key: of the user's file; the plaintext key is not stored anywhere.")
     return ExitCode.OK
 
 

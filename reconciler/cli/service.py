@@ -9,11 +9,12 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import format_option, users_option
+from reconciler.cli.common import emit_json, format_option, users_option
 from reconciler.client import ServiceClient
 from reconciler.config import load_settings
 from reconciler.errors import ConfigError, ExitCode
 from reconciler.model import LiveUser
+from reconciler.output import live_to_json
 
 SERVICE_EXTRA_HINT = "the embedded service is not installed: pip install 'reconciler[service]'"
 
@@ -80,18 +81,18 @@ def messages(*, users_dir: Path, fmt: str) -> int:
 
 @click.command("live")
 @users_option
-@format_option("table", "json", default="table")
+@format_option("table", "json")
 def live(*, users_dir: Path, fmt: str) -> int:
-    """List the API users the service has now (JSON: a list of user objects).
+    """List the API users the service has now (JSON: {"api_users": [user objects], ...}).
 
     \b
     Example:
-      reconciler live --format json | jq '.[] | select(.locked) | .api_user'
+      reconciler live --format json | jq '.api_users[] | select(.locked) | .api_user'
     """
     with ServiceClient.from_settings(load_settings(users_dir)) as client:
         users = client.list_users()
     if fmt == "json":
-        click.echo(json.dumps([u.model_dump(mode="json") for u in users], indent=2))
+        emit_json(live_to_json(users))
     else:
         click.echo(_table(users))
     return ExitCode.OK

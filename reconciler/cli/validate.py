@@ -14,6 +14,7 @@ from reconciler.cli.common import format_option, users_option
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import ExitCode, Problem, ValidationFailed
 from reconciler.model import UserSpec, user_json_schema
+from reconciler.output import OUTPUT_FORMAT_VERSION
 
 DESCRIPTION_WIDTH = 40
 
@@ -70,7 +71,13 @@ def _as_json(desired: DesiredState) -> dict[str, Any]:
         {"file": str(desired.files[user.api_user]), **user.model_dump(mode="json", exclude_none=True)}
         for user in desired.users
     ]
-    return {"ok": True, "count": len(users), "digest": desired.digest, "users": users}
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": True,
+        "count": len(users),
+        "digest": desired.digest,
+        "users": users,
+    }
 
 
 def users_table(desired: DesiredState) -> str:

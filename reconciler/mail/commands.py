@@ -4,6 +4,7 @@ doveconf, doveadm) goes through `run`, which shows command, exit code and output
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shlex
@@ -20,6 +21,7 @@ MAX_OUTPUT = 2000
 # A diagnostic of postfix/postconf/postmap ("postmap: warning: ...") or Dovecot ("doveconf: Fatal: ...").
 _DIAGNOSTIC = re.compile(r"^(?:[\w/.-]+(?:\[\d+\])?: )?(?P<level>fatal|panic|error|warning):", re.IGNORECASE)
 STOP_TIMEOUT = 15.0
+log = logging.getLogger("reconciler.mail")
 
 
 class CommandFailed(MailServerError):
@@ -41,6 +43,7 @@ def run(command: Sequence[str], *, tty: bool = False, timeout: float = 60.0, std
     broken config fails with no message at all. `stdout=False` discards stdout (postmap -s would
     print sasl_passwd, keys included). On timeout every process the command started is killed."""
     argv = ["script", "-qec", shlex.join(command), "/dev/null"] if tty else list(command)
+    started = time.monotonic()
     try:
         proc = subprocess.Popen(
             argv,
@@ -67,6 +70,8 @@ def run(command: Sequence[str], *, tty: bool = False, timeout: float = 60.0, std
         proc.communicate()
         raise
     output = ((out or "") + (err or "")).replace("\r\n", "\n")
+    # The command line only: no key is ever an argument (smoke checks use the auth socket).
+    log.debug("run: %s -> %d in %.1f ms", shlex.join(command), proc.returncode, _ms(started))
     if proc.returncode != 0:
         raise CommandFailed(command, proc.returncode, output)
     return output
@@ -238,3 +243,7 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000

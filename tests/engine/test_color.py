@@ -69,11 +69,11 @@ def test_plan_piped_is_never_coloured(repo: Repo) -> None:
     assert ESC not in done.stdout
 
 
-@pytest.mark.parametrize(("answer", "applied"), [(b"n\n", False), (b"y\n", True)])
+@pytest.mark.parametrize(("answer", "applied"), [(b"n\n", False), (b"yes\n", True)])
 def test_apply_at_a_terminal_asks_first(repo: Repo, answer: bytes, applied: bool) -> None:
     repo.write("a@example.com")
     env = os.environ | repo.env()
     out = _on_a_terminal(repo, "apply", env=env, answer=answer)
-    assert b"Apply these changes?" in out
+    assert b"Only 'yes' will be accepted to approve." in out
     assert ("a@example.com" in repo.live()) is applied
     assert (b"apply cancelled; nothing was changed" in out) is not applied

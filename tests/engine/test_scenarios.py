@@ -169,14 +169,14 @@ def test_saved_plan_is_applied_exactly_or_refused_when_stale(repo: Repo) -> None
     with repo.service.client() as client:
         client.update_user("b@example.com", {"description": "edited in the console"})
     stale = repo.run("apply", "plan.json")
-    assert stale.code == 3
+    assert stale.code == 1  # an error, not a safety refusal: no override applies a stale plan
     assert "stale" in stale.stderr and "b@example.com" in stale.stderr
     assert repo.live()["a@example.com"].timezone == "Asia/Tokyo"
     repo.write("b@example.com", access={"http_api": True, "smtp": True}, timezone="Asia/Tokyo")
     assert repo.run("plan", "--out", "plan.json").code == 2
     repo.write("c@example.com", access={"http_api": True, "smtp": True}, timezone="Europe/Paris")
     moved = repo.run("apply", "plan.json")
-    assert moved.code == 3 and "the files in users/ changed" in moved.stderr
+    assert moved.code == 1 and "the files in users/ changed" in moved.stderr
     repo.write("c@example.com", access={"http_api": True, "smtp": True}, timezone="Asia/Tokyo")
     assert repo.run("apply", "plan.json").code == 0
     assert repo.live()["a@example.com"].timezone == "UTC"
@@ -297,7 +297,7 @@ def test_saved_plan_made_for_a_target_is_not_applied_to_everyone(repo: Repo) -> 
     repo.write("b@example.com")
     assert repo.run("plan", "--target", "a@*", "--out", "plan.json").code == 2
     refused = repo.run("apply", "plan.json")
-    assert refused.code == 3
+    assert refused.code == 1  # a stale plan is an error, not a safety refusal
     assert "does not match what apply would do now" in refused.stderr
     assert set(repo.live()) == {repo.service.admin_user}
     assert repo.run("apply", "plan.json", "--target", "a@*").code == 0

@@ -206,7 +206,7 @@ def test_a_412_is_its_own_outcome_never_retried(repo: Repo) -> None:
     assert change["version"] == repo.live()["a@example.com"].version
     _http(repo.service, "PATCH", "/api_users/a@example.com", json={"description": "console"})
     stale = repo.run("apply", "plan.json")
-    assert stale.code == 3 and "live users changed since the plan: a@example.com" in stale.stderr
+    assert stale.code == 1 and "live users changed since the plan: a@example.com" in stale.stderr
     assert repo.live()["a@example.com"].timezone == "Asia/Tokyo"
 
 

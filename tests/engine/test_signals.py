@@ -81,7 +81,7 @@ def test_ctrl_c_at_the_confirmation_prompt_exits_130_and_changes_nothing(repo: R
         seen = b""
         # input() writes the last ": " itself, just before it blocks reading the terminal; a
         # person's Ctrl-C comes later than that, and so does ours.
-        while b"Apply these changes? [y/N]: " not in seen:
+        while b"Enter a value: " not in seen:
             ready, _, _ = select.select([proc.stdout], [], [], 20)
             assert ready, f"no prompt; got {seen!r}"
             seen += os.read(proc.stdout.fileno(), 65536)

@@ -58,7 +58,7 @@ def test_live_plan_and_apply_authenticate_with_the_ref(
     env = setup(repo)
     listed = repo.run("live", "--format", "json", env=env)
     assert listed.code == 0, listed.output
-    assert [u["api_user"] for u in json.loads(listed.stdout)] == [repo.service.admin_user]
+    assert [u["api_user"] for u in json.loads(listed.stdout)["api_users"]] == [repo.service.admin_user]
 
     repo.write("a@example.com", access={"http_api": True})
     env |= {repo.var("a@example.com"): repo.keys["a@example.com"]}

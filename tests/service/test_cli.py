@@ -78,7 +78,7 @@ def test_live_lists_users_of_a_real_service_process(served: Subprocess, tmp_path
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    users = json.loads(out.stdout)
+    users = json.loads(out.stdout)["api_users"]
     assert [u["api_user"] for u in users] == ["root@example.com"]
     assert users[0]["role"] == "admin" and users[0]["access"]["http_api"] is True
     table = subprocess.run(
@@ -134,7 +134,7 @@ def test_live_against_the_fixture_service(service: RunningService, tmp_path: Pat
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert [u["api_user"] for u in json.loads(out.stdout)] == [service.admin_user]
+    assert [u["api_user"] for u in json.loads(out.stdout)["api_users"]] == [service.admin_user]
 
 
 def _children(pid: int) -> list[int]:

@@ -207,7 +207,7 @@ def run_lock(
     }
     try:
         broken = _force(client) if force else None
-        lease = _with_wait(lambda: client.acquire_lease(LEASE_NAME, request), wait)
+        lease = _with_wait(lambda: _acquire_lease(client, request), wait)
     except LeasesUnsupported:
         with _local(state_dir, service, command, force=force, wait=wait) as local:
             yield local
@@ -222,6 +222,28 @@ def run_lock(
         renewer.stop()
         with contextlib.suppress(ReconcilerError):  # it expires by itself anyway
             client.release_lease(LEASE_NAME, token)
+
+
+def _acquire_lease(client: LeaseClient, request: dict[str, Any]) -> Lease:
+    """Take the lease. When the service took our PUT but its answer was lost (the retry then meets
+    a lease held by this very process: same holder, host and pid), the lease is ours without its
+    token: break it and take it again, rather than fail or wait out the TTL."""
+    try:
+        return client.acquire_lease(LEASE_NAME, request)
+    except LockHeld as exc:
+        if not _ours(exc.holder, request):
+            raise
+    client.force_release_lease(LEASE_NAME)
+    return client.acquire_lease(LEASE_NAME, request)
+
+
+def _ours(held: object, request: dict[str, Any]) -> bool:
+    return (
+        isinstance(held, Lease)
+        and held.holder == request["holder"]
+        and held.host == request["host"]
+        and held.pid == request["pid"]
+    )
 
 
 def _force(client: LeaseClient) -> str | None:

@@ -26,7 +26,7 @@ from werkzeug.wrappers import Request, Response
 
 from reconciler.model import Email, UserAttributes
 from reconciler.secrets import KEY_RE, KEY_RULE
-from reconciler_service.faults import Fault, FaultConfig
+from reconciler_service.faults import Fault, FaultConfig, drops_lease_put
 from reconciler_service.gateways import GatewayReport, Gateways, valid_name
 from reconciler_service.store import (
     Busy,
@@ -191,7 +191,7 @@ class ServiceApp:
         if self.faults.no_shared_state and endpoint in SHARED_STATE_ENDPOINTS:
             return _http_error(NotFound()).response()
         try:
-            self._inject(request, endpoint, args.get("api_user"))
+            self._inject(request, endpoint, args.get("api_user"), lease=args.get("name"))
             caller = self._authenticate(request)
             response = getattr(self, endpoint)(request, caller, **args)
         except ApiError as exc:
@@ -208,7 +208,9 @@ class ServiceApp:
 
     # Faults
 
-    def _inject(self, request: Request, endpoint: str, api_user: str | None) -> None:
+    def _inject(
+        self, request: Request, endpoint: str, api_user: str | None, *, lease: str | None = None
+    ) -> None:
         if endpoint in UNFAULTED:
             return
         request.environ["reconciler.fault"] = fault = self.faults.draw()
@@ -222,6 +224,8 @@ class ServiceApp:
         if request.method in WRITE_METHODS and self.faults.drops_write_for(
             api_user or _body_api_user(request)
         ):
+            request.environ["reconciler.fault"] = Fault.DROP
+        if endpoint == "put_lease" and drops_lease_put(self.faults, lease):
             request.environ["reconciler.fault"] = Fault.DROP
         if fault is Fault.FAIL or (
             request.method in WRITE_METHODS

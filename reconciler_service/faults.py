@@ -36,6 +36,8 @@ class FaultConfig:
     # Writes to these api_users are processed and then their answer is lost (the connection is cut),
     # once each: "the answer to that one PATCH never arrived".
     drop_next_write_for: set[str] = field(default_factory=set)
+    # Lease names whose next PUT is taken and its answer lost (the acquiring run never sees its token).
+    drop_next_lease_put: set[str] = field(default_factory=set)
     # Behave as a contract 2.0 service: no leases, no operation log (404), as older deployments.
     no_shared_state: bool = False
     # Deterministic faults for the next requests, in order, before any random ones.
@@ -77,6 +79,14 @@ class FaultConfig:
             if match is not None:
                 self.drop_next_write_for.discard(match)
         return match is not None
+
+
+def drops_lease_put(config: FaultConfig, name: str | None) -> bool:
+    """True once for each lease name in drop_next_lease_put (which it then leaves)."""
+    if name is None or name not in config.drop_next_lease_put:
+        return False
+    config.drop_next_lease_put.discard(name)
+    return True
 
 
 def _listed(api_user: str | None, names: set[str]) -> bool:

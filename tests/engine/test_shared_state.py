@@ -341,3 +341,17 @@ def test_a_failed_renewal_loses_the_lease_so_no_write_starts(repo: Repo, tmp_pat
         assert "expired or was broken" in (client.lease_lost or "")
         with pytest.raises(LeaseLost, match="not sent"):
             client.update_user(repo.service.admin_user, {"description": "x"})
+
+
+def test_a_lost_answer_to_the_lease_put_is_settled_in_the_same_run(repo: Repo) -> None:
+    # The service takes the lease but the answer never arrives: the client's retry meets a lease
+    # held by this very process. The run breaks its own orphan and goes on, instead of failing
+    # "held" (and every later run until the TTL runs out).
+    repo.write("lost-lease@example.com")
+    repo.service.faults.drop_next_lease_put = {LEASE_NAME}
+    result = repo.run("apply", "--auto-approve")
+    assert result.code == 0, result.output
+    assert not repo.service.faults.drop_next_lease_put  # the answer really was lost
+    with repo.service.client() as client:
+        assert client.get_lease(LEASE_NAME) is None  # released at the end, as always
+    assert repo.run("plan").code == 0

@@ -82,7 +82,9 @@ def environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def _main_cf(root: Path, snippet: str) -> str:
+def main_cf(root: Path, snippet: str, *, extra: str = "") -> str:
+    """The sandbox's main.cf: the operator's snippet on top of a loopback-only, no-local-delivery
+    base (also used by the test fixture tests/fixtures/mail.py, which adds `extra` lines)."""
     return f"""\
 compatibility_level = 3.6
 queue_directory = {root}/pf-spool
@@ -107,10 +109,10 @@ smtpd_tls_security_level = none
 smtp_tls_security_level = none
 smtp_sasl_mechanism_filter = plain, login
 smtp_dns_support_level = disabled
-{snippet}"""
+{extra}{snippet}"""
 
 
-def _master_cf(port: int) -> str:
+def master_cf(port: int) -> str:
     return (
         f"{HOST}:{port} inet n - n - - smtpd\n"
         "  -o syslog_name=postfix-sandbox/submission\n"
@@ -118,11 +120,11 @@ def _master_cf(port: int) -> str:
     )
 
 
-def _dovecot_conf(root: Path, snippet: str) -> str:
+def dovecot_conf(root: Path, snippet: str, *, instance: str = "reconciler-demo", extra: str = "") -> str:
     return f"""\
 base_dir = {root}/dovecot/run
 state_dir = {root}/dovecot/state
-instance_name = reconciler-demo-{root.name}
+instance_name = {instance}-{root.name}
 protocols = none
 listen = {HOST}
 log_path = {root}/logs/dovecot.log
@@ -132,7 +134,7 @@ default_login_user = dovenull
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
-{snippet}
+{extra}{snippet}
 userdb {{
   driver = static
   args = uid=nobody gid=nogroup home=/nonexistent
@@ -158,9 +160,9 @@ def _configure(root: Path, settings: Settings) -> None:
     (root / "pf-data").mkdir(exist_ok=True)
     shutil.chown(root / "pf-data", "postfix", "postfix")
     assert settings.submission_port is not None
-    _write(root / "postfix/main.cf", _main_cf(root, snippets["postfix-main.cf"]))
-    _write(root / "postfix/master.cf", _master_cf(settings.submission_port))
-    _write(root / "dovecot/dovecot.conf", _dovecot_conf(root, snippets["dovecot-passdb.conf"]))
+    _write(root / "postfix/main.cf", main_cf(root, snippets["postfix-main.cf"]))
+    _write(root / "postfix/master.cf", master_cf(settings.submission_port))
+    _write(root / "dovecot/dovecot.conf", dovecot_conf(root, snippets["dovecot-passdb.conf"]))
 
 
 def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

@@ -46,6 +46,11 @@ class FieldChange:
     new: Any
 
 
+# An operation without an authenticated API user was made by the service itself (the embedded
+# service creates its first admin at start-up): neither a person nor "the API".
+SERVICE_ITSELF = "the service itself"
+
+
 @dataclass(frozen=True)
 class Drift:
     """Who changed a declared field outside the reconciler, from the service's operation log."""
@@ -55,7 +60,8 @@ class Drift:
     at: datetime
 
     def describe(self) -> str:
-        return f"{self.field}: changed by {self.actor} via the API at {self.at.strftime('%Y-%m-%dT%H:%MZ')}"
+        via = "" if self.actor == SERVICE_ITSELF else " via the API"
+        return f"{self.field}: changed by {self.actor}{via} at {self.at.strftime('%Y-%m-%dT%H:%MZ')}"
 
 
 @dataclass(frozen=True)
@@ -414,7 +420,7 @@ def _with_drift(change: Change, last: Mapping[tuple[str, str], Operation]) -> Ch
     for name in names:
         op = last.get((change.api_user.lower(), name))
         if op is not None and op.source != "reconciler":
-            found.append(Drift(name, op.actor_api_user or "an unknown API user", op.at))
+            found.append(Drift(name, op.actor_api_user or SERVICE_ITSELF, op.at))
     return replace(change, drift=tuple(found)) if found else change
 
 

@@ -15,7 +15,11 @@ T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
 
 def op(
-    api_user: str, fields: tuple[str, ...], source: str = "api", at: datetime = T1, who: str = "alice@x.com"
+    api_user: str,
+    fields: tuple[str, ...],
+    source: str = "api",
+    at: datetime = T1,
+    who: str | None = "alice@x.com",
 ) -> Operation:
     return Operation(
         id=1, at=at, actor_api_user=who, source=source, action="update", api_user=api_user, fields=fields
@@ -64,6 +68,14 @@ def test_drift_reads_like_the_issue_says() -> None:
     assert Drift("timezone", "alice@example.com", T1).describe() == (
         "timezone: changed by alice@example.com via the API at 2026-11-30T10:02Z"
     )
+
+
+def test_a_write_by_the_service_itself_is_not_called_an_api_users() -> None:
+    # The embedded service creates its first admin at start-up: no API user made that write.
+    (change,) = attribute_drift(plan(UPDATE), [op("a@x.com", ("timezone",), who=None)]).changes
+    assert [d.describe() for d in change.drift] == [
+        "timezone: changed by the service itself at 2026-11-30T10:02Z"
+    ]
 
 
 @pytest.mark.parametrize(

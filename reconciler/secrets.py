@@ -76,7 +76,9 @@ def resolve(
 ) -> ApiKey:
     """Read the key a reference points at, within `deadline` seconds. Relative file paths are
     relative to `base_dir`."""
-    if getattr(_worker, "active", False):  # already on a Deadline's worker (resolve_all)
+    # An environment lookup cannot block; already on a Deadline's worker (resolve_all), the
+    # deadline is already there.
+    if ref.from_env is not None or getattr(_worker, "active", False):
         return _resolve_now(ref, base_dir, env)
     with Deadline(deadline) as limit:
         return limit.call(lambda: _resolve_now(ref, base_dir, env), _what(ref))
@@ -210,7 +212,10 @@ def _resolve_all(
         line = desired.line(user.api_user, field) or desired.line(user.api_user, "api_key")
         try:
             resolve_one = partial(resolve, user.api_key, file.parent, env)  # the one seam per key
-            keys[user.api_user] = limit.call(resolve_one, _what(user.api_key))
+            # Only files and age decryption can hang; a hand-off to the worker per environment
+            # variable would cost 0.5 s for 10,000 users (docs/benchmarks.md).
+            blocking = user.api_key.from_env is None
+            keys[user.api_user] = limit.call(resolve_one, _what(user.api_key)) if blocking else resolve_one()
         except SecretError as exc:
             problem = Problem(str(file), str(exc), line, field=field)
             missing.append(problem)

@@ -165,6 +165,16 @@ def test_action_refuses_the_removed_key_secrets_input(repo: Repo, tmp_path: Path
     assert _calls(log) == []  # nothing ran with the whole secrets context around
 
 
+def test_with_the_removed_key_secrets_input_nothing_is_set_up_or_installed_before_the_refusal() -> None:
+    # The whole secrets context would sit in the action's inputs: no third-party action or package
+    # may run before the run step refuses.
+    steps = _load(ACTION)["runs"]["steps"]
+    before = steps[: next(i for i, step in enumerate(steps) if step.get("id") == "run")]
+    assert before, "the action sets up Python and installs reconciler first"
+    for step in before:
+        assert step.get("if") == "inputs.key-secrets == ''", step["name"]
+
+
 def test_action_validate_annotates_the_pull_request(repo: Repo, tmp_path: Path) -> None:
     (repo.users / "broken@example.com.yaml").write_text("api_user: broken@example.com\nrole: root\n")
     env = repo.env() | {"GITHUB_ACTIONS": "true"}

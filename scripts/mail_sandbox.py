@@ -148,7 +148,16 @@ def _write(path: Path, text: str) -> None:
     path.chmod(0o644)
 
 
-def _configure(root: Path, settings: Settings) -> None:
+def configure(
+    root: Path,
+    settings: Settings,
+    *,
+    postfix_extra: str = "",
+    dovecot_extra: str = "",
+    instance: str = "reconciler-demo",
+) -> None:
+    """Write the sandbox's Postfix and Dovecot configuration under `root` (the test fixture adds its
+    `*_extra` lines: no anti-abuse pauses, no auth penalty)."""
     templates = template_environment(default_templates_dir())
     snippets = render_snippets(root / "mail", settings, templates, postfix_queue_dir=root / "pf-spool")
     for name in ("logs", "pf-spool", "dovecot/run", "dovecot/state"):
@@ -160,12 +169,13 @@ def _configure(root: Path, settings: Settings) -> None:
     (root / "pf-data").mkdir(exist_ok=True)
     shutil.chown(root / "pf-data", "postfix", "postfix")
     assert settings.submission_port is not None
-    _write(root / "postfix/main.cf", main_cf(root, snippets["postfix-main.cf"]))
+    _write(root / "postfix/main.cf", main_cf(root, snippets["postfix-main.cf"], extra=postfix_extra))
     _write(root / "postfix/master.cf", master_cf(settings.submission_port))
-    _write(root / "dovecot/dovecot.conf", dovecot_conf(root, snippets["dovecot-passdb.conf"]))
+    dovecot = dovecot_conf(root, snippets["dovecot-passdb.conf"], instance=instance, extra=dovecot_extra)
+    _write(root / "dovecot/dovecot.conf", dovecot)
 
 
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -173,7 +183,7 @@ def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -
         time.sleep(0.02)
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as sock, contextlib.suppress(OSError):
         sock.settimeout(0.2)
         return sock.connect_ex((HOST, port)) == 0
@@ -186,13 +196,13 @@ def up(root: Path, relay_port: int, submission_port: int) -> dict[str, str]:
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)  # the postfix and dovecot users must reach the sockets and the passwd-file
     settings = settings_for(root, relay_port, submission_port)
-    _configure(root, settings)
+    configure(root, settings)
     reflect([], {}, settings, reload=False, check=False)  # the maps main.cf names must exist
     with (root / "logs/dovecot-start.out").open("w") as out:  # never a pipe: the daemon keeps it open
         subprocess.run(["dovecot", "-c", str(settings.dovecot_config)], stdout=out, stderr=out, check=True)
-    _wait_for((root / "pf-spool/private/auth").exists, "the Dovecot auth socket for Postfix")
+    wait_for((root / "pf-spool/private/auth").exists, "the Dovecot auth socket for Postfix")
     run(["postfix", "-c", str(root / "postfix"), "start"], tty=True)
-    _wait_for(lambda: _port_open(submission_port), "Postfix to listen")
+    wait_for(lambda: port_open(submission_port), "Postfix to listen")
     return environment(settings)
 
 

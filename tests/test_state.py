@@ -63,3 +63,24 @@ def test_intent_lines_hold_no_key_and_the_log_is_private(tmp_path: Path) -> None
     entry = json.loads(line)
     assert entry["event"] == "intent" and entry["outcome"] is None and "api_key" not in entry["fields"]
     assert oct((tmp_path / AUDIT_FILE).stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_intent_is_on_disk_before_the_change_is_sent_and_the_outcome_costs_no_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    log = AuditLog(tmp_path, {"actor": "test"})
+    intent = log.intent(action="update", api_user="a@example.com")
+    assert len(synced) == 1  # write-ahead: the intent survives a power loss
+    log.outcome(intent, action="update", api_user="a@example.com", outcome="ok")
+    assert len(synced) == 1  # an outcome lost with the power is settled by the next plan
+    assert log.read().unsettled() == []

@@ -65,6 +65,31 @@ class Settings(BaseModel):
     _env: Mapping[str, str] | None = PrivateAttr(default=None)
     _resolved_key: SecretStr | None = PrivateAttr(default=None)
 
+    # The backend (reconciler/backend/registry.py) and where state lives that the backend cannot keep
+    backend: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")] = "http-v2"
+    # A declared field the backend cannot store: refuse (file:line) or only note it in the plan.
+    unsupported_fields: Literal["refuse", "note"] = "refuse"
+    # local: the state directory; git: a ref in the users repository, updated by compare-and-swap push.
+    state_store: Literal["local", "git"] = "local"
+    state_ref: str = "refs/reconciler/state"
+    state_remote: str = "origin"
+
+    # Mailgun (reconciler/backend/mailgun/)
+    mailgun_region: Literal["us", "eu"] = "us"
+    mailgun_api_url: str | None = None  # overrides the region's base URL; http:// only to loopback
+    mailgun_api_key_env: str = "MAILGUN_API_KEY"  # the variable holding the account key
+    mailgun_domains: str | None = None  # comma-separated sending domains
+    mailgun_lock_by_delete: StrictBool = False  # locked: true deletes the credential, unlock re-creates it
+    mailgun_smtp_host: str | None = None  # the relay hop; default the region's smtp.mailgun.org host
+    mailgun_smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+
+    # Customers Mail Cloud console (reconciler/backend/cmc/)
+    cmc_relay_host: str | None = None  # Standard, Pro <SUBDOMAIN> or sandbox relay (docs/cmc.md)
+    cmc_relay_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    cmc_api_url: str = "https://api.smtps.jp/transaction/v2"  # the Transactional Email API
+    cmc_server_composition: str | None = None
+    cmc_probe_rate: Annotated[float, Field(gt=0, le=100)] = 2.0  # probes per second, at most
+
     # Safety guards
     max_deletes: Annotated[int, Field(ge=0)] = 3
     max_change_percent: Percent = 25.0

@@ -1,0 +1,201 @@
+"""The backend seam: what the reconciler needs from a service that holds API users.
+
+A backend is a small set of protocols plus `Capabilities`, which it declares as data (octoDNS's
+SUPPORTS, Crossplane's ExternalClient). The core reads the capabilities to decide what it can do
+(refuse a declared field the backend cannot store, show a key change as `replace`, fall back to the
+local lock without leases); it never probes a backend by catching its errors.
+
+The write contract is Crossplane's: a create must not fail because the user already exists in the
+intended state (a retry after a lost answer), and deleting a user that is already gone is success.
+A write whose answer was lost is settled by the backend itself (read back, or find its own run in
+the operation log), so the core sees one outcome per change. Raise `reconciler.errors` types only:
+`ChangedSincePlan` for a failed conditional write, `NotFound`, `AuthError`, `ServiceError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from reconciler.model import Lease, LiveUser, Operation
+from reconciler.secrets import ApiKey
+
+# The declared paths of a user file a backend may store (UserSpec's fields, dotted for `access`).
+ALL_FIELDS = frozenset(
+    {
+        "role",
+        "operation",
+        "access.http_api",
+        "access.smtp",
+        "access.own_data_only",
+        "timezone",
+        "locked",
+        "smtp_senders",
+        "description",
+    }
+)
+
+
+class KeyUpdate(StrEnum):
+    IN_PLACE = "in_place"  # the key of an existing user can be changed
+    REPLACE = "replace"  # a new key means deleting and re-creating the user
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared once (a backend that must ask the service does it inside
+    itself, at most once per run)."""
+
+    fields: frozenset[str] = ALL_FIELDS
+    """Declared paths the backend stores. A declared path outside it is refused (file:line)."""
+    observable: frozenset[str] | None = None
+    """Paths the backend can read back; None = all of `fields`. Stored but unobservable paths are
+    reported as not observable, never as drift (a console backend)."""
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    """Paths the backend does not store but whose value is fixed (Mailgun: every credential is an
+    SMTP login). Declaring one with exactly this value is allowed; anything else is refused."""
+    key_update: KeyUpdate = KeyUpdate.IN_PLACE
+    key_reuse_refused: bool = False
+    """Setting the key a user already has is refused by the service (Mailgun); the backend treats
+    that refusal as success, the plan needs to know so it never sends a same-key write."""
+    can_list: bool = True
+    """False: the set of users comes from the state store (what the repository declared)."""
+    can_write: bool = True
+    """False: a person applies the plan (a console backend); apply becomes a guided session."""
+    conditional_writes: bool = False
+    leases: bool = False
+    operation_log: bool = False
+    gateway_reports: bool = False
+    annotations: bool = False
+    """Per-user string annotations (fingerprints); without them they go to the state store."""
+    locks: bool = True
+    """The service can lock a user. A backend may emulate it (Mailgun: lock by deleting)."""
+
+    def observable_fields(self) -> frozenset[str]:
+        return self.fields if self.observable is None else self.observable
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fields": sorted(self.fields),
+            "observable": sorted(self.observable_fields()),
+            "fixed": dict(sorted(self.fixed.items())),
+            "key_update": self.key_update.value,
+            "key_reuse_refused": self.key_reuse_refused,
+            "can_list": self.can_list,
+            "can_write": self.can_write,
+            "conditional_writes": self.conditional_writes,
+            "leases": self.leases,
+            "operation_log": self.operation_log,
+            "gateway_reports": self.gateway_reports,
+            "annotations": self.annotations,
+            "locks": self.locks,
+        }
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who runs, from which commit, which run: sent with every write where the backend can record
+    it (the http-v2 headers X-Reconciler-Actor/-Commit/-Run)."""
+
+    actor: str
+    commit: str | None
+    run: str
+
+
+class Users(Protocol):
+    """The API users of one account. `if_match` is the version the plan saw; a backend without
+    conditional writes ignores it."""
+
+    def list(self) -> list[LiveUser]:
+        """Every user (all pages). Only when `capabilities.can_list`."""
+        ...
+
+    def get(self, api_user: str) -> LiveUser | None: ...
+
+    def create(
+        self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]
+    ) -> LiveUser: ...
+
+    def update(
+        self,
+        api_user: str,
+        changes: dict[str, Any],
+        *,
+        annotations: dict[str, str | None] | None = None,
+        if_match: str | None = None,
+    ) -> LiveUser: ...
+
+    def set_key(
+        self,
+        api_user: str,
+        api_key: ApiKey,
+        *,
+        changes: dict[str, Any] | None = None,
+        annotations: dict[str, str | None] | None = None,
+        if_match: str | None = None,
+    ) -> LiveUser:
+        """Change the key (with `changes` in the same write where the backend can)."""
+        ...
+
+    def lock(self, api_user: str, *, if_match: str | None = None) -> LiveUser: ...
+
+    def unlock(self, api_user: str, *, if_match: str | None = None) -> LiveUser: ...
+
+    def delete(self, api_user: str, *, if_match: str | None = None) -> None:
+        """Already gone is success."""
+        ...
+
+
+class Leases(Protocol):
+    """A lease on the service (contract 2.1), shared by every machine that reconciles."""
+
+    def acquire(self, name: str, request: dict[str, Any]) -> Lease: ...
+
+    def renew(self, name: str, token: str, request: dict[str, Any]) -> Lease: ...
+
+    def release(self, name: str, token: str) -> None: ...
+
+    def get(self, name: str) -> Lease | None: ...
+
+    def force_release(self, name: str) -> bool: ...
+
+
+class OperationLog(Protocol):
+    def operations(
+        self, since: datetime | None = None, api_user: str | None = None, limit: int = 100
+    ) -> list[Operation]: ...
+
+
+class GatewayReports(Protocol):
+    def list(self) -> list[dict[str, Any]]: ...
+
+    def report(self, name: str, report: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One connection to one account. Optional parts are None when `capabilities` says so."""
+
+    name: str
+    capabilities: Capabilities
+    users: Users
+    leases: Leases | None
+    operation_log: OperationLog | None
+    gateways: GatewayReports | None
+
+    def identify(self, identity: RunIdentity) -> None:
+        """Record the run's identity with every later write, where the backend can."""
+        ...
+
+    def use_lease(self, token: str) -> None:
+        """Fence every later write with this lease token (leases only)."""
+        ...
+
+    def use_api_key(self, api_key: ApiKey) -> None:
+        """Authenticate with a new key from now on (after rotating the reconciler's own key)."""
+        ...
+
+    def close(self) -> None: ...

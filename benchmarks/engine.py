@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from reconciler.apply import KeyMaterial, apply_plan, failed
-from reconciler.client import ServiceClient
+from reconciler.backend.http.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.desired import load_users
 from reconciler.engine import compute_plan, fingerprint_secret, fingerprints_of, guards_from, resolve_keys

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from reconciler.client import ServiceClient
+from reconciler.backend.http.client import ServiceClient
 from reconciler_service.server import ADMIN_ATTRIBUTES, free_port
 from reconciler_service.store import Store
 

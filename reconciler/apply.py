@@ -30,7 +30,7 @@ from reconciler.secrets import ApiKey
 
 
 class Client(Protocol):
-    """What apply needs from reconciler.client.ServiceClient."""
+    """What apply needs from reconciler.backend.http.client.ServiceClient."""
 
     def create_user(
         self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]

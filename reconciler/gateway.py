@@ -4,7 +4,7 @@ and a gateway named by RECONCILER_GATEWAY_NAME reports what it serves to the ser
 `reconcile --wait-gateways` can wait for them.
 
 The pure parts (the report body, who is behind) are separate from the effects (audit, HTTP), which
-go through reconciler.state.AuditLog and reconciler.client.ServiceClient.
+go through reconciler.state.AuditLog and reconciler.backend.http.client.ServiceClient.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import reconciler
-from reconciler.client import ServiceClient
+from reconciler.backend.http.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError

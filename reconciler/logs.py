@@ -1,8 +1,9 @@
 """Log levels for the command line: RECONCILER_LOG, then -q/-v on top. Logs go to stderr, so stdout
 stays the command's output (a table, a plan, JSON) and a pipeline never reads a log line.
 
-Modules log under the `reconciler` logger tree (`reconciler.client`, `reconciler.mail`). What they
-log is names, paths, statuses and timings: never a key, a request body or a header.
+Modules log under the `reconciler` logger tree (`reconciler.backend.http.client`,
+`reconciler.mail`). What they log is names, paths, statuses and timings: never a key, a request
+body or a header.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ WAIT_STEPS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between attempts while waiting
 
 
 class LeaseClient(Protocol):
-    """What the lease needs from reconciler.client.ServiceClient."""
+    """What the lease needs from reconciler.backend.http.client.ServiceClient."""
 
     def acquire_lease(self, name: str, request: dict[str, Any]) -> Lease: ...
     def renew_lease(self, name: str, token: str, request: dict[str, Any]) -> Lease: ...

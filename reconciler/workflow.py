@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from reconciler import engine
 from reconciler.apply import NOT_STARTED, Hooks, KeyMaterial, Outcome, Status, apply_plan, failed
-from reconciler.client import ServiceClient
+from reconciler.backend.http.client import ServiceClient
 from reconciler.config import Settings, load_settings, service_api_key
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import (

@@ -51,7 +51,7 @@ def test_the_real_tree_keeps_every_import_contract() -> None:
     [
         ("plan.py", "import requests", "The pure core imports no I/O library"),
         ("mail/render.py", "import subprocess", "The pure core imports no I/O library"),
-        ("apply.py", "import urllib3", "Only the client speaks HTTP"),
+        ("apply.py", "import urllib3", "Only backends speak HTTP"),
         ("engine.py", "import click", "Only the CLI prints"),
         ("state.py", "import reconciler_service.store", "The tool never imports the embedded service"),
     ],

@@ -199,3 +199,26 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """What the reconciler remembers where the backend cannot keep it: per user (lowercased
+    api_user), the annotations it would otherwise store on the service (key fingerprint, key
+    source, key time, the attributes last applied or verified). `revision` is opaque; None when
+    no state exists yet."""
+
+    users: Mapping[str, Mapping[str, str]]
+    revision: str | None
+
+
+class StateStore(Protocol):
+    """Local (the state directory) or git (a ref in the users repository). A backend without
+    annotations is wrapped so that its annotations live here (reconciler/backend/stateful.py)."""
+
+    def read(self) -> StateSnapshot: ...
+
+    def write(self, users: Mapping[str, Mapping[str, str]], *, expected: str | None) -> str:
+        """Compare-and-swap: raises StateConflict when the stored revision is no longer
+        `expected` (another run won); returns the new revision."""
+        ...

@@ -13,6 +13,7 @@ import click
 
 from reconciler import gateway, workflow
 from reconciler.apply import Outcome, Status, failed
+from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import (
     Duration,
     complete_api_users,
@@ -26,7 +27,6 @@ from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
 from reconciler.cli.reports import mail_fields_json
 from reconciler.cli.show import read_saved_plan
-from reconciler.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.errors import ExitCode, ReconcilerError, exit_code_for
 from reconciler.mail import MailReport

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import (
     Duration,
     complete_api_users,
@@ -15,7 +16,6 @@ from reconciler.cli.common import (
     format_option,
     users_option,
 )
-from reconciler.client import ServiceClient
 from reconciler.config import load_settings
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.model import Operation

@@ -15,6 +15,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from reconciler import agekeys, engine, gateway, importer
+from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import (
     complete_api_users,
     emit_json,
@@ -24,7 +25,6 @@ from reconciler.cli.common import (
 )
 from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
-from reconciler.client import ServiceClient
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode, NotFound, ReconcilerError, ValidationFailed

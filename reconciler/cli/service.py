@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
+from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import emit_json, format_option, users_option
-from reconciler.client import ServiceClient
 from reconciler.config import load_settings
 from reconciler.errors import ConfigError, ExitCode
 from reconciler.model import LiveUser

@@ -41,7 +41,9 @@ def test_default_level_prints_no_request_lines(repo: Repo) -> None:
 
 def test_one_v_is_info_so_no_request_lines(repo: Repo) -> None:
     result = repo.run("-v", "live")
-    assert re.search(r"INFO reconciler.client: listed 1 API users \(1 page\(s\)\) in \d+ ms", result.stderr)
+    assert re.search(
+        r"INFO reconciler.backend.http.client: listed 1 API users \(1 page\(s\)\) in \d+ ms", result.stderr
+    )
     assert "GET /api_users" not in result.stderr
 
 

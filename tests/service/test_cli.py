@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from reconciler.client import ServiceClient
+from reconciler.backend.http.client import ServiceClient
 from reconciler.secrets import ApiKey
 from reconciler_service.server import free_port
 from tests.fixtures.service import RunningService, new_key

@@ -10,7 +10,7 @@ import requests
 from pydantic import SecretStr
 
 from reconciler import errors
-from reconciler.client import ServiceClient
+from reconciler.backend.http.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.errors import AuthError, ConfigError, Conflict, NotFound, ServiceError, ServiceUnavailable
 from reconciler.secrets import ApiKey

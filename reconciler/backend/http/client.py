@@ -48,7 +48,7 @@ from reconciler.errors import (
 from reconciler.model import Lease, LiveUser, Operation, UserAttributes
 from reconciler.secrets import ApiKey
 
-log = logging.getLogger("reconciler.client")
+log = logging.getLogger("reconciler.backend.http.client")
 
 PAGE_ROWS = 100  # the contract's maximum
 MAX_DETAIL = 300  # characters of a response body quoted in an error message

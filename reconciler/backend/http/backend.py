@@ -1,0 +1,158 @@
+"""`HttpBackend`: the seam (reconciler/backend/base.py) over `ServiceClient`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from reconciler.backend.base import (
+    Backend,
+    Capabilities,
+    GatewayReports,
+    Leases,
+    OperationLog,
+    RunIdentity,
+    Users,
+)
+from reconciler.backend.http.client import ServiceClient
+from reconciler.config import Settings
+from reconciler.model import Lease, LiveUser, Operation
+from reconciler.secrets import ApiKey
+
+CAPABILITIES = Capabilities(
+    conditional_writes=True,
+    leases=True,
+    operation_log=True,
+    gateway_reports=True,
+    annotations=True,
+)
+
+
+class _Users:
+    def __init__(self, client: ServiceClient) -> None:
+        self._client = client
+
+    def list(self) -> list[LiveUser]:
+        return self._client.list_users()
+
+    def get(self, api_user: str) -> LiveUser | None:
+        return self._client.get_user(api_user)
+
+    def create(
+        self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]
+    ) -> LiveUser:
+        return self._client.create_user(api_user, attributes, api_key, annotations)
+
+    def update(
+        self,
+        api_user: str,
+        changes: dict[str, Any],
+        *,
+        annotations: dict[str, str | None] | None = None,
+        if_match: str | None = None,
+    ) -> LiveUser:
+        return self._client.update_user(api_user, changes, annotations=annotations, if_match=if_match)
+
+    def set_key(
+        self,
+        api_user: str,
+        api_key: ApiKey,
+        *,
+        changes: dict[str, Any] | None = None,
+        annotations: dict[str, str | None] | None = None,
+        if_match: str | None = None,
+    ) -> LiveUser:
+        return self._client.update_user(
+            api_user, dict(changes or {}), api_key, annotations, if_match=if_match
+        )
+
+    def lock(self, api_user: str, *, if_match: str | None = None) -> LiveUser:
+        return self._client.update_user(api_user, {"locked": True}, if_match=if_match)
+
+    def unlock(self, api_user: str, *, if_match: str | None = None) -> LiveUser:
+        return self._client.update_user(api_user, {"locked": False}, if_match=if_match)
+
+    def delete(self, api_user: str, *, if_match: str | None = None) -> None:
+        self._client.delete_user(api_user, if_match=if_match)
+
+
+class _Leases:
+    def __init__(self, client: ServiceClient) -> None:
+        self._client = client
+
+    def acquire(self, name: str, request: dict[str, Any]) -> Lease:
+        return self._client.acquire_lease(name, request)
+
+    def renew(self, name: str, token: str, request: dict[str, Any]) -> Lease:
+        return self._client.renew_lease(name, token, request)
+
+    def release(self, name: str, token: str) -> None:
+        self._client.release_lease(name, token)
+
+    def get(self, name: str) -> Lease | None:
+        return self._client.get_lease(name)
+
+    def force_release(self, name: str) -> bool:
+        return self._client.force_release_lease(name)
+
+
+class _OperationLog:
+    def __init__(self, client: ServiceClient) -> None:
+        self._client = client
+
+    def operations(
+        self, since: datetime | None = None, api_user: str | None = None, limit: int = 100
+    ) -> list[Operation]:
+        return self._client.operations(since=since, api_user=api_user, limit=limit) or []
+
+
+class _Gateways:
+    def __init__(self, client: ServiceClient) -> None:
+        self._client = client
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._client.list_gateways()
+
+    def report(self, name: str, report: dict[str, Any]) -> None:
+        self._client.report_gateway(name, report)
+
+
+class HttpBackend:
+    name = "http-v2"
+
+    def __init__(self, client: ServiceClient, capabilities: Capabilities = CAPABILITIES) -> None:
+        self.client = client
+        self.capabilities = capabilities
+        self.users: Users = _Users(client)
+        self.leases: Leases | None = _Leases(client) if capabilities.leases else None
+        self.operation_log: OperationLog | None = (
+            _OperationLog(client) if capabilities.operation_log else None
+        )
+        self.gateways: GatewayReports | None = _Gateways(client) if capabilities.gateway_reports else None
+
+    def identify(self, identity: RunIdentity) -> None:
+        self.client.set_run_headers(identity.actor, identity.commit, identity.run)
+
+    def use_lease(self, token: str) -> None:
+        self.client.use_lease(token)
+
+    def use_api_key(self, api_key: ApiKey) -> None:
+        self.client.use_api_key(api_key)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __repr__(self) -> str:
+        return f"HttpBackend({self.client!r})"
+
+
+class _Factory:
+    name = "http-v2"
+    summary = "the project's HTTP contract (docs/contract.md), as the embedded service implements it"
+    capabilities = CAPABILITIES
+
+    def open(self, settings: Settings) -> Backend:
+        return HttpBackend(ServiceClient.from_settings(settings))
+
+
+FACTORY = _Factory()

@@ -1,0 +1,1 @@
+"""The conformance kit every backend's tests inherit (docs/backends.md)."""

@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 import jinja2
 
 import reconciler
-from reconciler.config import Settings
+from reconciler.config import Settings, relay_endpoint, relay_tls_required
 from reconciler.errors import MailServerError
 from reconciler.mail.hashing import CountingHasher, Hasher, hash_all
 from reconciler.model import UserSpec
@@ -199,6 +199,7 @@ def render_snippets(
         "next_hop": relay_next_hop(settings),
         "postfix_auth_socket": str(postfix_queue_dir / POSTFIX_AUTH_SOCKET),
         "postfix_sasl_path": POSTFIX_AUTH_SOCKET,
+        "relay_tls_required": relay_tls_required(settings),
     }
     return {
         name: templates.get_template(f"snippets/{name}.j2").render(**context)
@@ -207,10 +208,10 @@ def render_snippets(
 
 
 def relay_next_hop(settings: Settings) -> str:
-    host = settings.relay_host
+    host, port = relay_endpoint(settings)
     if not _HOSTNAME.match(host):
-        raise MailServerError(f"relay_host {host!r} must be a host name or an IPv4 address")
-    return f"[{host}]:{settings.relay_port}"
+        raise MailServerError(f"relay host {host!r} must be a host name or an IPv4 address")
+    return f"[{host}]:{port}"
 
 
 def parse_state(text: str) -> dict[str, HashEntry]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reconciler.config import Settings
+from reconciler.config import Settings, relay_endpoint
 from reconciler.errors import MailServerError
 from reconciler.mail.commands import dovecot, run
 from reconciler.secrets import ApiKey
@@ -68,7 +68,7 @@ def smoke_relay_auth(settings: Settings, probe: AuthProbe, timeout: float = SMOK
     """SMTP AUTH against the service's relay with the credential sasl_passwd now holds, and QUIT:
     no message is sent. STARTTLS first when the relay offers it, as Postfix's smtp client would
     (without it the key crosses the network as Postfix itself sends it, in AUTH PLAIN)."""
-    host, port = settings.relay_host, settings.relay_port
+    host, port = relay_endpoint(settings)
     try:
         with smtplib.SMTP(host, port, timeout=timeout) as client:
             client.ehlo("reconciler-smoke-check")

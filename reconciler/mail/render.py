@@ -210,7 +210,8 @@ def render_snippets(
 def relay_next_hop(settings: Settings) -> str:
     host, port = relay_endpoint(settings)
     if not _HOSTNAME.match(host):
-        raise MailServerError(f"relay host {host!r} must be a host name or an IPv4 address")
+        setting = "mailgun_smtp_host" if settings.backend == "mailgun" else "relay_host"
+        raise MailServerError(f"{setting} {host!r} must be a host name or an IPv4 address")
     return f"[{host}]:{port}"
 
 

@@ -4,6 +4,7 @@ stand-in can show (request counts, paging, injected 429s, lock by delete)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -138,3 +139,21 @@ def test_the_factory_reads_the_account_key_from_the_named_variable(
     monkeypatch.delenv("MG_TEST_KEY")
     with pytest.raises(ConfigError, match=r"\$MG_TEST_KEY"):
         open_backend(settings)
+
+
+def test_a_login_outside_the_sending_domains_is_refused_at_its_api_user_line(tmp_path: Path) -> None:
+    from reconciler.backend.mailgun import FACTORY
+    from reconciler.desired import load_users
+
+    users = tmp_path / "users"
+    users.mkdir()
+    for login in ("app@mg.example.com", "app@other.example.net"):
+        (users / f"{login}.yaml").write_text(
+            f"# a comment\napi_user: {login}\napi_key: {{from_env: K}}\nrole: normal\n"
+        )
+    settings = Settings(backend="mailgun", mailgun_domains=",".join(DOMAINS))
+    problems = FACTORY.declared_problems(load_users(users), settings)
+    assert [str(p) for p in problems] == [
+        f"{users}/app@other.example.net.yaml:2: api_user: other.example.net is not a configured Mailgun "
+        "sending domain (mg.example.com, eu.example.org)"
+    ]

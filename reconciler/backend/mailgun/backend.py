@@ -28,9 +28,10 @@ from reconciler.backend.base import (
     Users,
 )
 from reconciler.backend.mailgun.client import Credential, MailgunClient
-from reconciler.backend.mailgun.rules import domain_of, key_problem
+from reconciler.backend.mailgun.rules import desired_problems, domain_of, key_problem
 from reconciler.config import Settings, mailgun_api_base, mailgun_domains
-from reconciler.errors import ConfigError, SecretError, ServiceError
+from reconciler.desired import DesiredState
+from reconciler.errors import ConfigError, Problem, SecretError, ServiceError
 from reconciler.model import LiveAccess, LiveUser
 from reconciler.secrets import ApiKey
 
@@ -265,6 +266,10 @@ class _Factory:
     name = "mailgun"
     summary = "Mailgun SMTP credentials of the configured sending domains (docs/mailgun.md)"
     capabilities = CAPABILITIES
+
+    def declared_problems(self, desired: DesiredState, settings: Settings) -> list[Problem]:
+        """Refusals of users/ this backend adds to the capability checks (file:line)."""
+        return desired_problems(desired, settings)
 
     def open(self, settings: Settings) -> Backend:
         client = MailgunClient(

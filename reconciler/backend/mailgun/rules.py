@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from reconciler.config import Settings, mailgun_domains
+from reconciler.desired import DesiredState
 from reconciler.errors import Problem
 from reconciler.secrets import ApiKey
 
@@ -32,6 +34,15 @@ def domain_problems(
             message = f"{domain_of(login)} is not a configured Mailgun sending domain ({allowed})"
             problems.append(Problem(files.get(login, login), message, lines.get(login), None, "api_user"))
     return problems
+
+
+def desired_problems(desired: DesiredState, settings: Settings) -> list[Problem]:
+    """What the backend refuses in users/ before anything is sent: logins outside the sending
+    domains, each at its file's `api_user` line."""
+    logins = [u.api_user for u in desired.users]
+    files = {login: str(desired.files.get(login, login)) for login in logins}
+    lines = {login: desired.line(login, "api_user") for login in logins}
+    return domain_problems(logins, mailgun_domains(settings), files, lines)
 
 
 def key_problem(api_user: str, key: ApiKey) -> str | None:

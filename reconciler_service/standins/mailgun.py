@@ -21,9 +21,11 @@ with the service's distribution. The tool never imports it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import secrets
+import socket
 import ssl
 import threading
 import warnings
@@ -84,7 +86,8 @@ class MailgunStandIn:
         self._api_key = api_key
         self._lock = threading.Lock()
         self._domains: dict[str, dict[str, _Credential]] = {d.lower(): {} for d in domains}
-        self._failures: list[tuple[int, str]] = []
+        self._failures: list[tuple[int, str | None]] = []
+        self._lose_answers: set[str] = set()  # logins whose next write is applied, its answer lost
         self._tls_files = tls_files
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request answered
         self.messages: list[Relayed] = []
@@ -96,7 +99,10 @@ class MailgunStandIn:
 
     def start(self, smtp_port: int | None = None) -> MailgunStandIn:
         self._http = make_server(HOST, 0, self._wsgi, threaded=True)
-        threading.Thread(target=self._http.serve_forever, name="mailgun-standin", daemon=True).start()
+        server = self._http
+        threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.05), name="mailgun-standin", daemon=True
+        ).start()
         if smtp_port is not None:
             self._smtp = _start_smtp(self, smtp_port, self._tls_files)
             self.smtp_port = smtp_port
@@ -122,10 +128,16 @@ class MailgunStandIn:
 
     # --- test controls ----------------------------------------------------------------------------
 
-    def fail_next(self, count: int = 1, status: int = 429, retry_after: str = "1") -> None:
-        """Answer the next `count` requests with `status` and this Retry-After (seconds)."""
+    def fail_next(self, count: int = 1, status: int = 429, retry_after: str | None = "1") -> None:
+        """Answer the next `count` requests with `status` and this Retry-After (seconds; None: no
+        header), before doing anything."""
         with self._lock:
             self._failures.extend([(status, retry_after)] * count)
+
+    def lose_next_answer(self, login: str) -> None:
+        """Apply the next write to `login`, then cut the connection instead of answering."""
+        with self._lock:
+            self._lose_answers.add(login.lower())
 
     def count(self, method: str) -> int:
         with self._lock:
@@ -158,13 +170,26 @@ class MailgunStandIn:
         response = self._respond(request)
         with self._lock:
             self.requests.append((request.method, request.path))
+            lost = request.method != "GET" and self._take_lost(request)
+        if lost:
+            _cut(environ)
+            return []
         return response(environ, start_response)
+
+    def _take_lost(self, request: Request) -> bool:
+        login = (request.form.get("login") or request.path.rpartition("/")[2]).lower()
+        if login in self._lose_answers:
+            self._lose_answers.discard(login)
+            return True
+        return False
 
     def _respond(self, request: Request) -> Response:
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None
         if failure is not None:
-            return _message(failure[0], "Too many requests", {"Retry-After": failure[1]})
+            status, retry_after = failure
+            headers = {"Retry-After": retry_after} if retry_after is not None else {}
+            return _message(status, "Too many requests" if status == 429 else "Service unavailable", headers)
         if not self._authorized(request):
             return _message(401, "Forbidden")
         try:
@@ -237,6 +262,14 @@ class MailgunStandIn:
         if found is None:
             return _message(404, "Credentials not found")
         return _json(200, {"message": "Credentials have been deleted", "spec": found.login})
+
+
+def _cut(environ: dict[str, Any]) -> None:
+    """Close the client's connection without an answer: the write happened, the answer is lost."""
+    sock = environ.get("werkzeug.socket")
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _item(cred: _Credential) -> dict[str, Any]:

@@ -157,3 +157,24 @@ def test_a_login_outside_the_sending_domains_is_refused_at_its_api_user_line(tmp
         f"{users}/app@other.example.net.yaml:2: api_user: other.example.net is not a configured Mailgun "
         "sending domain (mg.example.com, eu.example.org)"
     ]
+
+
+@pytest.mark.parametrize("write", ["create", "set_key", "delete"])
+def test_a_write_whose_answer_was_lost_is_applied_once(
+    backend: MailgunBackend, standin: MailgunStandIn, write: str
+) -> None:
+    login = "app@mg.example.com"
+    if write != "create":
+        backend.users.create(login, {}, KEY_A, {})
+    standin.lose_next_answer(login)
+    posts, puts = standin.count("POST"), standin.count("PUT")
+    if write == "create":
+        backend.users.create(login, {}, KEY_A, {})
+        assert (standin.count("POST") - posts, standin.logins()) == (1, [login])
+    elif write == "set_key":
+        backend.users.set_key(login, KEY_B)  # the retry is refused as the same password: applied
+        assert standin.count("PUT") - puts == 2
+        assert standin.authenticate(login, KEY_B.reveal()) == login
+    else:
+        backend.users.delete(login)  # the retry finds it gone: success
+        assert standin.logins() == []

@@ -71,8 +71,20 @@ class MailgunClient:
         return list(self._pages(domain))
 
     def create(self, domain: str, login: str, password: ApiKey) -> bool:
-        """True when created; False when the login already exists (the caller settles it)."""
-        response = self._call("POST", _path(domain), data={"login": login, "password": password.reveal()})
+        """True when created; False when the login already exists (the caller settles it). A POST
+        whose answer was lost is settled by looking: there means False, absent means send again."""
+        give_up = time.monotonic() + self.deadline
+        while True:
+            try:
+                response = self._call(
+                    "POST", _path(domain), data={"login": login, "password": password.reveal()}
+                )
+                break
+            except _LostAnswer as lost:
+                if self.exists(domain, login):
+                    return False
+                if time.monotonic() > give_up:
+                    raise ServiceUnavailable(f"Mailgun: POST credential {login}: {lost}") from None
         if response.status_code == 400 and self.exists(domain, login):
             return False
         self._raise_for(response, "POST", f"credential {login}", password)
@@ -132,7 +144,8 @@ class MailgunClient:
         params: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
     ) -> requests.Response:
-        """One request, retried on 429/5xx (and network errors where safe) until the deadline."""
+        """One request, retried on 429/5xx (and network errors where safe) until the deadline. A
+        POST sent whose answer was lost raises _LostAnswer: only its caller can settle it."""
         give_up = time.monotonic() + self.deadline
         attempt = 0
         while True:
@@ -143,7 +156,7 @@ class MailgunClient:
                 )
             except requests.RequestException as exc:
                 if method == "POST" and not isinstance(exc, NEVER_SENT):
-                    raise _unreachable(method, path, exc) from None
+                    raise _LostAnswer(type(exc).__name__) from None
                 self._wait(None, attempt, give_up, f"{method} {path}: {type(exc).__name__}")
                 continue
             if response.status_code not in RETRY_STATUSES:
@@ -184,11 +197,8 @@ class MailgunClient:
         return text
 
 
-def _unreachable(method: str, path: str, exc: requests.RequestException) -> ServiceError:
-    return ServiceUnavailable(
-        f"Mailgun: {method} {path}: {type(exc).__name__}; the outcome is unknown, "
-        "the next plan shows what is in place"
-    )
+class _LostAnswer(Exception):
+    """A POST was sent and its answer lost: it may or may not have been applied."""
 
 
 def _message(response: requests.Response) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.backend.mailgun import MailgunBackend
-from reconciler.errors import ConfigError, SecretError
+from reconciler.errors import ConfigError, SecretError, ServiceError
 from reconciler.secrets import ApiKey
 
 KEY_A, KEY_B = ApiKey("FirstKey0001"), ApiKey("SecondKey0002")
@@ -73,9 +73,15 @@ class CredentialCases:
         assert long_key not in str(raised.value)
         assert backend.users.get(new_login) is None
 
-    def test_a_field_mailgun_cannot_store_is_refused(self, backend: MailgunBackend, new_login: str) -> None:
-        from reconciler.errors import ServiceError
-
-        with pytest.raises(ServiceError, match="cannot store role"):
-            backend.users.create(new_login, {"role": "admin"}, KEY_A, {})
-        assert backend.users.get(new_login) is None
+    def test_fields_mailgun_cannot_store_are_left_out_but_a_lock_is_refused(
+        self, backend: MailgunBackend, new_login: str
+    ) -> None:
+        try:
+            made = backend.users.create(new_login, {"role": "normal", "description": "x"}, KEY_A, {})
+            assert made.api_user == new_login and made.description is None
+            if not backend.capabilities.locks:
+                with pytest.raises(ServiceError, match="mailgun_lock_by_delete"):
+                    backend.users.update(new_login, {"locked": True})
+                assert backend.users.get(new_login) is not None
+        finally:
+            backend.users.delete(new_login)

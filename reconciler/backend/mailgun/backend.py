@@ -179,28 +179,13 @@ class _Users:
             raise SecretError(problem)
 
     def _refuse_unstored(self, api_user: str, values: dict[str, Any]) -> None:
-        """The plan refuses these first (file:line); this is the backend's own guard."""
-        stored = {"locked"} if self._lock_by_delete else set()
-        for name, value in _flatten(values).items():
-            if (
-                name not in stored
-                and FIXED.get(name, _MISSING) != value
-                and not (name == "locked" and value is False)
-            ):
-                raise ServiceError(f"Mailgun cannot store {name} of {api_user}")
-
-
-_MISSING = object()
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+        """Fields Mailgun cannot store are the plan's to refuse (file:line), or to note when
+        `unsupported_fields: note`; here they are left out, except a lock: silently leaving a
+        credential that should be locked usable is never right."""
+        if values.get("locked") is True and not self._lock_by_delete:
+            raise ServiceError(
+                f"Mailgun cannot lock {api_user}: set mailgun_lock_by_delete to lock by deleting it"
+            )
 
 
 class MailgunBackend:

@@ -97,7 +97,7 @@ class _Users:
     def create(
         self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]
     ) -> LiveUser:
-        self._refuse_unstored(api_user, attributes)
+        self._refuse_lock(api_user, attributes)
         if attributes.get("locked"):
             return live_user(api_user, locked=True)  # locked by delete: nothing to create
         self._put_in_place(api_user, api_key)
@@ -111,7 +111,7 @@ class _Users:
         annotations: dict[str, str | None] | None = None,
         if_match: str | None = None,
     ) -> LiveUser:
-        self._refuse_unstored(api_user, changes)
+        self._refuse_lock(api_user, changes)
         if changes.get("locked") is True:
             return self.lock(api_user)
         if changes.get("locked") is False:
@@ -128,7 +128,7 @@ class _Users:
         if_match: str | None = None,
     ) -> LiveUser:
         changes = dict(changes or {})
-        self._refuse_unstored(api_user, changes)
+        self._refuse_lock(api_user, changes)
         if changes.get("locked") is True:
             return self.lock(api_user)
         self._check_key(api_user, api_key)
@@ -178,7 +178,7 @@ class _Users:
         if problem:
             raise SecretError(problem)
 
-    def _refuse_unstored(self, api_user: str, values: dict[str, Any]) -> None:
+    def _refuse_lock(self, api_user: str, values: dict[str, Any]) -> None:
         """Fields Mailgun cannot store are the plan's to refuse (file:line), or to note when
         `unsupported_fields: note`; here they are left out, except a lock: silently leaving a
         credential that should be locked usable is never right."""

@@ -30,7 +30,7 @@ log = logging.getLogger("reconciler.backend.mailgun")
 
 PAGE_LIMIT = 100  # the reference's default page size
 MAX_DETAIL = 200  # characters of Mailgun's message quoted in an error
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = 2.0  # between retries without Retry-After; the deadline bounds the total
 SAME_PASSWORD_HINT = "same as old password"  # noqa: S105 (the refusal of a PUT that changes nothing)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 NEVER_SENT = (requests.ConnectTimeout,)
@@ -167,7 +167,7 @@ class MailgunClient:
     def _wait(self, retry_after: str | None, attempt: int, give_up: float, what: str) -> None:
         pause = _retry_after(retry_after)
         if pause is None:
-            pause = min(MAX_BACKOFF, 0.1 * 2 ** (attempt - 1))
+            pause = min(MAX_BACKOFF, 0.05 * 2 ** (attempt - 1))
         if time.monotonic() + pause > give_up:
             raise ServiceUnavailable(
                 f"Mailgun: {what}; still failing after {attempt} attempt(s) within the "

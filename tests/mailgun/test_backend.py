@@ -178,3 +178,8 @@ def test_a_write_whose_answer_was_lost_is_applied_once(
     else:
         backend.users.delete(login)  # the retry finds it gone: success
         assert standin.logins() == []
+
+
+def test_a_sending_domain_that_is_no_domain_name_is_a_config_error(client: MailgunClient) -> None:
+    with pytest.raises(ConfigError, match=r"not a domain name: 'mg/\.\./x'"):
+        MailgunBackend(client, ("mg.example.com", "mg/../x"))

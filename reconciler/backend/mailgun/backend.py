@@ -13,6 +13,7 @@ alone has no key to give).
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from pydantic import SecretStr
@@ -34,6 +35,8 @@ from reconciler.desired import DesiredState
 from reconciler.errors import ConfigError, Problem, SecretError, ServiceError
 from reconciler.model import LiveAccess, LiveUser
 from reconciler.secrets import ApiKey
+
+_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 # What every Mailgun SMTP credential is: an SMTP login that cannot use the HTTP API (that takes an
 # account or domain sending key), with no data permissions, never locked (there is no lock).

@@ -204,6 +204,9 @@ class MailgunBackend:
             raise ConfigError(
                 "set RECONCILER_MAILGUN_DOMAINS: the sending domains whose credentials are managed"
             )
+        bad = [d for d in domains if not _DOMAIN.fullmatch(d)]
+        if bad:
+            raise ConfigError(f"RECONCILER_MAILGUN_DOMAINS: not a domain name: {', '.join(map(repr, bad))}")
         self.client = client
         self.domains = domains
         self.capabilities = LOCK_BY_DELETE if lock_by_delete else CAPABILITIES

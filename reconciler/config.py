@@ -78,6 +78,7 @@ class Settings(BaseModel):
     mailgun_region: Literal["us", "eu"] = "us"
     mailgun_api_url: str | None = None  # overrides the region's base URL; http:// only to loopback
     mailgun_api_key_env: str = "MAILGUN_API_KEY"  # the variable holding the account key
+    mailgun_api_key_file: str | None = None  # or a file holding it (/run/secrets/...); wins when set
     mailgun_domains: str | None = None  # comma-separated sending domains
     mailgun_lock_by_delete: StrictBool = False  # locked: true deletes the credential, unlock re-creates it
     mailgun_smtp_host: str | None = None  # the relay hop; default the region's host (MAILGUN_REGIONS)

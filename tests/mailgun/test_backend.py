@@ -183,3 +183,16 @@ def test_a_write_whose_answer_was_lost_is_applied_once(
 def test_a_sending_domain_that_is_no_domain_name_is_a_config_error(client: MailgunClient) -> None:
     with pytest.raises(ConfigError, match=r"not a domain name: 'mg/\.\./x'"):
         MailgunBackend(client, ("mg.example.com", "mg/../x"))
+
+
+def test_the_account_key_may_come_from_a_file(standin: MailgunStandIn, tmp_path: Path) -> None:
+    from reconciler.backend.mailgun.backend import account_key
+
+    key_file = tmp_path / "mailgun.key"
+    key_file.write_text(ACCOUNT_KEY + "\n")
+    settings = Settings(backend="mailgun", mailgun_api_key_file=str(key_file), mailgun_api_key_env="UNSET")
+    assert account_key(settings, {}).get_secret_value() == ACCOUNT_KEY
+    key_file.write_text("two\nlines\n")
+    with pytest.raises(ConfigError) as raised:
+        account_key(settings, {})
+    assert "does not hold a Mailgun key" in str(raised.value) and "lines" not in str(raised.value)

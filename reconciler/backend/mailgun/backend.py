@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -33,6 +35,7 @@ from reconciler.backend.mailgun.rules import desired_problems, domain_of, key_pr
 from reconciler.config import Settings, mailgun_api_base, mailgun_domains
 from reconciler.desired import DesiredState
 from reconciler.errors import ConfigError, Problem, SecretError, ServiceError
+from reconciler.keyfiles import read_key_file
 from reconciler.model import LiveAccess, LiveUser
 from reconciler.secrets import ApiKey
 
@@ -238,18 +241,29 @@ class MailgunBackend:
         return f"MailgunBackend({self.client!r}, domains={list(self.domains)})"
 
 
-def account_key(settings: Settings, env: dict[str, str] | None = None) -> SecretStr:
-    """The account key from the variable RECONCILER_MAILGUN_API_KEY_ENV names; never from a file in git."""
+def account_key(settings: Settings, env: Mapping[str, str] | None = None) -> SecretStr:
+    """The account key: from the file `mailgun_api_key_file` when set, else from the variable
+    RECONCILER_MAILGUN_API_KEY_ENV names; never a value in a file in git."""
+    if settings.mailgun_api_key_file:
+        path = Path(settings.mailgun_api_key_file)
+        raw = read_key_file(path, label="Mailgun account key file")
+        return _checked_account_key(raw.decode("utf-8", errors="replace").strip(), f"file {path}")
     environ = os.environ if env is None else env
     name = settings.mailgun_api_key_env
     value = environ.get(name, "").strip()
     if not value:
         raise ConfigError(
             f"the Mailgun account key is not set: put it in ${name} "
-            "(or name another variable in RECONCILER_MAILGUN_API_KEY_ENV)"
+            "(or name another variable in RECONCILER_MAILGUN_API_KEY_ENV, or a file in "
+            "RECONCILER_MAILGUN_API_KEY_FILE)"
         )
-    if not value.isascii() or not value.isprintable():
-        raise ConfigError(f"${name} does not look like a Mailgun key (it must be printable ASCII)")
+    return _checked_account_key(value, f"${name}")
+
+
+def _checked_account_key(value: str, source: str) -> SecretStr:
+    # It goes into an HTTP Basic header; the message never repeats it.
+    if not value or not value.isascii() or not value.isprintable():
+        raise ConfigError(f"{source} does not hold a Mailgun key (one line of printable ASCII)")
     return SecretStr(value)
 
 

@@ -3,7 +3,7 @@ applying 1,000 changes against a service with 20 ms injected latency.
 
     .venv/bin/python benchmarks/engine.py [--users 10000] [--changes 1000] [--latency-ms 20]
 
-The service runs as a separate `reconciler service run` process (as in production, the client does
+The service runs as a separate `reconciler-service run` process (as in production, the client does
 not share a GIL with the server). Users are seeded straight into its SQLite file, already carrying
 the annotations the reconciler would have written, so the plan is a true no-op.
 """
@@ -105,8 +105,7 @@ def running_service(db: Path, *extra: str) -> Iterator[Service]:
     port = free_port()
     env = os.environ | {"RECONCILER_SERVICE_ADMIN_KEY": ADMIN_KEY}
     cmd = [
-        str(BIN / "reconciler"),
-        "service",
+        str(BIN / "reconciler-service"),
         "run",
         "--db",
         str(db),

@@ -1,7 +1,8 @@
-"""The embedded service's HTTP API as a werkzeug WSGI application (the contract: openapi.json).
+"""The embedded service's HTTP API as a werkzeug WSGI application (the contract: docs/contract.md
+and openapi.json). Who may see and do what: roles.py.
 
-Request bodies are validated with the same `UserAttributes` model as the YAML, so the service and
-`reconciler validate` reject the same things. Error messages never echo input values.
+Request bodies are validated with the rules of the YAML (model.py keeps the service's copy), so the
+service and `reconciler validate` reject the same things. Error messages never echo input values.
 """
 
 from __future__ import annotations
@@ -12,22 +13,20 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.http import parse_etags
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from reconciler.model import Email, UserAttributes
-from reconciler.secrets import KEY_RE, KEY_RULE
 from reconciler_service.faults import Fault, FaultConfig, drops_lease_put
 from reconciler_service.gateways import GatewayReport, Gateways, valid_name
+from reconciler_service.model import ApiKeyText, Email, UserAttributes
+from reconciler_service.roles import FINGERPRINT_ANNOTATION, Caller, visible
 from reconciler_service.store import (
     Busy,
     DuplicateUser,
@@ -75,15 +74,6 @@ URLS = Map(
     ],
     strict_slashes=False,
 )
-
-
-def _check_api_key(value: str) -> str:
-    if not KEY_RE.match(value):
-        raise PydanticCustomError("api_key", f"must be {KEY_RULE}")
-    return value
-
-
-ApiKeyText = Annotated[StrictStr, AfterValidator(_check_api_key)]
 
 
 class CreateBody(UserAttributes):
@@ -158,12 +148,6 @@ class ApiError(Exception):
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
-
-
-@dataclass(frozen=True)
-class Caller:
-    api_user: str
-    admin: bool
 
 
 class ServiceApp:
@@ -259,7 +243,7 @@ class ServiceApp:
             raise _unauthorized("this API user is locked")
         if not user.attributes.get("access", {}).get("http_api"):
             raise _unauthorized("this API user has no HTTP API access")
-        caller = Caller(user.api_user, user.attributes.get("role") == "admin")
+        caller = Caller.of(user.api_user, user.attributes, user.annotations)
         if request.method in WRITE_METHODS and not caller.admin:
             raise ApiError.one(403, "forbidden", "only admin API users may change API users")
         return caller
@@ -269,12 +253,23 @@ class ServiceApp:
     def list_users(self, request: Request, caller: Caller) -> Response:
         page = _int_arg(request, "p", 0, 0, 10**9)
         rows = _int_arg(request, "r", MAX_ROWS, 1, MAX_ROWS)
-        users, total = self.store.page_json(page * rows, rows)
+        if not caller.reads_all:
+            return self._list_self(caller, page)
+        hidden = None if caller.admin else FINGERPRINT_ANNOTATION
+        users, total = self.store.page_json(page * rows, rows, hidden)
         body = '{"api_users": [' + ", ".join(users) + f'], "total": {total}}}'
         return Response(body, content_type="application/json")
 
+    def _list_self(self, caller: Caller, page: int) -> Response:
+        """A user who may see only its own data lists only itself (one page of one)."""
+        me = self._existing(caller.api_user)
+        return json_response({"api_users": [visible(caller, me.public())] if page == 0 else [], "total": 1})
+
     def get_user(self, request: Request, caller: Caller, api_user: str) -> Response:
-        return _user_response(self._existing(api_user))
+        # 404, not 403, for a user the caller may not see: it must not learn that the name exists.
+        if not caller.sees_user(api_user):
+            raise _not_found()
+        return _user_response(self._existing(api_user), caller=caller)
 
     def create_user(self, request: Request, caller: Caller) -> Response:
         body = _validate(CreateBody, _json_object(request))
@@ -288,7 +283,7 @@ class ServiceApp:
             ) from None
         except LeaseLost:
             raise _lease_lost() from None
-        return _user_response(user, 201, {"Location": f"{BASE}/api_users/{user.api_user}"})
+        return _user_response(user, 201, {"Location": f"{BASE}/api_users/{user.api_user}"}, caller=caller)
 
     def update_user(self, request: Request, caller: Caller, api_user: str) -> Response:
         patch = _json_object(request)
@@ -297,7 +292,7 @@ class ServiceApp:
         if "api_user" in patch and str(patch.pop("api_user")).lower() != api_user.lower():
             raise ApiError.one(400, "immutable", "api_user cannot be changed", "api_user")
         if self.faults.ignores_writes_for(api_user):
-            return _user_response(self._existing(api_user))
+            return _user_response(self._existing(api_user), caller=caller)
         try:
             user = self.store.update(
                 api_user,
@@ -309,7 +304,7 @@ class ServiceApp:
             raise _not_found() from None
         except (VersionMismatch, LeaseLost) as exc:
             raise _refused(exc) from None
-        return _user_response(user)
+        return _user_response(user, caller=caller)
 
     def _replacement(
         self, current: StoredUser, patch: dict[str, Any], annotations_patch: Any, key: str | None
@@ -357,6 +352,7 @@ class ServiceApp:
             raise _lease_lost("no current lease matches this token: it expired or was broken", 412) from None
 
     def get_lease(self, request: Request, caller: Caller, name: str) -> Response:
+        _require_reader(caller, "read leases")
         lease = self.store.get_lease(_lease_name(name))
         if lease is None:
             raise ApiError.one(404, "not_found", "no current lease by that name")
@@ -385,22 +381,30 @@ class ServiceApp:
         if api_user is not None and not 0 < len(api_user) <= 254:
             raise ApiError.one(400, "invalid_parameter", "must be an api_user", "api_user")
         limit = _int_arg(request, "limit", 100, 1, MAX_OPERATIONS)
-        return json_response({"operations": self.store.operations(since, api_user, limit)})
+        actor = None if caller.reads_all else caller.api_user  # own data: what it did itself
+        return json_response({"operations": self.store.operations(since, api_user, limit, actor)})
 
     def relay_messages(self, request: Request, caller: Caller) -> Response:
         if not caller.admin:
             raise ApiError.one(403, "forbidden", "only admin API users may list relayed messages")
         return json_response({"messages": self.store.messages()})
 
-    # Gateway reports (reconciler_service/gateways.py): any caller with HTTP-API access.
+    # Gateway reports (gateways.py): an admin, or the API user bound to that gateway (roles.py).
 
     def put_gateway(self, request: Request, caller: Caller, name: str) -> Response:
         if not valid_name(name):
             raise ApiError.one(400, "invalid_name", "1-100 of [A-Za-z0-9._-], starting alphanumeric", "name")
+        if not caller.may_report(name):
+            raise ApiError.one(
+                403, "forbidden", "only an admin or the API user bound to this gateway may report for it"
+            )
         return json_response(self.gateways.put(name, _validate(GatewayReport, _json_object(request))))
 
     def list_gateways(self, request: Request, caller: Caller) -> Response:
-        return json_response({"gateways": self.gateways.all()})
+        if caller.reads_all:
+            return json_response({"gateways": self.gateways.all()})
+        own = self.gateways.all(only=caller.gateway) if caller.gateway is not None else []
+        return json_response({"gateways": own})
 
     def _existing(self, api_user: str) -> StoredUser:
         user = self.store.get(api_user)
@@ -490,8 +494,11 @@ def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> 
     return int(raw)
 
 
-def _user_response(user: StoredUser, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return json_response(user.public(), status, {**(headers or {}), "ETag": f'"{user.version}"'})
+def _user_response(
+    user: StoredUser, status: int = 200, headers: dict[str, str] | None = None, *, caller: Caller
+) -> Response:
+    body = visible(caller, user.public())
+    return json_response(body, status, {**(headers or {}), "ETag": f'"{user.version}"'})
 
 
 def _if_match(request: Request) -> Callable[[str], bool] | None:
@@ -552,6 +559,13 @@ def _since_arg(request: Request) -> str | None:
 def _require_admin(caller: Caller, what: str) -> None:
     if not caller.admin:
         raise ApiError.one(403, "forbidden", f"only admin API users may {what}")
+
+
+def _require_reader(caller: Caller, what: str) -> None:
+    if not caller.reads_all:
+        raise ApiError.one(
+            403, "forbidden", f"only admins and API users with operation authorization may {what}"
+        )
 
 
 def _refused(exc: Exception) -> ApiError:

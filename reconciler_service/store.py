@@ -72,12 +72,18 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 # The same object as StoredUser.public(), built by SQLite's JSON1 (a test pins that they agree).
+# json_remove drops the annotations the caller may not see (its paths are parameters; none: `$.""`
+# names a key no annotation has, since keys are at least one character long).
 _PUBLIC_JSON_SQL = """
 SELECT json_patch(attributes, json_object(
-    'api_user', api_user, 'annotations', json(annotations), 'key_updated_at', key_updated_at,
+    'api_user', api_user, 'annotations', json_remove(annotations, ?), 'key_updated_at', key_updated_at,
     'created_at', created_at, 'updated_at', updated_at, 'version', version))
 FROM users ORDER BY api_user LIMIT ? OFFSET ?
 """
+NO_PATH = '$.""'
+# The lease that API-user writes are made under: a write's X-Lease-Token must be its current token.
+USERS_LEASE = "reconcile"
+DB_MODE = 0o600  # the database holds key hashes and the operation log
 RETENTION = timedelta(days=90)  # the operation log is kept at least this long (the console's 90)
 DEFAULT_SCRYPT_N = 2**14  # ~50 ms per hash: slow for guessing, fine for one login
 FAST_SCRYPT_N = 2**10  # tests and benchmarks seed many users; the format records n per hash
@@ -304,6 +310,7 @@ class Store:
     _dummy_hash: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
+        _private(self.path)
         with self._conn() as conn:
             conn.executescript(SCHEMA)
             columns = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
@@ -361,13 +368,15 @@ class Store:
             row = conn.execute("SELECT * FROM users WHERE api_user = ?", (api_user,)).fetchone()
         return StoredUser.from_row(row) if row else None
 
-    def page_json(self, offset: int, limit: int) -> tuple[list[str], int]:
+    def page_json(self, offset: int, limit: int, hidden: str | None = None) -> tuple[list[str], int]:
         """`page`, with each user already rendered as the contract's JSON object by SQLite: the
-        list endpoint then only joins strings (a third of its time went to json.loads/dumps)."""
+        list endpoint then only joins strings (a third of its time went to json.loads/dumps).
+        `hidden` names one annotation left out of every user."""
+        path = NO_PATH if hidden is None else "$." + json.dumps(hidden)
         with self._conn() as conn:
             conn.execute("BEGIN")
             try:
-                rows = conn.execute(_PUBLIC_JSON_SQL, (limit, offset)).fetchall()
+                rows = conn.execute(_PUBLIC_JSON_SQL, (path, limit, offset)).fetchall()
                 total = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
             finally:
                 conn.execute("COMMIT")
@@ -533,13 +542,18 @@ class Store:
 
     # Operation log
 
-    def operations(self, since: str | None, api_user: str | None, limit: int) -> list[dict[str, Any]]:
-        """Newest first."""
+    def operations(
+        self, since: str | None, api_user: str | None, limit: int, actor: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; with `actor`, only the operations that API user made."""
         query = "SELECT * FROM operations WHERE at >= ?"
         args: list[Any] = [since or ""]
         if api_user is not None:
             query += " AND api_user = ? COLLATE NOCASE"
             args.append(api_user)
+        if actor is not None:
+            query += " AND actor_api_user = ? COLLATE NOCASE"
+            args.append(actor)
         query += " ORDER BY id DESC LIMIT ?"
         with self._conn() as conn:
             rows = conn.execute(query, (*args, limit)).fetchall()
@@ -644,14 +658,13 @@ def _flat(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_fence(conn: sqlite3.Connection, context: WriteContext) -> None:
-    """A write made under a lease is refused once that lease is no longer current (expired, broken
-    or taken over), checked in the write's own transaction so no write slips in after the loss."""
+    """A write made under the USERS_LEASE is refused unless its token is that lease's current one:
+    not once the lease expired, was broken or taken over, and never with another lease's token.
+    Checked in the write's own transaction, so no write slips in after the loss."""
     if context.lease_token is None:
         return
-    row = conn.execute(
-        "SELECT 1 FROM leases WHERE token = ? AND expires_at > ?", (context.lease_token, now())
-    ).fetchone()
-    if row is None:
+    current = _current_lease(conn, USERS_LEASE)
+    if current is None or not hmac.compare_digest(current.token, context.lease_token):
         raise LeaseLost()
 
 
@@ -696,6 +709,21 @@ def _operation(row: sqlite3.Row) -> dict[str, Any]:
 def _current_lease(conn: sqlite3.Connection, name: str) -> Lease | None:
     row = conn.execute("SELECT * FROM leases WHERE name = ? AND expires_at > ?", (name, now())).fetchone()
     return Lease(**dict(row)) if row else None
+
+
+def _private(path: Path) -> None:
+    """Create the database owner-only (SQLite gives its -wal and -shm files the database's mode),
+    and take group and other rights from one an older version made 0644."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, DB_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, DB_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists() and side.stat().st_mode & 0o077:
+            side.chmod(DB_MODE)
 
 
 def _lease_row(lease: Lease) -> tuple[Any, ...]:

@@ -19,7 +19,7 @@ NOTES = {
     KEY_SOURCE: "age-sha256:" + "e" * 64,
     "reconciler/key-updated-at": "2026-12-01T00:00:00+00:00",
 }
-# Non-admin credentials, as docs/security.md lists them: an app's key, the PR plan's read-only key,
+# Non-admin credentials, one of each kind: an app's key, the PR plan's read-only key,
 # an app that may only see its own data, and a gateway's key.
 NON_ADMINS: dict[str, dict[str, Any]] = {
     "app@example.com": {"operation": False},

@@ -61,9 +61,9 @@ class Gateways:
 
     def all(self, only: str | None = None) -> list[dict[str, Any]]:
         """Every report, or with `only` that gateway's (if any)."""
-        query, args = "SELECT report FROM gateways ORDER BY name", ()
-        if only is not None:
-            query, args = "SELECT report FROM gateways WHERE name = ?", (only,)
+        query, args = "SELECT report FROM gateways WHERE name = ?", [only]
+        if only is None:
+            query, args = "SELECT report FROM gateways ORDER BY name", []
         with self.store._conn() as conn:
             rows = conn.execute(query, args).fetchall()
         return [json.loads(row["report"]) for row in rows]

@@ -53,5 +53,7 @@ def test_every_repository_path_a_doc_or_comment_names_exists() -> None:
 
 
 def test_the_check_finds_a_missing_citation() -> None:
-    assert CITATION.findall("see docs/nothing-here.md, and reconciler/key-fingerprint") == ["docs/nothing-here.md"]
+    assert CITATION.findall("see docs/nothing-here.md, and reconciler/key-fingerprint") == [
+        "docs/nothing-here.md"
+    ]
     assert FORBIDDEN.search("as ../shared/DESIGN.md says")

@@ -78,7 +78,9 @@ def test_a_plain_install_holds_no_service_age_or_hashing_packages(core_bin: Path
 
 def test_the_tool_ships_the_contract_the_service_serves(core_bin: Path) -> None:
     """The OpenAPI document travels with the http backend (docs/contract.md)."""
-    code = "from importlib import resources; print(resources.files('reconciler.backend.http') / 'openapi.json')"
+    code = (
+        "from importlib import resources; print(resources.files('reconciler.backend.http') / 'openapi.json')"
+    )
     run = subprocess.run([str(core_bin / "python"), "-c", code], capture_output=True, text=True, check=True)
     assert Path(run.stdout.strip()).read_bytes() == (REPO / "reconciler_service/openapi.json").read_bytes()
 
@@ -149,5 +151,7 @@ def test_the_lock_pins_every_dependency_of_the_embedded_service() -> None:
         for r in map(Requirement, wanted)
         if canonicalize_name(r.name) not in pins or pins[canonicalize_name(r.name)] not in r.specifier
     ]
-    assert stale == [], "requirements/lock.txt lacks a dependency of reconciler_service: add it to the test extra"
+    assert stale == [], (
+        "requirements/lock.txt lacks a dependency of reconciler_service: add it to the test extra"
+    )
     assert SERVICE_PYPROJECT["project"]["scripts"] == {"reconciler-service": "reconciler_service.cli:main"}

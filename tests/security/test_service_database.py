@@ -20,7 +20,10 @@ def _mode(path: Path) -> int:
 def test_the_database_and_its_wal_and_shm_files_are_0600(service: RunningService) -> None:
     create(service, "a@example.com")  # a write: the WAL and shared-memory files exist now
     assert raw(service, "GET", "/api_users").status_code == 200
-    files = [service.db_path, *(service.db_path.with_name(service.db_path.name + s) for s in ("-wal", "-shm"))]
+    files = [
+        service.db_path,
+        *(service.db_path.with_name(service.db_path.name + s) for s in ("-wal", "-shm")),
+    ]
     assert all(f.exists() for f in files)
     assert {f.name: _mode(f) for f in files} == {f.name: 0o600 for f in files}
 

@@ -50,7 +50,9 @@ def test_the_token_of_another_lease_is_refused_when_reconcile_is_free(service: R
 def test_the_current_reconcile_token_writes(service: RunningService) -> None:
     create(service, "a@example.com")
     token = _token(service, "reconcile")
-    done = raw(service, "PATCH", "/api_users/a@example.com", json={"locked": True}, headers={"X-Lease-Token": token})
+    done = raw(
+        service, "PATCH", "/api_users/a@example.com", json={"locked": True}, headers={"X-Lease-Token": token}
+    )
     assert done.status_code == 200
     assert done.json()["locked"] is True
 
@@ -64,7 +66,11 @@ def test_a_console_write_without_a_token_is_allowed_and_if_match_still_protects_
     done = raw(service, "PATCH", "/api_users/a@example.com", json={"timezone": "UTC"})
     assert done.status_code == 200
     stale = raw(
-        service, "PATCH", "/api_users/a@example.com", json={"locked": True}, headers={"If-Match": before.headers["ETag"]}
+        service,
+        "PATCH",
+        "/api_users/a@example.com",
+        json={"locked": True},
+        headers={"If-Match": before.headers["ETag"]},
     )
     assert stale.status_code == 412
     assert stale.json()["errors"][0]["code"] == "version_mismatch"

@@ -58,7 +58,9 @@ def test_the_pr_plan_works_with_a_normal_user_with_operation_authorization(
     assert applied.returncode == 0, applied.stdout + applied.stderr
     with service.client() as console:  # someone edits in the console: drift the plan attributes
         console.update_user("app@example.com", {"timezone": "UTC"})
-    _write(users, "app@example.com", access={"smtp": True}, timezone="Asia/Tokyo", description="billing relay")
+    _write(
+        users, "app@example.com", access={"smtp": True}, timezone="Asia/Tokyo", description="billing relay"
+    )
 
     plan_env = service.env() | {"RECONCILER_API_USER": READER, "RECONCILER_API_KEY": reader_key}
     plan = _run(tmp_path, plan_env, "plan", "--format", "json")
@@ -73,6 +75,8 @@ def test_the_pr_plan_works_with_a_normal_user_with_operation_authorization(
     assert drift["changed_by"] == service.admin_user
     assert comment.returncode == 2 and "Changed outside the reconciler (1)" in comment.stdout
     for output in (plan, comment):
-        assert all(key not in output.stdout + output.stderr for key in (reader_key, app_key, service.admin_key))
+        assert all(
+            key not in output.stdout + output.stderr for key in (reader_key, app_key, service.admin_key)
+        )
     refused = _run(tmp_path, plan_env | {"KEY_APP_EXAMPLE_COM": app_key}, "apply", "--auto-approve")
     assert refused.returncode == 1

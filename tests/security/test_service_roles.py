@@ -103,7 +103,9 @@ def test_without_operation_authorization_the_log_leases_and_reports_are_not_read
     me = people["app@example.com"]
     raw(service, "PUT", "/gateways/mx1", json=report())  # the admin's
     assert raw(service, "GET", "/operations", auth=me).json() == {"operations": []}
-    assert raw(service, "GET", "/operations?api_user=billing@example.com", auth=me).json() == {"operations": []}
+    assert raw(service, "GET", "/operations?api_user=billing@example.com", auth=me).json() == {
+        "operations": []
+    }
     assert raw(service, "GET", "/leases/reconcile", auth=me).status_code == 403
     assert raw(service, "GET", "/gateways", auth=me).json() == {"gateways": []}
 
@@ -125,7 +127,9 @@ def test_no_non_admin_ever_sees_a_key_fingerprint(
     assert own[KEY_SOURCE] == NOTES[KEY_SOURCE]  # the age digest stays visible: its ciphertext is in git
 
 
-def test_admins_still_see_the_fingerprint(service: RunningService, people: dict[str, tuple[str, str]]) -> None:
+def test_admins_still_see_the_fingerprint(
+    service: RunningService, people: dict[str, tuple[str, str]]
+) -> None:
     users = raw(service, "GET", "/api_users").json()["api_users"]
     assert {u["api_user"]: u["annotations"].get(FINGERPRINT) for u in users}["billing@example.com"] == (
         NOTES[FINGERPRINT]
@@ -134,7 +138,9 @@ def test_admins_still_see_the_fingerprint(service: RunningService, people: dict[
     assert one["annotations"] == NOTES
 
 
-@pytest.mark.parametrize("who", ["app@example.com", "reader@example.com", "own@example.com", "gw@example.com"])
+@pytest.mark.parametrize(
+    "who", ["app@example.com", "reader@example.com", "own@example.com", "gw@example.com"]
+)
 def test_a_forged_gateway_report_from_a_user_not_bound_to_that_gateway_is_refused(
     service: RunningService, people: dict[str, tuple[str, str]], who: str
 ) -> None:
@@ -149,7 +155,9 @@ def test_a_forged_gateway_report_from_a_user_not_bound_to_that_gateway_is_refuse
 def test_the_bound_gateway_and_admins_may_report(
     service: RunningService, people: dict[str, tuple[str, str]]
 ) -> None:
-    assert raw(service, "PUT", "/gateways/mx1", auth=people["gw@example.com"], json=report()).status_code == 200
+    assert (
+        raw(service, "PUT", "/gateways/mx1", auth=people["gw@example.com"], json=report()).status_code == 200
+    )
     assert raw(service, "PUT", "/gateways/mx2", json=report()).status_code == 200
 
 

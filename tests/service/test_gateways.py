@@ -30,7 +30,10 @@ def gateway_user(service: RunningService, api_user: str, gateway: str) -> tuple[
 
 
 def test_bound_gateways_report_and_readers_list_every_report(service: RunningService) -> None:
-    mx1, mx2 = gateway_user(service, "mx1@example.com", "mx1"), gateway_user(service, "mx2@example.com", "mx2")
+    mx1, mx2 = (
+        gateway_user(service, "mx1@example.com", "mx1"),
+        gateway_user(service, "mx2@example.com", "mx2"),
+    )
     put = raw(service, "PUT", "/gateways/mx1", auth=mx1, json=report())
     assert put.status_code == 200, put.text
     assert put.json()["name"] == "mx1"

@@ -37,7 +37,9 @@ from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, Acti
 from reconciler.secrets import ApiKey
 from reconciler.state import AuditLog
 from reconciler.workflow import execute
-from reconciler_service.store import FAST_SCRYPT_N, Store, StoredUser, hash_key, now
+from reconciler_service.clock import now
+from reconciler_service.keys import FAST_SCRYPT_N, hash_key
+from reconciler_service.store import Store, StoredUser
 
 ADMIN = "admin@example.com"
 ADMIN_KEY = "benchAdminKey2026"

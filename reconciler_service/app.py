@@ -21,21 +21,18 @@ from werkzeug.wrappers import Request, Response
 from reconciler_service import wire
 from reconciler_service.faults import Fault, FaultConfig, drops_lease_put
 from reconciler_service.gateways import GatewayReport, Gateways, valid_name
+from reconciler_service.keys import Busy, hash_key
+from reconciler_service.leases import LeaseHeld, LeaseLost, NoLease
 from reconciler_service.model import UserAttributes
+from reconciler_service.oplog import WriteContext
 from reconciler_service.roles import FINGERPRINT_ANNOTATION, Caller, visible
 from reconciler_service.store import (
-    Busy,
     DuplicateUser,
-    LeaseHeld,
-    LeaseLost,
-    NoLease,
     Replacement,
     Store,
     StoredUser,
     UnknownUser,
     VersionMismatch,
-    WriteContext,
-    hash_key,
 )
 from reconciler_service.wire import (
     Annotations,

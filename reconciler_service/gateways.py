@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from reconciler_service.store import Store, now
+from reconciler_service.clock import now
+from reconciler_service.store import Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateways (

@@ -22,7 +22,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from reconciler_service.app import BASE, ServiceApp
 from reconciler_service.faults import FaultConfig
-from reconciler_service.store import DEFAULT_SCRYPT_N, Store
+from reconciler_service.keys import DEFAULT_SCRYPT_N
+from reconciler_service.store import Store
 
 log = logging.getLogger("reconciler_service")
 

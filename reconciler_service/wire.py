@@ -15,8 +15,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_etags
 from werkzeug.wrappers import Request, Response
 
+from reconciler_service.clock import stamp
+from reconciler_service.leases import LeaseRequest
 from reconciler_service.model import ApiKeyText, Email, UserAttributes
-from reconciler_service.store import LeaseRequest, stamp
 
 MAX_JSON_DEPTH = 8  # a user body nests two levels (access.smtp); room for growth, none for abuse
 MAX_HEADER = 200  # characters kept of an X-Reconciler-* header

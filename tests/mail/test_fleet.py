@@ -15,6 +15,7 @@ from reconciler.state import AuditLog
 from tests.engine.conftest import Repo, Result
 from tests.fixtures.service import RunningService, new_key
 
+
 def _gateway_user(name: str) -> str:
     """Each gateway reports with its own `normal` API user, bound to its name (docs/contract.md)."""
     return f"gw-{name}@example.com"

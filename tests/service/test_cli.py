@@ -178,3 +178,10 @@ def test_the_tool_has_no_service_run_any_more(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "No such command 'run'" in out.stderr
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_the_service_command_explains_itself_with_an_example() -> None:
+    shown = subprocess.run([SERVICE, "run", "--help"], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0
+    assert "reconciler-service run" in shown.stdout.split("Example:")[1]
+    assert "RECONCILER_SERVICE_ADMIN_KEY" in shown.stdout

@@ -16,7 +16,8 @@ USERS_LEASE = "reconcile"
 
 
 class LeaseLost(Exception):
-    """A write fenced by a lease token that is no longer the current lease of its name."""
+    """A write whose lease token is not the current token of USERS_LEASE (expired, broken, taken
+    over, or another lease's)."""
 
 
 class LeaseHeld(Exception):

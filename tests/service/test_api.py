@@ -235,6 +235,18 @@ def test_list_page_json_equals_the_user_objects(service: RunningService) -> None
     assert len(listed) == 3
 
 
+def test_list_page_json_hides_what_get_hides_from_a_reader(service: RunningService) -> None:
+    """For a non-admin the SQL leaves out the admin-only annotation (roles.py): the same answer as GET."""
+    notes = {"reconciler/key-fingerprint": "hmac-sha256:x", "reconciler/key-source": "age-sha256:y", "k": "v"}
+    create(service, "a@example.com", annotations=notes)
+    reader = ("reader@example.com", create(service, "reader@example.com", operation=True))
+    listed = raw(service, "GET", "/api_users", auth=reader).json()["api_users"]
+    for user in listed:
+        assert user == raw(service, "GET", f"/api_users/{user['api_user']}", auth=reader).json()
+    (a,) = (u for u in listed if u["api_user"] == "a@example.com")
+    assert a["annotations"] == {"reconciler/key-source": "age-sha256:y", "k": "v"}
+
+
 @pytest.mark.parametrize(
     ("method", "path"), [("POST", "/api_users"), ("PATCH", "/api_users/admin@example.com")]
 )

@@ -34,7 +34,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 
 from reconciler.errors import Problem, ValidationFailed
-from reconciler.model import EMAIL_RE, MAX_EMAIL, LiveUser
+from reconciler.model import EMAIL_RE, MAX_EMAIL, Access, LiveUser, UserAttributes
 
 SCHEMA_LINE = "yaml-language-server: $schema=../schema/user.schema.json"
 SELF_KEY_ENV = "RECONCILER_API_KEY"
@@ -113,6 +113,20 @@ def env_var_names(api_users: Iterable[str]) -> dict[str, str]:
         taken.add(name)
         names[api_user] = name
     return names
+
+
+def written_paths(stored: frozenset[str], fixed: Mapping[str, Any]) -> frozenset[str]:
+    """What an import writes for a backend: the fields it stores, plus each fixed value that differs
+    from the file's default (Mailgun: `access.smtp: true`, which is what makes the gateway serve
+    the credential), so that the imported files mean what the account holds."""
+    return stored | {path for path, value in fixed.items() if value != _default(path)}
+
+
+def _default(path: str) -> Any:
+    head, _, tail = path.partition(".")
+    if tail:
+        return getattr(Access(), tail)
+    return UserAttributes.model_fields[head].default
 
 
 def live_fields(user: LiveUser, stored: frozenset[str] | None = None) -> dict[str, Any]:

@@ -220,6 +220,7 @@ def test_the_docs_recipe_as_written_relays_as_the_declared_login(gateway: Gatewa
         "MAILGUN_API_KEY": ACCOUNT_KEY,
         "BILLING_MG_EXAMPLE_COM_API_KEY": "BillingKey0001",
         "RECONCILER_STATE_DIR": str(tmp_path / "state"),
+        "RECONCILER_FINGERPRINT_SECRET": "fingerprint-secret-of-the-test",
         "HOME": str(tmp_path),
     }
     done = subprocess.run(

@@ -139,6 +139,14 @@ class MailgunStandIn:
         with self._lock:
             self._lose_answers.add(login.lower())
 
+    def clear(self) -> None:
+        """Forget every credential, request and message: an empty account again."""
+        with self._lock:
+            for creds in self._domains.values():
+                creds.clear()
+            self.requests.clear()
+            self.messages.clear()
+
     def count(self, method: str) -> int:
         with self._lock:
             return sum(1 for m, _ in self.requests if m == method)

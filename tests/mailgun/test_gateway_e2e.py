@@ -207,6 +207,7 @@ def _doc_block(language: str, first_line: str) -> str:
 def test_the_docs_recipe_as_written_relays_as_the_declared_login(gateway: Gateway, tmp_path: Path) -> None:
     """docs/mailgun.md's user file and `# recipe: mailgun` block, run with bash; only the stand-in's
     URL and SMTP port and the sandbox's paths come from the test."""
+    gateway.standin.clear()  # an account with no credentials yet, as the recipe starts
     user_file = _doc_block("yaml", "# users/billing@mg.example.com.yaml")
     (tmp_path / "users").mkdir()
     (tmp_path / "users/billing@mg.example.com.yaml").write_text(user_file)

@@ -194,7 +194,13 @@ class ServiceClient:
                 return _live(self._write("POST", "/api_users", json=body, ambiguous_raises=True).response)
             except _Ambiguous as lost:
                 log.warning("POST /api_users for %s: %s; settling by reading it back", api_user, lost.reason)
-                return self._settle_create(api_user, attributes, annotations, body)
+            except Conflict as exists:
+                # The seam's contract: a create that finds the user it intended (sent again after
+                # an answer lost in an earlier run) is done; anything else stays a conflict.
+                if exists.code == "lease_lost":
+                    raise
+                log.info("POST /api_users for %s: it exists; comparing it with what was sent", api_user)
+            return self._settle_create(api_user, attributes, annotations, body)
 
     def update_user(
         self,

@@ -1,18 +1,23 @@
 """The conformance kit (reconciler.testing) against the built-in backends: `http-v2` through the
-embedded service on loopback (with its fault injection), and `memory` in-process."""
+embedded service on loopback (with its fault injection), `memory` in-process, and `memory`
+narrowed to a backend without annotations or `operation`, its annotations kept in a local state
+store (reconciler/backend/stateful.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from reconciler.backend.base import Backend
+from reconciler.backend.base import ALL_FIELDS, Backend
 from reconciler.backend.http import HttpBackend
 from reconciler.backend.http.client import PAGE_ROWS, ServiceClient
-from reconciler.backend.memory import MemoryAccount, MemoryBackend
+from reconciler.backend.memory import FULL, MemoryAccount, MemoryBackend
+from reconciler.backend.stateful import StatefulBackend
+from reconciler.run.store import LocalStore
 from reconciler.testing import BackendConformance, Harness
 from reconciler_service.faults import Fault
 from tests.fixtures.service import RunningService, start
@@ -61,6 +66,20 @@ class MemoryHarness(Harness):
         return MemoryBackend(self.account)
 
 
+class StatefulMemoryHarness(MemoryHarness):
+    """A backend that stores neither annotations nor `operation`: the fingerprints live in a
+    local state store, and `operation` is refused."""
+
+    capabilities = replace(FULL, annotations=False, fields=ALL_FIELDS - {"operation"})
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__()
+        self.store = LocalStore(state_dir)
+
+    def open(self, *, deadline: float | None = None) -> Backend:
+        return StatefulBackend(MemoryBackend(self.account, self.capabilities), self.store)
+
+
 class TestHttpV2(BackendConformance):
     @pytest.fixture
     def harness(self, tmp_path: Path) -> Iterator[Harness]:
@@ -73,3 +92,9 @@ class TestMemory(BackendConformance):
     @pytest.fixture
     def harness(self) -> Harness:
         return MemoryHarness()
+
+
+class TestMemoryWithoutAnnotations(BackendConformance):
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> Harness:
+        return StatefulMemoryHarness(tmp_path / ".reconciler")

@@ -32,6 +32,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from reconciler.backend.http.retry import Deadlines, RetryPolicy, retry_after, sleep_within
 from reconciler.config import Settings, service_api_key
@@ -688,7 +689,7 @@ def _error_detail(response: requests.Response) -> tuple[str | None, str]:
 
 def _never_sent(exc: requests.RequestException) -> bool:
     """True when the request cannot have reached the service (the connection was never made)."""
-    return any(type(e).__name__ in {"NewConnectionError", "ConnectTimeoutError"} for e in _chain(exc))
+    return any(isinstance(e, (NewConnectionError, ConnectTimeoutError)) for e in _chain(exc))
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -109,7 +109,7 @@ def intents_since(read: AuditRead, ids_before: Collection[object]) -> list[dict[
     return [e for e in read.entries if e.get("event") == "intent" and e.get("id") not in ids_before]
 
 
-FAULT_MIX = {"rate_5xx": 0.20, "rate_429": 0.05, "rate_drop": 0.05, "latency_ms": 5}
+FAULT_MIX: dict[str, Any] = {"rate_5xx": 0.20, "rate_429": 0.05, "rate_drop": 0.05, "latency_ms": 5}
 """docs/reliability.md: 20 % 503, 5 % 429 (Retry-After: 1), 5 % answers lost after the work, 5 ms."""
 
 

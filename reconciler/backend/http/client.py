@@ -195,10 +195,11 @@ class ServiceClient:
                 return _live(self._write("POST", "/api_users", json=body, ambiguous_raises=True).response)
             except _Ambiguous as lost:
                 log.warning("POST /api_users for %s: %s; settling by reading it back", api_user, lost.reason)
-            except Conflict as exists:
+            except Conflict:
                 # The seam's contract: a create that finds the user it intended (sent again after
-                # an answer lost in an earlier run) is done; anything else stays a conflict.
-                if exists.code == "lease_lost":
+                # an answer lost in an earlier run) is done; anything else stays a conflict. The
+                # key cannot be read back: only a recorded fingerprint (an annotation) proves it.
+                if not annotations:
                     raise
                 log.info("POST /api_users for %s: it exists; comparing it with what was sent", api_user)
             return self._settle_create(api_user, attributes, annotations, body)
@@ -378,8 +379,8 @@ class ServiceClient:
         if _matches(found, attributes, annotations):
             return found
         raise Conflict(
-            f"POST /api_users: the answer was lost and {api_user} now differs from what was sent; "
-            "run the plan again",
+            f"POST /api_users: {api_user} already exists and differs from what was sent (someone "
+            "else made it, or changed it after an answer was lost); run the plan again",
             status=409,
             code="ambiguous_create",
         )

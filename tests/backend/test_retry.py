@@ -1,14 +1,20 @@
-"""The http-v2 transport's retry rules (reconciler/backend/http/retry.py), as tables."""
+"""The http-v2 transport's retry rules (reconciler/backend/http/retry.py) as tables, and the
+transport against the embedded service: a deadline per change, not a count."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
 from reconciler.backend.http.retry import Deadlines, RetryPolicy, retry_after, sleep_within
+from reconciler.errors import ServiceUnavailable
+from reconciler.secrets import ApiKey
+from reconciler_service.faults import Fault
+from tests.fixtures.service import RunningService, new_key
 
 NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 
@@ -65,3 +71,31 @@ def test_one_change_shares_one_deadline_and_each_thread_has_its_own() -> None:
         other.start()
         other.join()
     assert seen and seen[0] == 1.0  # a thread outside any change: a whole deadline of its own
+
+
+def test_a_lost_create_is_settled_through_more_failures_than_any_small_count(
+    start_service: Callable[..., RunningService],
+) -> None:
+    svc = start_service(smtp=False)
+    # The POST is applied and its answer lost; then the settling reads meet 7 refusals and
+    # another lost answer: more than the old count of 5, well within the deadline.
+    svc.faults.next_faults.extend(
+        [Fault.DROP, *[Fault.UNAVAILABLE] * 4, Fault.DROP, *[Fault.UNAVAILABLE] * 3]
+    )
+    with svc.client(backoff_factor=0.01) as client:
+        made = client.create_user("lost@example.com", {"role": "normal"}, ApiKey(new_key()), {})
+        assert made.api_user == "lost@example.com"
+        assert [u.api_user for u in client.list_users()].count("lost@example.com") == 1
+        creates = [o for o in client.operations(api_user="lost@example.com") or [] if o.action == "create"]
+    assert len(creates) == 1
+
+
+def test_a_write_gives_up_at_the_deadline_not_before(start_service: Callable[..., RunningService]) -> None:
+    svc = start_service(smtp=False)
+    svc.faults.rate_5xx = 1.0  # every request refused
+    with svc.client(backoff_factor=0.05, change_deadline=1.0) as client:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match="HTTP 503"):
+            client.update_user("admin@example.com", {"description": "x"})
+        took = time.monotonic() - started
+    assert 0.5 < took < 2.0

@@ -34,7 +34,8 @@ def test_300_users_converge_under_faults_in_one_run_while_every_cpu_is_busy(
     service.faults.latency_ms = 0
     print(f"\n{USERS} users under faults, {busy} CPUs busy: one run, {time.monotonic() - started:.1f} s")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert repo.run("plan").returncode == 0, "not converged in one run"
+    planned = repo.run("plan")
+    assert planned.returncode == 0, "not converged in one run:\n" + planned.stdout[-3000:]
     _assert_live_equals_files(repo)
     _assert_every_key_logs_in(repo)
 
@@ -60,5 +61,11 @@ def _assert_live_equals_files(repo: DiskRepo) -> None:
 def _assert_every_key_logs_in(repo: DiskRepo) -> None:
     with requests.Session() as session:
         for name, key in repo.keys.items():
-            answer = session.get(f"{repo.service.base_url}/api_users/{name}", auth=(name, key), timeout=10)
+            for _ in range(10):  # the service sheds key checks with 503 + Retry-After when CPUs are short
+                answer = session.get(
+                    f"{repo.service.base_url}/api_users/{name}", auth=(name, key), timeout=10
+                )
+                if answer.status_code != 503:
+                    break
+                time.sleep(float(answer.headers.get("Retry-After", "1")))
             assert answer.status_code == 200, (name, answer.status_code)

@@ -280,6 +280,7 @@ class _Factory:
         client = MailgunClient(
             mailgun_api_base(settings),
             account_key(settings),
+            deadline=settings.change_deadline,
             timeout=(settings.connect_timeout, settings.read_timeout),
             ca_bundle=settings.ca_bundle,
         )

@@ -196,3 +196,20 @@ def test_the_account_key_may_come_from_a_file(standin: MailgunStandIn, tmp_path:
     with pytest.raises(ConfigError) as raised:
         account_key(settings, {})
     assert "does not hold a Mailgun key" in str(raised.value) and "lines" not in str(raised.value)
+
+
+def test_error_messages_are_truncated_and_never_show_the_account_key_or_the_password() -> None:
+    import requests
+
+    client = MailgunClient("https://api.mailgun.net", SecretStr(ACCOUNT_KEY))
+    answer = requests.Response()
+    answer.status_code = 400
+    answer._content = (
+        '{"message": "bad ' + ACCOUNT_KEY + " " + KEY_A.reveal() + " " + "x" * 500 + '"}'
+    ).encode()
+    with pytest.raises(ServiceError) as raised:
+        client._raise_for(answer, "PUT", "credential app@mg.example.com", KEY_A)
+    text = str(raised.value)
+    assert ACCOUNT_KEY not in text and KEY_A.reveal() not in text and "***" in text
+    assert len(text) < 300 and text.endswith("...")
+    client.close()

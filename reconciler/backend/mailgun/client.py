@@ -182,7 +182,7 @@ class MailgunClient:
         status = response.status_code
         if status < 400:
             return
-        detail = self._redact(_message(response), secret)
+        detail = _truncated(self._redact(_message(response), secret))  # masked before cut: no key prefix
         message = f"Mailgun: {method} {what}: {status} {detail}".rstrip()
         if status in (401, 403):
             raise AuthError(message + " (check the account key)", status)
@@ -206,7 +206,10 @@ def _message(response: requests.Response) -> str:
     text = body.get("message") if isinstance(body, dict) else None
     if not isinstance(text, str):
         text = response.text
-    text = " ".join(text.split())
+    return " ".join(text.split())
+
+
+def _truncated(text: str) -> str:
     return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL] + "..."
 
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import requests
 
+from reconciler.backend.http import HttpBackend
 from reconciler.errors import LeaseLost
-from reconciler.state import LEASE_NAME, run_lock
+from reconciler.run.lease import LEASE_NAME, run_lock
 from tests.engine.conftest import Repo, Result
 from tests.engine.markdown import render_html
 from tests.fixtures.service import RunningService, new_key
@@ -333,7 +334,7 @@ def test_a_rerun_after_a_rotation_that_died_continues_with_the_declared_key(repo
 def test_a_failed_renewal_loses_the_lease_so_no_write_starts(repo: Repo, tmp_path: Path) -> None:
     with (
         repo.service.client() as client,
-        run_lock(client, tmp_path / "state", repo.service.base_url, "apply", ttl=3) as held,
+        run_lock(HttpBackend(client), tmp_path / "state", repo.service.base_url, "apply", ttl=3) as held,
     ):
         assert held.kind == "lease" and client.lease_lost is None
         _http(repo.service, "DELETE", "/leases/reconcile?force=true")  # someone broke it

@@ -5,15 +5,11 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler import gateway, workflow
-from reconciler.apply import Outcome, Status, failed
-from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import (
     Duration,
     complete_api_users,
@@ -26,14 +22,20 @@ from reconciler.cli.common import (
 from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
 from reconciler.cli.reports import mail_fields_json
-from reconciler.cli.show import read_saved_plan
-from reconciler.config import Settings
 from reconciler.errors import ExitCode, ReconcilerError, exit_code_for
+from reconciler.executor import Outcome, Status, failed
 from reconciler.mail import MailReport
 from reconciler.mail.checks import notice
 from reconciler.output import apply_to_json, render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
 from reconciler.safetext import terminal
+from reconciler.workflows.applying import ApplyOptions, run_apply
+from reconciler.workflows.context import Run, open_run
+from reconciler.workflows.gateways import wait_for_run_gateways
+from reconciler.workflows.mailstep import MailStep
+from reconciler.workflows.planning import PlanOptions, plan_exit
+from reconciler.workflows.planning import plan as make_plan
+from reconciler.workflows.saved import load_saved_plan
 
 target_option = click.option(
     "--target",
@@ -72,16 +74,6 @@ def _show(plan: Plan, fmt: str) -> None:
         click.echo(render_text(plan, styler()), nl=False)
 
 
-def _load(users_dir: Path, mail_dir: Path | None) -> workflow.Loaded:
-    """users/ and settings; `--mail-dir` is the mail_dir setting for this run, so the plan's
-    preview and reconcile's mail step use it exactly as they use RECONCILER_MAIL_DIR."""
-    loaded = workflow.load(users_dir)
-    if mail_dir is None:
-        return loaded
-    settings = loaded.settings.model_copy(update={"mail_dir": str(mail_dir)})
-    return replace(loaded, settings=settings)
-
-
 @click.command()
 @users_option
 @format_option("text", "markdown", "json")
@@ -115,8 +107,9 @@ def plan(
       reconciler plan --out plan.json && reconciler apply plan.json
       reconciler plan --mail-dir /etc/reconciler/mail
     """
-    options = workflow.ApplyOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
-    result = workflow.make_plan(_load(users_dir, mail_dir), options, ClickReporter())
+    options = PlanOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
+    with open_run(users_dir, ClickReporter(), mail_dir=mail_dir, load_users_now=True) as run:
+        result = make_plan(run, options)
     _show(result, fmt)
     if out is not None:
         try:
@@ -124,7 +117,7 @@ def plan(
         except OSError as exc:
             raise ReconcilerError(f"cannot save the plan to {out}: {exc.strerror}") from None
         note(f"Saved the plan to {out}; apply it with: reconciler apply {out}")
-    return workflow.plan_exit(result)
+    return plan_exit(result)
 
 
 def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
@@ -200,7 +193,7 @@ def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | Non
     """
     return _run_apply(
         None,
-        mail=workflow.MailStep(mail_dir, reload=not no_reload),
+        mail=MailStep(mail_dir, reload=not no_reload),
         mail_dir=mail_dir,
         wait_gateways=wait_gateways,
         **options,
@@ -210,7 +203,7 @@ def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | Non
 def _run_apply(
     plan_file: Path | None,
     *,
-    mail: workflow.MailStep | None,
+    mail: MailStep | None,
     users_dir: Path,
     auto_approve: bool,
     allow_deletes: int | None,
@@ -222,7 +215,7 @@ def _run_apply(
     lock_timeout: float,
     wait_gateways: float | None = None,
 ) -> int:
-    options = workflow.ApplyOptions(
+    options = ApplyOptions(
         auto_approve=auto_approve,
         allow_deletes=allow_deletes,
         allow_locks=allow_locks,
@@ -230,36 +223,37 @@ def _run_apply(
         force_unlock=force_unlock,
         lock_timeout=lock_timeout,
     )
-    loaded = _load(users_dir, mail_dir)
     if fmt == "json":
-        return _run_apply_json(loaded, options, plan_file=plan_file, mail=mail, wait_gateways=wait_gateways)
-    code = workflow.run_apply(loaded, options, ClickReporter(), plan_file=plan_file, mail=mail)
-    if wait_gateways is None or code != ExitCode.OK:
-        return code
-    return _wait_for_gateways(loaded.settings, loaded.desired.digest, wait_gateways)
+        if not (auto_approve or plan_file):
+            # Like `terraform apply -json`: a pipeline cannot answer a prompt on a JSON stream.
+            raise ReconcilerError("--format json needs --auto-approve (or a saved PLAN.json)")
+        reporter = JsonReporter("apply" if mail is None else "reconcile", mail=mail is not None)
+        with open_run(users_dir, reporter, mail_dir=mail_dir, load_users_now=True) as run:
+            return _run_apply_json(
+                run, reporter, options, plan_file=plan_file, mail=mail, wait_gateways=wait_gateways
+            )
+    with open_run(users_dir, ClickReporter(), mail_dir=mail_dir, load_users_now=True) as run:
+        code = run_apply(run, options, plan_file=plan_file, mail=mail)
+        if wait_gateways is None or code != ExitCode.OK:
+            return code
+        return _wait_for_gateways(run, wait_gateways)
 
 
 def _run_apply_json(
-    loaded: workflow.Loaded,
-    options: workflow.ApplyOptions,
+    run: Run,
+    reporter: JsonReporter,
+    options: ApplyOptions,
     *,
     plan_file: Path | None,
-    mail: workflow.MailStep | None,
+    mail: MailStep | None,
     wait_gateways: float | None,
 ) -> int:
-    if not (options.auto_approve or plan_file):
-        # Like `terraform apply -json`: a pipeline cannot answer a prompt on a JSON stream.
-        raise ReconcilerError("--format json needs --auto-approve (or a saved PLAN.json)")
-    reporter = JsonReporter("apply" if mail is None else "reconcile", mail=mail is not None)
     if plan_file is not None:
-        reporter.planned = read_saved_plan(plan_file)
+        reporter.planned = load_saved_plan(plan_file)
     try:
-        code = workflow.run_apply(loaded, options, reporter, plan_file=plan_file, mail=mail)
+        code = run_apply(run, options, plan_file=plan_file, mail=mail)
         if wait_gateways is not None and code == ExitCode.OK:
-            with ServiceClient.from_settings(loaded.settings) as client:
-                reporter.gateways_behind = gateway.wait_for_gateways(
-                    client.list_gateways, loaded.desired.digest, wait_gateways
-                )
+            reporter.gateways_behind = wait_for_run_gateways(run, wait_gateways)
             code = ExitCode.ERROR if reporter.gateways_behind else code
     except ReconcilerError as exc:
         if reporter.outcomes_seen is None:
@@ -270,10 +264,10 @@ def _run_apply_json(
     return code
 
 
-def _wait_for_gateways(settings: Settings, digest: str, timeout: float) -> int:
+def _wait_for_gateways(run: Run, timeout: float) -> int:
+    digest = run.desired.digest
     click.echo(f"Waiting up to {timeout:g} s for every gateway to serve users/ {digest[:12]} ...")
-    with ServiceClient.from_settings(settings) as client:
-        behind = gateway.wait_for_gateways(client.list_gateways, digest, timeout)
+    behind = wait_for_run_gateways(run, timeout)
     if behind:
         click.echo(f"error: gateways still behind after {timeout:g} s: " + ", ".join(behind), err=True)
         return ExitCode.ERROR

@@ -136,7 +136,11 @@ def test_a_run_whose_lease_is_broken_starts_no_new_write_and_exits_1_saying_so(r
     env = repo.env() | {"RECONCILER_CONCURRENCY": "1"}
     with _in_background(lambda: repo.run("apply", "--auto-approve", env=env)) as results:
         _wait_for(
-            lambda: any(o["action"] == "update" for o in _operations(repo.service, api_user="u0@example.com"))
+            # The run's own first write (seeding's key-time update of u0 carries no timezone).
+            lambda: any(
+                o["action"] == "update" and "timezone" in o["fields"]
+                for o in _operations(repo.service, api_user="u0@example.com")
+            )
         )
         _http(repo.service, "DELETE", "/leases/reconcile?force=true")
         broken_at = datetime.now(UTC)

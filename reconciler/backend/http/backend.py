@@ -157,7 +157,9 @@ class HttpBackend:
 
     @property
     def gateways(self) -> GatewayReports | None:
-        return _Gateways(self.client) if self.capabilities.gateway_reports else None
+        # Not part of what is discovered: asking would cost a gateway's render one more request.
+        declared = self._capabilities or CAPABILITIES
+        return _Gateways(self.client) if declared.gateway_reports else None
 
     def identify(self, identity: RunIdentity) -> None:
         self.client.set_run_headers(identity.actor, identity.commit, identity.run)

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from reconciler.backend import registry
 from reconciler.backend.http import FACTORY as HTTP
-from reconciler.backend.memory import FULL
+from reconciler.backend.memory import FULL, account_for
+from reconciler.secrets import ApiKey
 from tests.cli.schemas import validate
 from tests.fixtures.cli import run_main
 
@@ -38,3 +40,32 @@ def test_a_backend_whose_module_is_missing_is_listed_as_unavailable(monkeypatch:
     text = run_main(["backends"])
     assert text.code == 0 and "nowhere (built in): UNAVAILABLE: " in text.stdout
     assert "memory (built in): an account held in this process" in text.stdout
+
+
+def test_the_memory_backend_runs_the_whole_cli_in_one_process(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.mkdir()
+    admin = "admin@example.com"
+    (users / f"{admin}.yaml").write_text(
+        f"api_user: {admin}\napi_key:\n  from_env: RECONCILER_API_KEY\n"
+        "role: admin\naccess:\n  http_api: true\n"
+    )
+    (users / "app@example.com.yaml").write_text(
+        "api_user: app@example.com\napi_key:\n  from_env: APP_KEY\nrole: normal\ntimezone: UTC\n"
+    )
+    env = {
+        "RECONCILER_BACKEND": "memory",
+        "RECONCILER_API_URL": f"memory://{tmp_path.name}",
+        "RECONCILER_API_USER": admin,
+        "RECONCILER_API_KEY": "AdminKey2026x",
+        "APP_KEY": "AppKey20261x",
+    }
+    account_for(env["RECONCILER_API_URL"]).seed(
+        admin, {"role": "admin", "access": {"http_api": True}}, ApiKey("AdminKey2026x")
+    )
+    applied = run_main(["apply", "--users", str(users), "--auto-approve"], env=env)
+    assert applied.code == 0, applied.output
+    live = json.loads(run_main(["live", "--users", str(users), "--format", "json"], env=env).stdout)
+    assert {u["api_user"]: u["timezone"] for u in live["api_users"]}["app@example.com"] == "UTC"
+    again = run_main(["plan", "--users", str(users)], env=env)
+    assert again.code == 0, again.output

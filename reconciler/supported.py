@@ -33,16 +33,19 @@ def fit(
 ) -> Fit:
     """How users/ fits `backend`. `unsupported` is the setting unsupported_fields (refuse | note)."""
     stored, observable = capabilities.fields, capabilities.observable_fields()
+    if stored >= ALL_FIELDS and observable >= ALL_FIELDS:
+        return Fit()  # every field a file can declare is stored and observable: nothing to check
     refusals: list[str] = []
     notes: list[str] = []
     unobserved: set[str] = set()
     for spec in desired.users:
         for path in declared_paths(spec):
-            where = _where(desired, spec.api_user, path)
             if path in stored:
                 if path not in observable:
                     unobserved.add(path)
-            elif path in capabilities.fixed:
+                continue
+            where = _where(desired, spec.api_user, path)
+            if path in capabilities.fixed:
                 refusals += _fixed(spec, path, capabilities.fixed[path], where, backend)
             elif unsupported == "note":
                 notes.append(f"{where}: {path} is not stored by the {backend} backend; left out of the plan")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from reconciler.backend.base import Backend, Capabilities
-from reconciler.capabilities import ALL_FIELDS, KeyUpdate
+from reconciler.backend.base import Backend
+from reconciler.capabilities import ALL_FIELDS, Capabilities, KeyUpdate
 from reconciler.config import Settings
 from reconciler.desired import DesiredState
 from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed

@@ -12,7 +12,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Pinned exit codes (DESIGN.md): other people's scripts depend on them."""
+    """Pinned exit codes (docs/cli.md): other people's scripts depend on them."""
 
     OK = 0
     ERROR = 1
@@ -141,6 +141,11 @@ class Interrupted(ReconcilerError):
 
 class StateError(ReconcilerError):
     """The local state directory (audit log, local locks) cannot be used; names the path and why."""
+
+
+class StateConflict(ReconcilerError):
+    """The state store moved since this run read it (another run wrote it first): its
+    compare-and-swap lost, so nothing of this run's state was written. Run again."""
 
 
 class MailServerError(ReconcilerError):

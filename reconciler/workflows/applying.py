@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.backend.base import Backend
+from reconciler.backend.stateful import StatefulBackend
 from reconciler.errors import Cancelled, ExitCode, LeaseLost
 from reconciler.executor import NOT_STARTED, Hooks, KeyMaterial, Outcome, Status, apply_plan, failed
 from reconciler.interrupts import Interruptible, interruptible
@@ -72,7 +73,11 @@ def run_apply(
             ttl=settings.lease_ttl,
         ) as held:
             _report_lock(held, run.reporter)
-            applied = apply_to_service(run, options, plan_file=plan_file, signals=signals)
+            try:
+                applied = apply_to_service(run, options, plan_file=plan_file, signals=signals)
+            finally:
+                if isinstance(backend, StatefulBackend):
+                    backend.flush()  # under the lease: what this run recorded, before the next run reads it
             _raise_if_lease_lost(backend)
             code = applied.code
             if mail is None or code not in (ExitCode.OK, ExitCode.ERROR):

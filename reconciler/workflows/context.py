@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from reconciler.backend.base import Backend, RunIdentity, StateStore
 from reconciler.backend.registry import open_backend
+from reconciler.backend.stateful import with_state
 from reconciler.config import Settings, load_settings
 from reconciler.desired import DesiredState, load_users
 from reconciler.errors import Problem, UnsafePlan
 from reconciler.run.identity import run_identity
+from reconciler.run.store import open_store
 from reconciler.secrets import ApiKey, ResolvedKeys
 from reconciler.workflows import keys as keyring
 
@@ -170,7 +172,12 @@ class Run:
         """Opened on first use; a failure to open is not remembered (each part of `status`
         reports it)."""
         if self._backend is None:
-            self._backend = self._open(self.settings)
+            opened = self._open(self.settings)
+            # Without annotations, what the reconciler records lives in the state store.
+            if not opened.capabilities.annotations:
+                self.store = self.store or open_store(self.settings, self.users_dir)
+                opened = with_state(opened, self.store)
+            self._backend = opened
         return self._backend
 
     def identified_backend(self) -> Backend:

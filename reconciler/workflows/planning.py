@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from reconciler.backend.base import Backend
+from reconciler.backend.stateful import without_recorded_state
 from reconciler.capabilities import ALL_FIELDS, Capabilities, KeyUpdate
 from reconciler.config import Settings
 from reconciler.desired import DesiredState
@@ -68,14 +69,7 @@ def fresh_plan(
     backend = run.backend
     live = observe(run)
     made = compute_plan(
-        run.desired,
-        live,
-        resolved,
-        settings=run.settings,
-        guards=guards,
-        targets=targets,
-        capabilities=backend.capabilities,
-        backend=backend.name,
+        run.desired, live, resolved, settings=run.settings, guards=guards, targets=targets, backend=backend
     )
     return with_mail_preview(made, run) if mail else made
 
@@ -145,17 +139,18 @@ def compute_plan(
     settings: Settings,
     guards: Guards,
     targets: tuple[str, ...] = (),
-    capabilities: Capabilities | None = None,
-    backend: str = "",
+    backend: Backend | None = None,
 ) -> Plan:
     """The plan; key checks are skipped (and listed) for users whose keys are not available here.
-    With `capabilities`, what the backend cannot hold is refused or noted (reconciler.supported)."""
+    With `backend`, what it cannot hold is refused or noted (reconciler.supported), and a state
+    store that holds no state yet skips the key checks it cannot make (backend.stateful)."""
     secret = keyring.key_fingerprint_secret(settings) if resolved.keys else None
-    fits = (
-        fit(desired, capabilities, backend, unsupported=settings.unsupported_fields)
-        if capabilities
-        else Fit()
-    )
+    inputs = keyring.key_inputs(desired, resolved, secret)
+    capabilities = backend.capabilities if backend is not None else None
+    fits = Fit()
+    if backend is not None and capabilities is not None:
+        fits = fit(desired, capabilities, backend.name, unsupported=settings.unsupported_fields)
+        inputs = without_recorded_state(inputs, backend, live)
     shape = _shape(capabilities, fits)
     made = make_plan(
         desired.users,
@@ -163,7 +158,7 @@ def compute_plan(
         desired_digest=desired.digest,
         guards=guards,
         targets=targets,
-        keys=keyring.key_inputs(desired, resolved, secret),
+        keys=inputs,
         shape=shape,
     )
     if not (fits.refusals or fits.notes):

@@ -83,8 +83,7 @@ def _drift_section(run: Run) -> Section:
         resolved,
         settings=settings,
         guards=guards_from(settings),
-        capabilities=run.backend.capabilities,
-        backend=run.backend.name,
+        backend=run.backend,
     )
     drift_json.update(
         checked=True,

@@ -10,9 +10,11 @@ import pytest
 
 from reconciler.backend.base import ALL_FIELDS, KeyUpdate
 from reconciler.backend.memory import FULL
+from reconciler.errors import ExitCode
 from reconciler.plan import Action
+from reconciler.workflows.applying import ApplyOptions, run_apply
 from reconciler.workflows.planning import PlanOptions, plan
-from tests.workflows.conftest import Desk
+from tests.workflows.conftest import ADMIN, Desk
 
 NO_DESCRIPTION = replace(FULL, fields=ALL_FIELDS - {"description"})
 
@@ -88,3 +90,26 @@ def test_without_listing_the_live_users_are_asked_for_by_name(desk: Desk) -> Non
     run.live_names = lambda _run: ["admin@example.com", "a@example.com", "undeclared@example.com"]
     made = plan(run, PlanOptions(allow_deletes=1))
     assert [(c.action, c.api_user) for c in made.changes] == [(Action.DELETE, "undeclared@example.com")]
+
+
+def test_without_annotations_fingerprints_live_in_the_state_store_and_a_second_plan_is_empty(
+    desk: Desk,
+) -> None:
+    desk.capabilities = replace(FULL, annotations=False)
+    _declare(desk, timezone="UTC")
+    run = desk.run()
+    first = plan(run, PlanOptions())
+    run.close()
+    # No state yet: the admin's key (set outside the reconciler) is not called changed.
+    assert [c.api_user for c in first.changes] == ["a@example.com"]
+    assert run_apply(desk.run(), ApplyOptions(auto_approve=True)) == ExitCode.OK
+    again = desk.run()
+    assert again.store is None  # opened with the backend
+    made = plan(again, PlanOptions())
+    assert again.store is not None and again.store.read().revision is not None  # flushed by apply
+    # a@ is compared against the fingerprint apply recorded; the admin's key was never set by the
+    # reconciler, which the store now can say.
+    assert [(c.api_user, c.key_reason) for c in made.changes] == [(ADMIN, "not set by the reconciler yet")]
+    desk.key("a@example.com", "KeyB7654321")
+    rekeyed = plan(desk.run(), PlanOptions())
+    assert ("a@example.com", True) in [(c.api_user, c.key_change) for c in rekeyed.changes]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import replace
 from datetime import datetime
@@ -76,7 +77,9 @@ class _Users:
         return self._client.update_user(api_user, {"locked": False}, if_match=if_match)
 
     def delete(self, api_user: str, *, if_match: str | None = None) -> None:
-        self._client.delete_user(api_user, if_match=if_match)
+        # The seam's contract (base.py): deleting a user that is already gone is success.
+        with contextlib.suppress(NotFound):
+            self._client.delete_user(api_user, if_match=if_match)
 
 
 class _Leases:

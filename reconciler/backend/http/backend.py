@@ -143,7 +143,10 @@ class HttpBackend:
     def capabilities(self) -> Capabilities:
         with self._lock:
             if self._capabilities is None:
-                self._capabilities = _discover(self.client)
+                found = _discover(self.client)
+                if found is None:
+                    return CAPABILITIES  # undecided: asked again once the key works
+                self._capabilities = found
             return self._capabilities
 
     @property
@@ -190,12 +193,15 @@ class HttpBackend:
         return f"HttpBackend({self.client!r})"
 
 
-def _discover(client: ServiceClient) -> Capabilities:
+def _discover(client: ServiceClient) -> Capabilities | None:
     """Contract 2.1 (leases, operation log) or 2.0 (neither): one request. A user who may not read
-    the log (403) still talks to a 2.1 service."""
+    the log (403) still talks to a 2.1 service. A refused key (401: the reconciler's own key was
+    rotated by a run that lost the answer, settled right after) decides nothing: None."""
     try:
         has_log = client.operations(limit=1) is not None
     except AuthError as exc:
+        if exc.status == 401:
+            return None
         if exc.status != 403:
             raise
         has_log = True

@@ -16,7 +16,6 @@ from tests.mailgun.conftest import ACCOUNT_KEY, DOMAINS
 # the last-admin guard skipped for a backend that stores no role, the backend wrapped in kit's state
 # store (with_state), import writing importer.written_paths(...). Strict: remove once they land.
 NEEDS_SEAM = "plan/apply over the seam, an optional role, no last-admin guard without roles"
-NEEDS_CORE = pytest.mark.xfail(strict=True, reason=NEEDS_SEAM)
 NEEDS_STATE = pytest.mark.xfail(strict=True, reason=NEEDS_SEAM + ", the state-store wrapper")
 NEEDS_IMPORT = pytest.mark.xfail(
     strict=True, reason=NEEDS_SEAM + ", import of written_paths, keys without recorded state skipped"
@@ -49,7 +48,6 @@ def _user(root: Path, login: str, extra: str = "", env: str = "APP_KEY") -> Path
     return path
 
 
-@NEEDS_CORE
 def test_a_declared_role_is_refused_with_file_and_line(standin: MailgunStandIn, tmp_path: Path) -> None:
     path = _user(tmp_path, "app@mg.example.com", "role: normal\n")
     result = _cli(standin, tmp_path, "plan", APP_KEY=KEYS["APP_KEY"])

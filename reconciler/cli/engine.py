@@ -23,6 +23,7 @@ from reconciler.cli.common import (
     styler,
     users_option,
 )
+from reconciler.cli.console import console_apply, console_plan
 from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
 from reconciler.cli.reports import mail_fields_json
@@ -115,6 +116,8 @@ def plan(
       reconciler plan --out plan.json && reconciler apply plan.json
       reconciler plan --mail-dir /etc/reconciler/mail
     """
+    if (console := console_plan(users_dir, fmt, targets)) is not None:
+        return console  # a console backend: the plan is a checklist (reconciler/cli/console.py)
     options = workflow.ApplyOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
     result = workflow.make_plan(_load(users_dir, mail_dir), options, ClickReporter())
     _show(result, fmt)
@@ -222,6 +225,8 @@ def _run_apply(
     lock_timeout: float,
     wait_gateways: float | None = None,
 ) -> int:
+    if (console := console_apply(users_dir, targets, fmt, mail, mail_dir)) is not None:
+        return console  # a console backend: a guided session (reconciler/cli/console.py)
     options = workflow.ApplyOptions(
         auto_approve=auto_approve,
         allow_deletes=allow_deletes,

@@ -1,0 +1,214 @@
+"""Console backends at the command line (docs/cmc.md): `verify`, and what `plan`, `apply` and
+`reconcile` do when the backend cannot write (`capabilities.can_write` is false).
+
+- `plan`: the checklist in the console's words (text, Markdown for the pull request, JSON).
+- `apply`/`reconcile` at a terminal: the guided session; each change verified before the next.
+- the same without a terminal (CI): the checklist is published (stdout in every format, and the
+  job summary where $GITHUB_STEP_SUMMARY is set), exit 4, "waiting for a person".
+- `verify`: probe, record what matches, then (reconcile's mail step) serve what was verified.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler import workflow
+from reconciler.backend import registry
+from reconciler.backend.cmc import CmcBackend
+from reconciler.backend.cmc.checklist import Checklist, render_json, render_markdown, render_text
+from reconciler.backend.cmc.steps import Task
+from reconciler.cli.common import format_option, users_option
+from reconciler.errors import ExitCode, ReconcilerError
+from reconciler.safetext import terminal
+from reconciler.workflows import guided
+from reconciler.workflows.verify import ConsoleRun, Verdict, checklist, open_run, verify
+
+WAITING = ExitCode.WAITING
+
+
+def is_console(users_dir: Path) -> bool:
+    """True when the configured backend cannot write (read without connecting anywhere)."""
+    loaded = workflow.load(users_dir)
+    return not registry.factory(loaded.settings.backend).capabilities.can_write
+
+
+def _open(users_dir: Path, command: str, mail_dir: Path | None = None) -> ConsoleRun:
+    loaded = workflow.load(users_dir)
+    if mail_dir is not None:
+        loaded = replace(loaded, settings=loaded.settings.model_copy(update={"mail_dir": str(mail_dir)}))
+    backend = registry.open_backend(loaded.settings)
+    if not isinstance(backend, CmcBackend):
+        backend.close()
+        raise ReconcilerError(f"backend {loaded.settings.backend} has no guided session")
+    return open_run(loaded, backend, command)
+
+
+def _publish(found: Checklist, fmt: str) -> None:
+    render: Callable[[Checklist], str] = {"json": render_json, "markdown": render_markdown}.get(
+        fmt, render_text
+    )
+    click.echo(render(found), nl=False)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as out:
+            out.write(render_markdown(found))
+
+
+def console_plan(users_dir: Path, fmt: str, targets: tuple[str, ...]) -> int | None:
+    """`plan` with a console backend; None when the backend can write (the ordinary plan)."""
+    if not is_console(users_dir):
+        return None
+    run = _open(users_dir, "plan")
+    try:
+        found = checklist(run, targets)
+    finally:
+        run.close()
+    _publish(found, fmt)
+    return ExitCode.OK if found.empty else ExitCode.CHANGES_PENDING
+
+
+def console_apply(
+    users_dir: Path, targets: tuple[str, ...], fmt: str, mail: workflow.MailStep | None, mail_dir: Path | None
+) -> int | None:
+    """`apply`/`reconcile` with a console backend; None when the backend can write."""
+    if not is_console(users_dir):
+        return None
+    run = _open(users_dir, "reconcile" if mail else "apply", mail_dir)
+    try:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()) or fmt == "json":
+            found = checklist(run, targets)
+            _publish(found, fmt)
+            return ExitCode.OK if found.empty else WAITING
+        session = guided.run_session(run, TerminalOperator(), targets)
+        click.echo(
+            f"\n{len(session.done)} of {session.total} change(s) done and verified; "
+            f"{session.probes} probe(s), {session.failed_authentications} failed authentication(s) caused."
+        )
+        if not session.complete:
+            click.echo("Run `reconciler apply` again to go on, or `reconciler verify` once the rest is done.")
+            return WAITING
+        return _mail_step(run, mail, targets)
+    finally:
+        run.close()
+
+
+def _mail_step(run: ConsoleRun, mail: workflow.MailStep | None, targets: tuple[str, ...]) -> int:
+    """Serve what was verified: users with a change still pending keep what the gateway served."""
+    if mail is None:
+        return ExitCode.OK
+    from reconciler.cli.engine import ClickReporter  # the mail step's reporter, shared with reconcile
+
+    settings = run.loaded.settings
+    relay = {"relay_host": settings.cmc_relay_host, "relay_port": settings.cmc_relay_port}
+    loaded = replace(run.loaded, settings=settings.model_copy(update=relay))
+    pending = frozenset(t.api_user for t in checklist(run, targets).tasks)
+    return workflow.run_mail_step(loaded, mail, ClickReporter(), not_applied=pending)
+
+
+class TerminalOperator:
+    """The guided session's prompt: the terminal is the only place a key is ever shown."""
+
+    def show(self, task: Task, total: int) -> None:
+        click.echo(f"\n[{task.number}/{total}] {task.kind.value} {terminal(task.api_user)}")
+        for i, step in enumerate(task.steps, 1):
+            click.echo(f"  {task.number}.{i} {terminal(step)}")
+        for line in task.drift:
+            click.echo(f"  console drift: {terminal(line)}")
+
+    def ask(self, task: Task, reveal_key: Callable[[], str | None]) -> guided.Answer:
+        choices = ["done", "skip", "stop", *(["key"] if task.needs_key else [])]
+        while True:
+            answer = click.prompt(
+                "  done, skip or stop" + (" (key: show the key once)" if task.needs_key else ""),
+                type=click.Choice(choices),
+            )
+            if answer != "key":
+                return guided.Answer(answer)
+            key = reveal_key()
+            click.echo(
+                f"  API Key: {key}" if key else "  the key was shown already (or cannot be resolved here)"
+            )
+
+    def saw(self, task: Task, verdict: Verdict) -> None:
+        mark = "verified" if verdict.ok else "NOT as declared"
+        click.echo(f"  {mark}: " + "; ".join(terminal(line) for line in verdict.lines))
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    return {"api_user": verdict.api_user, "ok": verdict.ok, "seen": list(verdict.lines)}
+
+
+@click.command(name="verify")
+@users_option
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="PATTERN",
+    help="Also probe api_users matching this glob (repeatable).",
+)
+@click.option(
+    "--mail-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Then serve what was verified on this gateway.",
+)
+@click.option("--no-reload", is_flag=True, help="Write mail files but do not reload Postfix/Dovecot.")
+@format_option("text", "json")
+def verify_command(
+    users_dir: Path, targets: tuple[str, ...], mail_dir: Path | None, no_reload: bool, fmt: str
+) -> int:
+    """Console backends: confirm that the account matches users/, and record it.
+
+    Probes the users with a change pending (and those named by --target), records each one that
+    matches, and with --mail-dir (or RECONCILER_MAIL_DIR) serves what was verified. Exit codes:
+    0 every probed user matches, 1 one does not (shown with what the probes saw).
+
+    \b
+    Example:
+      reconciler verify
+      reconciler verify --target 'billing@*' --mail-dir /etc/reconciler/mail
+    """
+    run = _open(users_dir, "verify", mail_dir)
+    try:
+        verdicts = verify(run, targets)
+        counts = (run.transport.probes, run.transport.failed_authentications)
+        if fmt == "json":
+            doc = {
+                "verified": [_verdict_json(v) for v in verdicts],
+                "probes": counts[0],
+                "failed_authentications": counts[1],
+            }
+            click.echo(render_json_doc(doc), nl=False)
+        else:
+            for v in verdicts:
+                click.echo(
+                    f"{'ok  ' if v.ok else 'FAIL'} {terminal(v.api_user)}: "
+                    + "; ".join(terminal(x) for x in v.lines)
+                )
+            click.echo(
+                f"{len(verdicts)} user(s) probed; {counts[0]} probe(s), {counts[1]} failed authentication(s) caused."
+            )
+        if not all(v.ok for v in verdicts):
+            return ExitCode.ERROR
+        use_mail = mail_dir is not None or run.loaded.settings.mail_dir is not None
+        return _mail_step(
+            run, workflow.MailStep(mail_dir, reload=not no_reload) if use_mail else None, targets
+        )
+    finally:
+        run.close()
+
+
+def render_json_doc(doc: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+COMMANDS = [verify_command]

@@ -1,0 +1,209 @@
+"""The console backend's read side: the checklist a person must work through, and `verify`.
+
+One `ConsoleRun` per command: the declared state (one snapshot), the backend's transport, the
+state store (what was verified; the set of users, since the console has no list) and the audit
+log. Probing is bounded: only users with a change, or named by `--target`; never with the key of a
+user declared deleted (its file is gone, so is its key); at most one Transactional Email request
+per user and run; at RECONCILER_CMC_PROBE_RATE.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from reconciler import engine, state
+from reconciler.backend.base import StateStore
+from reconciler.backend.cmc import CmcBackend
+from reconciler.backend.cmc.checklist import Checklist
+from reconciler.backend.cmc.expect import mismatches, observable
+from reconciler.backend.cmc.steps import (
+    STATE_AT,
+    ConsoleOperation,
+    Kind,
+    Task,
+    after_console,
+    record,
+    tasks,
+)
+from reconciler.backend.cmc.transport import ProbeResult, Transport
+from reconciler.model import UserSpec
+from reconciler.secrets import ApiKey, fingerprint
+from reconciler.workflow import Loaded
+from reconciler.workflows.console_state import open_store, update
+
+AUDIT_ENTRY = "#cmc-audit"  # not an email address: never a user's entry
+STAMP = "%Y-%m-%d %H:%M:%S"
+
+
+def now_stamp() -> str:
+    return datetime.now(UTC).strftime(STAMP)
+
+
+@dataclass
+class ConsoleRun:
+    loaded: Loaded
+    transport: Transport
+    store: StateStore
+    audit: state.AuditLog
+    secret: bytes | None
+    http_probed: set[str] = field(default_factory=set)
+
+    def user(self, name: str) -> UserSpec | None:
+        return next((u for u in self.loaded.desired.users if u.api_user.lower() == name.lower()), None)
+
+    def key(self, name: str) -> ApiKey | None:
+        return self.loaded.keys.resolve([name]).keys.get(self._declared(name))
+
+    def _declared(self, name: str) -> str:
+        user = self.user(name)
+        return user.api_user if user is not None else name
+
+    def fingerprint(self, name: str) -> str | None:
+        key = self.key(name)
+        return fingerprint(key, self.secret) if key is not None and self.secret is not None else None
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def open_run(loaded: Loaded, backend: CmcBackend, command: str) -> ConsoleRun:
+    settings = loaded.settings
+    try:
+        secret: bytes | None = engine.fingerprint_secret(settings)
+    except Exception:  # no admin key and no fingerprint secret: key changes cannot be told apart
+        secret = None
+    context = {"run": state.run_id(), "actor": state.actor(), "command": command, "backend": "cmc-console"}
+    store = open_store(loaded.state_dir, settings)
+    return ConsoleRun(loaded, backend.transport, store, state.AuditLog(loaded.state_dir, context), secret)
+
+
+def scope(targets: tuple[str, ...]) -> Callable[[str], bool]:
+    return lambda name: not targets or any(fnmatch.fnmatch(name.lower(), t.lower()) for t in targets)
+
+
+def console_drift(
+    run: ConsoleRun, users: Mapping[str, Mapping[str, str]]
+) -> dict[str, tuple[ConsoleOperation, ...]]:
+    """Console operations on known users after each one's last verification, from the audit log
+    (read at most every `cmc_audit_interval_hours`, cached in the state store)."""
+    if run.transport.admin_user is None:
+        return {}
+    records = _audit_records(run, users)
+    drift: dict[str, list[ConsoleOperation]] = {}
+    for op in map(ConsoleOperation.from_record, records):
+        name = op.target.lower()
+        verified = users.get(name, {}).get(STATE_AT)
+        if verified is not None and op.created > verified:
+            drift.setdefault(name, []).append(op)
+    return {name: tuple(ops) for name, ops in drift.items()}
+
+
+def _audit_records(run: ConsoleRun, users: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
+    cached = run.store.read().users.get(AUDIT_ENTRY, {})
+    interval = timedelta(hours=run.loaded.settings.cmc_audit_interval_hours)
+    fetched = cached.get("fetched_at")
+    if fetched and datetime.strptime(fetched, STAMP).replace(tzinfo=UTC) + interval > datetime.now(UTC):
+        records: list[dict[str, Any]] = json.loads(cached.get("records", "[]"))
+        return records
+    stamps = [e[STATE_AT] for e in users.values() if STATE_AT in e]
+    today = datetime.now(UTC).date()
+    since = date.fromisoformat(min(stamps)[:10]) if stamps else today
+    records = run.transport.console_operations(since, today)
+    update(run.store, {AUDIT_ENTRY: {"fetched_at": now_stamp(), "records": json.dumps(records)}})
+    run.audit.write(event="console_audit_log_read", since=since.isoformat(), records=len(records))
+    return records
+
+
+def checklist(run: ConsoleRun, targets: tuple[str, ...] = ()) -> Checklist:
+    """The changes a person must make, from users/ and the state store, with console drift."""
+    snapshot = run.store.read()
+    known = {k: v for k, v in snapshot.users.items() if not k.startswith("#")}
+    drift = console_drift(run, known)
+    effective = dict(known)
+    for name, ops in drift.items():
+        for op in ops:
+            effective[name] = after_console(effective.get(name, {}), op.operation)
+    users = run.loaded.desired.users
+    fps = {u.api_user: run.fingerprint(u.api_user) for u in users if scope(targets)(u.api_user)}
+    described = {n: tuple(op.describe() for op in ops) for n, ops in drift.items()}
+    found = tasks(users, fps, effective, described, scope(targets))
+    lines = tuple(f"{n}: {d}" for n, ds in sorted(described.items()) for d in ds)
+    notes = () if run.secret is not None else ("key changes are not detected: no fingerprint secret",)
+    return Checklist(tuple(found), lines, notes, run.transport.probes, run.transport.failed_authentications)
+
+
+def probe(run: ConsoleRun, user: UserSpec, key: ApiKey) -> list[ProbeResult]:
+    """SMTP always; the Transactional Email request once per user and run."""
+    results = [run.transport.smtp_probe(user.api_user, key)]
+    if user.api_user.lower() not in run.http_probed:
+        run.http_probed.add(user.api_user.lower())
+        results.append(run.transport.http_probe(user.api_user, key))
+    return results
+
+
+@dataclass(frozen=True)
+class Verdict:
+    api_user: str
+    ok: bool
+    lines: tuple[str, ...]  # what the probes saw, or why nothing could be seen
+
+
+def verify_user(run: ConsoleRun, name: str, deleted: bool = False, expect: UserSpec | None = None) -> Verdict:
+    """Probe `name` and compare with `expect` (default: as declared)."""
+    user = expect or run.user(name)
+    if deleted or user is None:
+        return Verdict(name, True, ("deleted: not probed (never with the key of a deleted user)",))
+    key = run.key(name)
+    if key is None:
+        return Verdict(name, False, ("its key cannot be resolved here: not probed",))
+    if not observable(user):
+        return Verdict(
+            name, True, ("nothing observable (locked, or neither HTTP-API nor SMTP): taken as done",)
+        )
+    results = probe(run, user, key)
+    wrong = mismatches(user, results)
+    return Verdict(name, not wrong, tuple(wrong) if wrong else tuple(str(r) for r in results))
+
+
+def record_verdict(
+    run: ConsoleRun, verdict: Verdict, task: Task | None = None, expect: UserSpec | None = None
+) -> None:
+    """A passing verification becomes the user's verified state; every verdict is audited."""
+    run.audit.write(
+        event="console_verify",
+        api_user=verdict.api_user,
+        action=task.kind.value if task else "verify",
+        task=task.number if task else None,
+        outcome="ok" if verdict.ok else "failed",
+        detail=list(verdict.lines),
+    )
+    if not verdict.ok:
+        return
+    user = expect or run.user(verdict.api_user)
+    name = verdict.api_user.lower()
+    if user is None or (task is not None and task.kind is Kind.DELETE):
+        update(run.store, {name: None})
+    else:
+        update(run.store, {name: record(user, run.fingerprint(user.api_user), now_stamp())})
+
+
+def verify(run: ConsoleRun, targets: tuple[str, ...]) -> list[Verdict]:
+    """`reconciler verify`: probe the users with a pending change (or those named by `--target`);
+    every user that matches is recorded as verified, a deleted one is forgotten."""
+    pending = checklist(run, targets)
+    names: dict[str, bool] = {t.api_user.lower(): t.kind is Kind.DELETE for t in pending.tasks}
+    if targets:
+        names |= {u.api_user.lower(): False for u in run.loaded.desired.users if scope(targets)(u.api_user)}
+    verdicts = [verify_user(run, name, deleted) for name, deleted in sorted(names.items())]
+    for verdict in verdicts:
+        record_verdict(run, verdict, _delete_task(pending, verdict.api_user))
+    return verdicts
+
+
+def _delete_task(pending: Checklist, name: str) -> Task | None:
+    return next((t for t in pending.tasks if t.api_user.lower() == name and t.kind is Kind.DELETE), None)

@@ -32,7 +32,7 @@ _LABEL = {
     "access.own_data_only": "Access Authorization: Only refer to this user's sending data",
     "timezone": "Time Zone",
 }
-OPEN_TAB = "Menu -> API settings -> API user tab"
+OPEN_TAB = "Menu → API settings → API user tab"
 
 
 class Kind(StrEnum):

@@ -1,0 +1,87 @@
+"""plan, apply (without a terminal), verify and console drift through the CLI, against the stand-in."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import ExitCode
+from tests.cmc.conftest import Cmc
+
+
+def test_plan_is_the_console_checklist_in_markdown_without_any_key(cmc: Cmc) -> None:
+    cmc.declare("billing@example.com", role="admin", timezone="UTC")
+    code, out = cmc.cli("plan", "--format", "markdown")
+    assert code == ExitCode.CHANGES_PENDING
+    out = out.replace("\\", "")  # as rendered: Markdown escapes gone
+    for words in ("Menu → API settings → API user tab", "API Key (confirmation)", "API group Admin",
+                  "Access Authorization: SMTP", "Time Zone: UTC", "Not observable"):
+        assert words in out
+
+
+def test_plan_json_says_what_is_observable(cmc: Cmc) -> None:
+    cmc.declare("billing@example.com")
+    code, out = cmc.cli("plan", "--format", "json")
+    doc = json.loads(out)
+    assert doc["tasks"][0]["action"] == "create"
+    assert "timezone" in doc["not_observable"] and "access.smtp" in doc["observable"]
+
+
+def test_apply_without_a_terminal_publishes_the_checklist_and_waits_for_a_person(
+    cmc: Cmc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    key = cmc.declare("billing@example.com")
+    code, out = cmc.cli("apply")
+    assert code == ExitCode.WAITING == 4
+    assert "click add" in out and "click add" in summary.read_text()
+    # The person does it in the console; verify confirms it and records it.
+    cmc.standin.driver.add("billing@example.com", key)
+    code, out = cmc.cli("verify")
+    assert code == 0, out
+    assert "ok   billing@example.com" in out
+    code, out = cmc.cli("plan")
+    assert code == 0 and "0 change(s)" in out
+
+
+def test_verify_catches_a_step_done_wrong_and_says_what_the_probe_saw(cmc: Cmc) -> None:
+    key = cmc.declare("billing@example.com")
+    cmc.standin.driver.add("billing@example.com", key, smtp=False)  # SMTP box left unchecked
+    code, out = cmc.cli("verify")
+    assert code == ExitCode.ERROR
+    assert "refused on the relay" in out and "1 failed authentication(s)" in out
+    code, out = cmc.cli("plan")
+    assert "click add" in out  # not recorded: still pending
+
+
+def test_console_drift_from_the_audit_log_shows_in_the_plan_with_its_author(cmc: Cmc) -> None:
+    key = cmc.declare("billing@example.com")
+    cmc.standin.driver.add("billing@example.com", key)
+    assert cmc.cli("verify")[0] == 0
+    cmc.standin.driver.console_account = "someone@example.com"
+    # A minute later: the log's times have whole seconds, and a change in the second of the
+    # verification is taken as part of it.
+    cmc.standin.account.clock = lambda: datetime.now(UTC) + timedelta(minutes=1)
+    cmc.standin.driver.lock("billing@example.com")
+    code, out = cmc.cli("plan")
+    assert code == ExitCode.CHANGES_PENDING
+    assert "lock by someone@example.com" in out
+    assert "uncheck Lock this account" in out
+
+
+def test_nothing_is_probed_with_the_key_of_a_deleted_user(cmc: Cmc) -> None:
+    key = cmc.declare("old@example.com")
+    cmc.standin.driver.add("old@example.com", key)
+    assert cmc.cli("verify")[0] == 0
+    cmc.remove("old@example.com")
+    before = len(cmc.standin.account.logins)
+    code, out = cmc.cli("plan")
+    assert "click Delete" in out
+    cmc.standin.driver.delete("old@example.com")
+    code, out = cmc.cli("verify")
+    assert code == 0 and "not probed" in out
+    assert [e for e in cmc.standin.account.logins[before:] if e["account"] == "old@example.com"] == []

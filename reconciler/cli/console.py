@@ -193,7 +193,8 @@ def verify_command(
                     + "; ".join(terminal(x) for x in v.lines)
                 )
             click.echo(
-                f"{len(verdicts)} user(s) probed; {counts[0]} probe(s), {counts[1]} failed authentication(s) caused."
+                f"{len(verdicts)} user(s) probed; {counts[0]} probe(s), "
+                f"{counts[1]} failed authentication(s) caused."
             )
         if not all(v.ok for v in verdicts):
             return ExitCode.ERROR

@@ -10,7 +10,7 @@ checklist holds only what is left.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -69,7 +69,7 @@ def run_session(run: ConsoleRun, operator: Operator, targets: tuple[str, ...] = 
 
 
 def _expected(
-    run: ConsoleRun, task: Task, entry: dict[str, str] | None, remaining: tuple[Task, ...]
+    run: ConsoleRun, task: Task, entry: Mapping[str, str] | None, remaining: tuple[Task, ...]
 ) -> UserSpec | None:
     user = run.user(task.api_user)
     if user is None or task.kind is Kind.DELETE:

@@ -42,11 +42,16 @@ class Cmc:
 
     def declare(self, api_user: str, **attrs: Any) -> str:
         """Write users/<api_user>.yaml (keys from the environment) and return its key."""
-        env = "KEY_" + api_user.split("@")[0].upper().replace("-", "_")
+        env = "KEY_" + api_user.split("@", 1)[0].upper().replace("-", "_")
         key = self.keys.get(env) or new_key()
         self.set_key(env, key)
         access = attrs.pop("access", {"http_api": True, "smtp": True})
-        lines = [f"api_user: {api_user}", "api_key:", f"  from_env: {env}", f"role: {attrs.pop('role', 'normal')}"]
+        lines = [
+            f"api_user: {api_user}",
+            "api_key:",
+            f"  from_env: {env}",
+            f"role: {attrs.pop('role', 'normal')}",
+        ]
         lines += ["access:", *(f"  {k}: {str(v).lower()}" for k, v in access.items())]
         lines += [f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in attrs.items()]
         (self.users / f"{api_user}.yaml").write_text("\n".join(lines) + "\n")

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from reconciler.backend.base import ALL_FIELDS, Backend, Capabilities, RunIdentity
+from reconciler.backend.base import (
+    ALL_FIELDS,
+    Backend,
+    Capabilities,
+    GatewayReports,
+    Leases,
+    OperationLog,
+    RunIdentity,
+    Users,
+)
 from reconciler.backend.cmc.steps import OBSERVABLE
 from reconciler.backend.cmc.transport import Transport
 from reconciler.config import Settings
@@ -70,10 +79,10 @@ class CmcBackend:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.users = _Users()
-        self.leases = None
-        self.operation_log = None
-        self.gateways = None
+        self.users: Users = _Users()
+        self.leases: Leases | None = None
+        self.operation_log: OperationLog | None = None
+        self.gateways: GatewayReports | None = None
 
     def identify(self, identity: RunIdentity) -> None:
         """Nothing to send: the console records its own operator."""

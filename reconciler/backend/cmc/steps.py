@@ -9,7 +9,7 @@ edit, a key change, a lock or an unlock, and a user verified once whose file is 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -160,7 +160,8 @@ def changes_of(
     user: UserSpec, fingerprint: str | None, recorded: Recorded | None
 ) -> list[tuple[Kind, dict[str, Any]]]:
     if recorded is None or recorded.attributes is None:
-        return [(Kind.CREATE, {})] + ([(Kind.LOCK, {})] if user.locked else [])
+        first: list[tuple[Kind, dict[str, Any]]] = [(Kind.CREATE, {})]
+        return first + ([(Kind.LOCK, {})] if user.locked else [])
     wanted = console_attributes(user)
     edits = {p: v for p, v in wanted.items() if recorded.attributes.get(p) != v}
     found: list[tuple[Kind, dict[str, Any]]] = [(Kind.EDIT, edits)] if edits else []
@@ -176,7 +177,7 @@ def tasks(
     fingerprints: Mapping[str, str | None],
     state: Mapping[str, Mapping[str, str]],
     drift: Mapping[str, tuple[str, ...]] = {},
-    in_scope: Any = lambda name: True,
+    in_scope: Callable[[str], bool] = lambda name: True,
 ) -> list[Task]:
     """Every change, in the console's order of safety: adds first, deletes last."""
     found: list[tuple[Kind, str, dict[str, Any], UserSpec | None]] = []
@@ -193,13 +194,19 @@ def tasks(
             found.append((Kind.DELETE, name, {}, None))
     found.sort(key=lambda item: (ORDER.index(item[0]), item[1].lower()))
     return [
-        _task(n, kind, name, ch, user, drift.get(name.lower(), ()))
+        _task(n, kind, name, ch, user, drift=drift.get(name.lower(), ()))
         for n, (kind, name, ch, user) in enumerate(found, 1)
     ]
 
 
 def _task(
-    number: int, kind: Kind, name: str, changes: dict[str, Any], user: UserSpec | None, drift: tuple[str, ...]
+    number: int,
+    kind: Kind,
+    name: str,
+    changes: dict[str, Any],
+    user: UserSpec | None,
+    *,
+    drift: tuple[str, ...],
 ) -> Task:
     if kind is Kind.DELETE or user is None:
         return Task(number, kind, name, tuple(_delete(name)), drift=drift)

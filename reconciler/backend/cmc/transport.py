@@ -235,7 +235,8 @@ class Transport:
             smtp.ehlo()
         elif not self.endpoints.relay_is_loopback:
             raise ServiceError(
-                f"the relay {self.endpoints.relay_host} offers no STARTTLS: refusing to send a key in plain text"
+                f"the relay {self.endpoints.relay_host} offers no STARTTLS: "
+                "refusing to send a key in plain text"
             )
 
     def _count(self, result: ProbeResult) -> ProbeResult:
@@ -248,7 +249,8 @@ class Transport:
         self._session.close()
 
     def __repr__(self) -> str:
-        return f"Transport({self.endpoints.api_url}, relay={self.endpoints.relay_host}:{self.endpoints.relay_port})"
+        relay = f"{self.endpoints.relay_host}:{self.endpoints.relay_port}"
+        return f"Transport({self.endpoints.api_url}, relay={relay})"
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

@@ -18,6 +18,7 @@ those of the login-log example) are this stand-in's guesses; docs/cmc.md lists t
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import warnings
@@ -277,6 +278,9 @@ class StandIn:
         self._smtp: Controller | None = None
 
     def start(self) -> StandIn:
+        # One line per request and aiosmtpd's deprecation notes would bury what a demo shows.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
         self._http = make_server(HOST, 0, TransactionalEmail(self.account), threaded=True)
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
         # AUTH without TLS is the point on loopback; the tool itself refuses it anywhere else.

@@ -94,12 +94,12 @@ def console_apply(
         if not session.complete:
             click.echo("Run `reconciler apply` again to go on, or `reconciler verify` once the rest is done.")
             return WAITING
-        return _mail_step(run, mail, targets)
+        return _mail_step(run, mail)
     finally:
         run.close()
 
 
-def _mail_step(run: ConsoleRun, mail: workflow.MailStep | None, targets: tuple[str, ...]) -> int:
+def _mail_step(run: ConsoleRun, mail: workflow.MailStep | None) -> int:
     """Serve what was verified: users with a change still pending keep what the gateway served."""
     if mail is None:
         return ExitCode.OK
@@ -108,7 +108,8 @@ def _mail_step(run: ConsoleRun, mail: workflow.MailStep | None, targets: tuple[s
     settings = run.loaded.settings
     relay = {"relay_host": settings.cmc_relay_host, "relay_port": settings.cmc_relay_port}
     loaded = replace(run.loaded, settings=settings.model_copy(update=relay))
-    pending = frozenset(t.api_user for t in checklist(run, targets).tasks)
+    # Every user, not only the targets: a gateway serves all of users/, and only the verified part.
+    pending = frozenset(t.api_user for t in checklist(run).tasks)
     return workflow.run_mail_step(loaded, mail, ClickReporter(), not_applied=pending)
 
 
@@ -199,9 +200,7 @@ def verify_command(
         if not all(v.ok for v in verdicts):
             return ExitCode.ERROR
         use_mail = mail_dir is not None or run.loaded.settings.mail_dir is not None
-        return _mail_step(
-            run, workflow.MailStep(mail_dir, reload=not no_reload) if use_mail else None, targets
-        )
+        return _mail_step(run, workflow.MailStep(mail_dir, reload=not no_reload) if use_mail else None)
     finally:
         run.close()
 

@@ -16,9 +16,17 @@ from enum import StrEnum
 from typing import Protocol
 
 from reconciler.backend.cmc.checklist import Checklist
-from reconciler.backend.cmc.steps import Kind, Recorded, Task, interim
+from reconciler.backend.cmc.steps import STATE_STEP, Kind, Recorded, Task, interim
 from reconciler.model import UserSpec
-from reconciler.workflows.verify import ConsoleRun, Verdict, checklist, record_verdict, verify_user
+from reconciler.workflows.console_state import update
+from reconciler.workflows.verify import (
+    ConsoleRun,
+    Verdict,
+    checklist,
+    now_stamp,
+    record_verdict,
+    verify_user,
+)
 
 
 class Answer(StrEnum):
@@ -83,6 +91,7 @@ def _work(run: ConsoleRun, operator: Operator, task: Task, expect: UserSpec | No
     reveal = _key_once(run, task)
     while True:
         answer = operator.ask(task, reveal)
+        _remember_step(run, task, answer)
         run.audit.write(
             event="console_step",
             api_user=task.api_user,
@@ -97,6 +106,13 @@ def _work(run: ConsoleRun, operator: Operator, task: Task, expect: UserSpec | No
         operator.saw(task, verdict)
         if verdict.ok:
             return Answer.DONE
+
+
+def _remember_step(run: ConsoleRun, task: Task, answer: Answer) -> None:
+    """The last answer for a user, in the state store beside what was verified (a session that
+    stops, or a machine that goes away, leaves where it was)."""
+    step = f"{task.kind.value} {answer.value} {now_stamp()}"
+    update(run.store, {task.api_user.lower(): {STATE_STEP: step}})
 
 
 def _key_once(run: ConsoleRun, task: Task) -> Callable[[], str | None]:

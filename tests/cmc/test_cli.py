@@ -91,3 +91,20 @@ def test_nothing_is_probed_with_the_key_of_a_deleted_user(cmc: Cmc) -> None:
     code, out = cmc.cli("verify")
     assert code == 0 and "not probed" in out
     assert [e for e in cmc.standin.account.logins[before:] if e["account"] == "old@example.com"] == []
+
+
+def test_verify_serves_what_was_verified_and_relays_to_the_configured_cmc_host(
+    cmc: Cmc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_MAIL_CHECKS", "skip")
+    good = cmc.declare("good@example.com")
+    cmc.declare("pending@example.com")  # declared, never done in the console
+    cmc.standin.driver.add("good@example.com", good)
+    mail = cmc.root / "mail"
+    code, out = cmc.cli("verify", "--mail-dir", str(mail), "--no-reload")
+    assert code == ExitCode.ERROR and not mail.exists()  # pending@ does not match: nothing served
+    code, out = cmc.cli("verify", "--target", "good@*", "--mail-dir", str(mail), "--no-reload")
+    assert code == 0, out
+    relayhosts = (mail / "postfix" / "sender_relayhost_maps").read_text()
+    assert f"good@example.com [127.0.0.1]:{cmc.standin.smtp_port}" in relayhosts
+    assert "pending@example.com" not in relayhosts

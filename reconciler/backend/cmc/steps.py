@@ -23,6 +23,7 @@ CONSOLE_FIELDS = ("role", "operation", "access.http_api", "access.smtp", "access
 STATE_ATTRS = "cmc/attributes"  # JSON of the console fields last verified
 STATE_KEY = "cmc/key"  # keyed fingerprint of the key last verified
 STATE_AT = "cmc/verified_at"
+STATE_STEP = "cmc/last_step"  # "<action> <answer> <time>" of the guided session
 
 _LABEL = {
     "role": "Authorization",

@@ -90,8 +90,19 @@ class CmcBackend:
     def use_lease(self, token: str) -> None:
         """No leases on this service."""
 
+    def lose_lease(self, reason: str) -> None:
+        """No leases, no writes: nothing to fence."""
+
+    @property
+    def lease_lost(self) -> str | None:
+        return None
+
     def use_api_key(self, api_key: ApiKey) -> None:
         """The admin credential is only read (the audit log); it is never rotated by a run."""
+
+    def settle_rotated_key(self, declared: ApiKey) -> bool:
+        """A run never rotates a key here (a person does, in the console): nothing to settle."""
+        return False
 
     def close(self) -> None:
         self.transport.close()

@@ -31,6 +31,7 @@ from reconciler.backend.cmc.steps import (
     tasks,
 )
 from reconciler.backend.cmc.transport import ProbeResult, Transport
+from reconciler.errors import ReconcilerError
 from reconciler.model import UserSpec
 from reconciler.secrets import ApiKey, fingerprint
 from reconciler.workflow import Loaded
@@ -52,6 +53,7 @@ class ConsoleRun:
     audit: state.AuditLog
     secret: bytes | None
     http_probed: set[str] = field(default_factory=set)
+    audit_records: list[dict[str, Any]] | None = None  # read once per run (or on purpose again)
 
     def user(self, name: str) -> UserSpec | None:
         return next((u for u in self.loaded.desired.users if u.api_user.lower() == name.lower()), None)
@@ -75,7 +77,7 @@ def open_run(loaded: Loaded, backend: CmcBackend, command: str) -> ConsoleRun:
     settings = loaded.settings
     try:
         secret: bytes | None = engine.fingerprint_secret(settings)
-    except Exception:  # no admin key and no fingerprint secret: key changes cannot be told apart
+    except ReconcilerError:  # no admin key and no fingerprint secret: key changes cannot be told apart
         secret = None
     context = {"run": state.run_id(), "actor": state.actor(), "command": command, "backend": "cmc-console"}
     store = open_store(loaded.state_dir, settings)
@@ -104,10 +106,22 @@ def console_drift(
 
 
 def _audit_records(run: ConsoleRun, users: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
+    if run.audit_records is None:
+        run.audit_records = _read_audit_log(run, users)
+    return run.audit_records
+
+
+def _read_audit_log(
+    run: ConsoleRun, users: Mapping[str, Mapping[str, str]], *, fresh: bool = False
+) -> list[dict[str, Any]]:
     cached = run.store.read().users.get(AUDIT_ENTRY, {})
     interval = timedelta(hours=run.loaded.settings.cmc_audit_interval_hours)
     fetched = cached.get("fetched_at")
-    if fetched and datetime.strptime(fetched, STAMP).replace(tzinfo=UTC) + interval > datetime.now(UTC):
+    if (
+        not fresh
+        and fetched
+        and datetime.strptime(fetched, STAMP).replace(tzinfo=UTC) + interval > datetime.now(UTC)
+    ):
         records: list[dict[str, Any]] = json.loads(cached.get("records", "[]"))
         return records
     stamps = [e[STATE_AT] for e in users.values() if STATE_AT in e]
@@ -194,16 +208,52 @@ def record_verdict(
 
 def verify(run: ConsoleRun, targets: tuple[str, ...]) -> list[Verdict]:
     """`reconciler verify`: probe the users with a pending change (or those named by `--target`);
-    every user that matches is recorded as verified, a deleted one is forgotten."""
+    every user that matches is recorded as verified. A delete is never probed: the console's
+    audit log confirms it (read again once if the cached copy does not show it yet)."""
     pending = checklist(run, targets)
-    names: dict[str, bool] = {t.api_user.lower(): t.kind is Kind.DELETE for t in pending.tasks}
+    if any(t.kind is Kind.DELETE for t in pending.tasks) and run.transport.admin_user is not None:
+        known = _known(run)
+        run.audit_records = _read_audit_log(run, known, fresh=True)
+        pending = checklist(run, targets)
+    names = {t.api_user.lower() for t in pending.tasks if t.kind is not Kind.DELETE}
     if targets:
-        names |= {u.api_user.lower(): False for u in run.loaded.desired.users if scope(targets)(u.api_user)}
-    verdicts = [verify_user(run, name, deleted) for name, deleted in sorted(names.items())]
+        names |= {u.api_user.lower() for u in run.loaded.desired.users if scope(targets)(u.api_user)}
+    verdicts = [verify_user(run, name) for name in sorted(names)]
     for verdict in verdicts:
-        record_verdict(run, verdict, _delete_task(pending, verdict.api_user))
+        record_verdict(run, verdict)
+    return verdicts + _deletes(run, pending, targets)
+
+
+def _known(run: ConsoleRun) -> dict[str, Mapping[str, str]]:
+    return {k: v for k, v in run.store.read().users.items() if not k.startswith("#")}
+
+
+def _deletes(run: ConsoleRun, pending: Checklist, targets: tuple[str, ...]) -> list[Verdict]:
+    """Users verified once whose file is gone: confirmed (and forgotten) when the audit log shows
+    their Delete; still pending otherwise."""
+    known = _known(run)
+    drift = console_drift(run, known)
+    declared = {u.api_user.lower() for u in run.loaded.desired.users}
+    verdicts = []
+    for name in sorted(set(known) - declared):
+        deleted = [op for op in drift.get(name, ()) if op.operation == "delete"]
+        if deleted and scope(targets)(name):
+            verdicts.append(
+                Verdict(name, True, (f"deleted: {deleted[-1].describe()} (audit log; not probed)",))
+            )
+    for task in pending.tasks:
+        if task.kind is Kind.DELETE:
+            why = (
+                "no Delete of this user in the console's audit log yet (not probed: never with the key of "
+                "a deleted user)"
+                if run.transport.admin_user is not None
+                else "a delete is not observable without the admin's audit log (RECONCILER_API_USER/KEY)"
+            )
+            verdicts.append(Verdict(task.api_user, False, (why,)))
+    for verdict in verdicts:
+        record_verdict(run, verdict, _delete_task(verdict.api_user))
     return verdicts
 
 
-def _delete_task(pending: Checklist, name: str) -> Task | None:
-    return next((t for t in pending.tasks if t.api_user.lower() == name and t.kind is Kind.DELETE), None)
+def _delete_task(name: str) -> Task:
+    return Task(0, Kind.DELETE, name, ())

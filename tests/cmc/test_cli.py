@@ -87,6 +87,7 @@ def test_nothing_is_probed_with_the_key_of_a_deleted_user(cmc: Cmc) -> None:
     cmc.remove("old@example.com")
     before = len(cmc.standin.account.logins)
     assert "click Delete" in cmc.cli("plan")[1]
+    cmc.standin.account.clock = lambda: datetime.now(UTC) + timedelta(minutes=1)
     cmc.standin.driver.delete("old@example.com")
     code, out = cmc.cli("verify")
     assert code == 0 and "not probed" in out
@@ -108,3 +109,18 @@ def test_verify_serves_what_was_verified_and_relays_to_the_configured_cmc_host(
     relayhosts = (mail / "postfix" / "sender_relayhost_maps").read_text()
     assert f"good@example.com [127.0.0.1]:{cmc.standin.smtp_port}" in relayhosts
     assert "pending@example.com" not in relayhosts
+
+
+def test_a_delete_is_confirmed_by_the_audit_log_and_then_forgotten(cmc: Cmc) -> None:
+    key = cmc.declare("old@example.com")
+    cmc.standin.driver.add("old@example.com", key)
+    assert cmc.cli("verify")[0] == 0
+    cmc.remove("old@example.com")
+    code, out = cmc.cli("verify")
+    assert code == ExitCode.ERROR and "no Delete of this user" in out
+    cmc.standin.account.clock = lambda: datetime.now(UTC) + timedelta(minutes=1)
+    cmc.standin.driver.delete("old@example.com")
+    code, out = cmc.cli("verify")
+    assert code == 0 and "delete by operator@example.com" in out
+    code, out = cmc.cli("plan")
+    assert code == 0 and "old@example.com" not in out

@@ -25,6 +25,7 @@ from reconciler.backend.cmc import CmcBackend
 from reconciler.backend.cmc.checklist import Checklist, render_json, render_markdown, render_text
 from reconciler.backend.cmc.steps import Task
 from reconciler.cli.common import format_option, users_option
+from reconciler.config import load_settings
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.safetext import terminal
 from reconciler.workflows import guided
@@ -35,8 +36,8 @@ WAITING = ExitCode.WAITING
 
 def is_console(users_dir: Path) -> bool:
     """True when the configured backend cannot write (read without connecting anywhere)."""
-    loaded = workflow.load(users_dir)
-    return not registry.factory(loaded.settings.backend).capabilities.can_write
+    settings = load_settings(users_dir)  # settings only: users/ is read once, by the verb itself
+    return not registry.factory(settings.backend).capabilities.can_write
 
 
 def _open(users_dir: Path, command: str, mail_dir: Path | None = None) -> ConsoleRun:

@@ -31,7 +31,7 @@ from reconciler.backend.cmc.steps import (
     tasks,
 )
 from reconciler.backend.cmc.transport import ProbeResult, Transport
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.model import UserSpec
 from reconciler.secrets import ApiKey, fingerprint
 from reconciler.workflow import Loaded
@@ -127,7 +127,11 @@ def _read_audit_log(
     stamps = [e[STATE_AT] for e in users.values() if STATE_AT in e]
     today = datetime.now(UTC).date()
     since = date.fromisoformat(min(stamps)[:10]) if stamps else today
-    records = run.transport.console_operations(since, today)
+    # Only what concerns this repository's users is kept: the state store may be a git ref.
+    mine = set(users) | {u.api_user.lower() for u in run.loaded.desired.users}
+    records = [
+        r for r in run.transport.console_operations(since, today) if str(r.get("target", "")).lower() in mine
+    ]
     update(run.store, {AUDIT_ENTRY: {"fetched_at": now_stamp(), "records": json.dumps(records)}})
     run.audit.write(event="console_audit_log_read", since=since.isoformat(), records=len(records))
     return records
@@ -143,7 +147,11 @@ def checklist(run: ConsoleRun, targets: tuple[str, ...] = ()) -> Checklist:
         for op in ops:
             effective[name] = after_console(effective.get(name, {}), op.operation)
     users = run.loaded.desired.users
-    fps = {u.api_user: run.fingerprint(u.api_user) for u in users if scope(targets)(u.api_user)}
+    in_scope = [u.api_user for u in users if scope(targets)(u.api_user)]
+    resolved = run.loaded.keys.resolve(in_scope)
+    if resolved.unusable:  # a key that is there and wrong fails the plan, not the session after the merge
+        raise ValidationFailed(list(resolved.unusable))
+    fps = {name: run.fingerprint(name) for name in in_scope}
     described = {n: tuple(op.describe() for op in ops) for n, ops in drift.items()}
     found = tasks(users, fps, effective, described, scope(targets))
     lines = tuple(f"{n}: {d}" for n, ds in sorted(described.items()) for d in ds)

@@ -124,3 +124,11 @@ def test_a_delete_is_confirmed_by_the_audit_log_and_then_forgotten(cmc: Cmc) -> 
     assert code == 0 and "delete by operator@example.com" in out
     code, out = cmc.cli("plan")
     assert code == 0 and "old@example.com" not in out
+
+
+def test_a_declared_key_that_breaks_the_key_rule_fails_the_plan_with_file_and_line(cmc: Cmc) -> None:
+    cmc.declare("app@example.com")
+    cmc.monkeypatch.setenv("KEY_APP", "short")
+    code, out = cmc.cli("plan")
+    assert code == ExitCode.ERROR
+    assert "app@example.com.yaml:3: api_key.from_env" in out

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from reconciler import errors
 from reconciler.backend.base import StateSnapshot, StateStore
 from reconciler.errors import ReconcilerError, StateError
 
@@ -24,6 +25,13 @@ FILE = "cmc-state.json"
 
 class StateConflict(ReconcilerError):
     """Another run wrote the state since this one read it."""
+
+
+# The project's store raises its own StateConflict (reconciler.errors) once it is installed.
+_CONFLICTS: tuple[type[BaseException], ...] = (
+    StateConflict,
+    *((errors.StateConflict,) if hasattr(errors, "StateConflict") else ()),
+)
 
 
 class LocalJsonStore:
@@ -78,14 +86,15 @@ def _revision(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def open_store(state_dir: Path, settings: Any) -> StateStore:
+def open_store(settings: Any, users_dir: Path, state_dir: Path) -> StateStore:
+    """The project's store (`state_store: local|git`) when reconciler/run/store.py provides one."""
     try:
         module = importlib.import_module("reconciler.run.store")
     except ImportError:
         module = None
     opener = getattr(module, "open_store", None)
     if opener is not None:
-        store: StateStore = opener(settings=settings, state_dir=state_dir)
+        store: StateStore = opener(settings, users_dir)
         return store
     return LocalJsonStore(state_dir / FILE)
 
@@ -103,6 +112,6 @@ def update(store: StateStore, changes: Mapping[str, Mapping[str, str] | None]) -
         try:
             store.write(users, expected=snapshot.revision)
             return
-        except StateConflict:
+        except _CONFLICTS:
             if attempt:
                 raise

@@ -80,7 +80,7 @@ def open_run(loaded: Loaded, backend: CmcBackend, command: str) -> ConsoleRun:
     except ReconcilerError:  # no admin key and no fingerprint secret: key changes cannot be told apart
         secret = None
     context = {"run": state.run_id(), "actor": state.actor(), "command": command, "backend": "cmc-console"}
-    store = open_store(loaded.state_dir, settings)
+    store = open_store(settings, loaded.users_dir, loaded.state_dir)
     return ConsoleRun(loaded, backend.transport, store, state.AuditLog(loaded.state_dir, context), secret)
 
 

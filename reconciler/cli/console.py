@@ -62,8 +62,9 @@ def _publish(found: Checklist, fmt: str) -> None:
             out.write(render_markdown(found))
 
 
-def console_plan(users_dir: Path, fmt: str, targets: tuple[str, ...]) -> int | None:
-    """`plan` with a console backend; None when the backend can write (the ordinary plan)."""
+def console_plan(users_dir: Path, fmt: str, targets: tuple[str, ...], out: Path | None = None) -> int | None:
+    """`plan` with a console backend; None when the backend can write (the ordinary plan).
+    `--out` saves the checklist as JSON (for the record: `apply` always plans afresh)."""
     if not is_console(users_dir):
         return None
     run = _open(users_dir, "plan")
@@ -72,6 +73,11 @@ def console_plan(users_dir: Path, fmt: str, targets: tuple[str, ...]) -> int | N
     finally:
         run.close()
     _publish(found, fmt)
+    if out is not None:
+        try:
+            out.write_text(render_json(found), encoding="utf-8")
+        except OSError as exc:
+            raise ReconcilerError(f"cannot save the checklist to {out}: {exc.strerror}") from None
     return ExitCode.OK if found.empty else ExitCode.CHANGES_PENDING
 
 

@@ -116,7 +116,7 @@ def plan(
       reconciler plan --out plan.json && reconciler apply plan.json
       reconciler plan --mail-dir /etc/reconciler/mail
     """
-    if (console := console_plan(users_dir, fmt, targets)) is not None:
+    if (console := console_plan(users_dir, fmt, targets, out)) is not None:
         return console  # a console backend: the plan is a checklist (reconciler/cli/console.py)
     options = workflow.ApplyOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
     result = workflow.make_plan(_load(users_dir, mail_dir), options, ClickReporter())

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.backend.cmc.steps import NOT_OBSERVABLE, OBSERVABLE, Task
+from reconciler.output import MARKDOWN_MARKER
 from reconciler.safetext import md_code, md_text, terminal
 
-MARKER = "<!-- reconciler-cmc-checklist -->"
+MARKER = MARKDOWN_MARKER  # the same pull request comment is updated in place, whatever the backend
 FORMAT_VERSION = 1
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -213,8 +214,6 @@ def verify_command(
 
 
 def render_json_doc(doc: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 

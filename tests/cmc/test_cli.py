@@ -132,3 +132,12 @@ def test_a_declared_key_that_breaks_the_key_rule_fails_the_plan_with_file_and_li
     code, out = cmc.cli("plan")
     assert code == ExitCode.ERROR
     assert "app@example.com.yaml:3: api_key.from_env" in out
+
+
+def test_verify_json_lists_what_each_probe_saw_and_the_failed_logins(cmc: Cmc) -> None:
+    key = cmc.declare("billing@example.com", access={"http_api": True, "smtp": False})
+    cmc.standin.driver.add("billing@example.com", key, smtp=False)
+    code, out = cmc.cli("verify", "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["verified"][0]["ok"] is True
+    assert doc["failed_authentications"] == 1  # SMTP unchecked: the relay refuses, as declared

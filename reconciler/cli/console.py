@@ -127,7 +127,7 @@ class TerminalOperator:
     def show(self, task: Task, total: int) -> None:
         click.echo(f"\n[{task.number}/{total}] {task.kind.value} {terminal(task.api_user)}")
         for i, step in enumerate(task.steps, 1):
-            click.echo(f"  {task.number}.{i} {terminal(step)}")
+            click.echo(f"  {task.number}.{i} {terminal(str(step))}")
         for line in task.drift:
             click.echo(f"  console drift: {terminal(line)}")
 

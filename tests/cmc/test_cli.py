@@ -22,7 +22,7 @@ def test_plan_is_the_console_checklist_in_markdown_without_any_key(cmc: Cmc) -> 
         "API Key (confirmation)",
         "API group Admin",
         "Access Authorization: SMTP",
-        "Time Zone: UTC",
+        "Time Zone: `UTC`",
         "Not observable",
     ):
         assert words in out

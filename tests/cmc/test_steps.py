@@ -60,7 +60,7 @@ def test_steps_use_the_consoles_names() -> None:
     (create,) = tasks(
         [user(role="admin", access={"http_api": True, "smtp": False})], {"app@example.com": "x"}, {}
     )
-    text = "\n".join(create.steps)
+    text = "\n".join(map(str, create.steps))
     for words in (
         "API User: app@example.com",
         "API Key and API Key (confirmation)",

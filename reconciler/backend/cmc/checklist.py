@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.backend.cmc.steps import NOT_OBSERVABLE, OBSERVABLE, Task
+from reconciler.backend.cmc.steps import NOT_OBSERVABLE, OBSERVABLE, Step, Task
 from reconciler.output import MARKDOWN_MARKER
 from reconciler.safetext import md_code, md_text, terminal
 
@@ -49,7 +49,7 @@ def render_text(checklist: Checklist) -> str:
     lines = [f"Customers Mail Cloud console: {len(checklist.tasks)} change(s) for a person to make"]
     for task in checklist.tasks:
         lines.append(f"\n{task.number}. {task.kind.value} {terminal(task.api_user)}")
-        lines += [f"   {task.number}.{i} {terminal(step)}" for i, step in enumerate(task.steps, 1)]
+        lines += [f"   {task.number}.{i} {terminal(str(step))}" for i, step in enumerate(task.steps, 1)]
         lines += [f"   console drift: {terminal(d)}" for d in task.drift]
     lines += [f"\nconsole drift: {terminal(d)}" for d in checklist.drift if not _in_tasks(checklist, d)]
     lines += ["", *_observability(), *(terminal(n) for n in checklist.notes), _footer(checklist)]
@@ -64,7 +64,7 @@ def render_markdown(checklist: Checklist) -> str:
     lines = [MARKER, f"### Customers Mail Cloud console: {len(checklist.tasks)} change(s)", ""]
     for task in checklist.tasks:
         lines.append(f"{task.number}. **{task.kind.value}** {md_code(task.api_user)}")
-        lines += [f"   - [ ] {task.number}.{i} {md_text(step)}" for i, step in enumerate(task.steps, 1)]
+        lines += [f"   - [ ] {task.number}.{i} {_md_step(step)}" for i, step in enumerate(task.steps, 1)]
         lines += [f"   - console drift: {md_code(d)}" for d in task.drift]
     if checklist.drift:
         lines += ["", "Console drift (from the audit log, with its author):"]
@@ -90,6 +90,11 @@ def to_json(checklist: Checklist) -> dict[str, Any]:
 
 def render_json(checklist: Checklist) -> str:
     return json.dumps(to_json(checklist), indent=2, sort_keys=True) + "\n"
+
+
+def _md_step(step: Step) -> str:
+    # The console's words as text, the value from users/ as code: both escaped for Markdown.
+    return md_text(step.action) + (f": {md_code(step.value)}" if step.value is not None else "")
 
 
 def _in_tasks(checklist: Checklist, line: str) -> bool:

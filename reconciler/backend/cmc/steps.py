@@ -50,13 +50,24 @@ ORDER = (Kind.CREATE, Kind.KEY, Kind.EDIT, Kind.UNLOCK, Kind.LOCK, Kind.DELETE)
 
 
 @dataclass(frozen=True)
+class Step:
+    """One thing to do in the console: fixed words, and the value (from users/) they apply to."""
+
+    action: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        return self.action if self.value is None else f"{self.action}: {self.value}"
+
+
+@dataclass(frozen=True)
 class Task:
     """One change, done by a person in one dialog of the console."""
 
     number: int
     kind: Kind
     api_user: str
-    steps: tuple[str, ...]
+    steps: tuple[Step, ...]
     changes: Mapping[str, Any] = field(default_factory=dict)  # console field path -> new value
     key_source: str | None = None  # where the key to type comes from (never the key)
     drift: tuple[str, ...] = ()  # console operations behind this change, with their author
@@ -70,7 +81,7 @@ class Task:
             "number": self.number,
             "action": self.kind.value,
             "api_user": self.api_user,
-            "steps": list(self.steps),
+            "steps": [str(step) for step in self.steps],
             "changes": dict(self.changes),
             "key_source": self.key_source,
             "drift": list(self.drift),
@@ -96,40 +107,46 @@ def _show(path: str, value: Any) -> str:
     return str(value)
 
 
-def _field_steps(changes: Mapping[str, Any]) -> list[str]:
-    return [f"{_LABEL[path]}: {_show(path, value)}" for path, value in changes.items()]
+def _field_steps(changes: Mapping[str, Any]) -> list[Step]:
+    return [Step(_LABEL[path], _show(path, value)) for path, value in changes.items()]
 
 
-def _create(user: UserSpec) -> list[str]:
+def _key_step(user: UserSpec) -> Step:
+    return Step(
+        "API Key and API Key (confirmation): type the key (answer `key` to see it) from",
+        user.api_key.describe(),
+    )
+
+
+def _create(user: UserSpec) -> list[Step]:
     return [
-        f"{OPEN_TAB}: click add",
-        f"API User: {user.api_user}",
-        f"API Key and API Key (confirmation): the key from {user.api_key.describe()} (ask for it with `key`)",
+        Step(f"{OPEN_TAB}: click add"),
+        Step("API User", user.api_user),
+        _key_step(user),
         *_field_steps(console_attributes(user)),
-        "click Save",
+        Step("click Save"),
     ]
 
 
-def _edit(api_user: str, changes: Mapping[str, Any]) -> list[str]:
-    return [f"{OPEN_TAB}: click {api_user}", *_field_steps(changes), "click Save"]
+def _open(api_user: str) -> Step:
+    return Step(f"{OPEN_TAB}: click the API user", api_user)
 
 
-def _key(user: UserSpec) -> list[str]:
-    return [
-        f"{OPEN_TAB}: click {user.api_user}",
-        "check Change API key",
-        f"API Key and API Key (confirmation): the key from {user.api_key.describe()} (ask for it with `key`)",
-        "click Save",
-    ]
+def _edit(api_user: str, changes: Mapping[str, Any]) -> list[Step]:
+    return [_open(api_user), *_field_steps(changes), Step("click Save")]
 
 
-def _lock(api_user: str, locked: bool) -> list[str]:
+def _key(user: UserSpec) -> list[Step]:
+    return [_open(user.api_user), Step("check Change API key"), _key_step(user), Step("click Save")]
+
+
+def _lock(api_user: str, locked: bool) -> list[Step]:
     box = "check" if locked else "uncheck"
-    return [f"{OPEN_TAB}: click {api_user}", f"{box} Lock this account", "click Save"]
+    return [_open(api_user), Step(f"{box} Lock this account"), Step("click Save")]
 
 
-def _delete(api_user: str) -> list[str]:
-    return [f"{OPEN_TAB}: click {api_user}", "click Delete", "enter your console password and confirm"]
+def _delete(api_user: str) -> list[Step]:
+    return [_open(api_user), Step("click Delete"), Step("enter your console password and confirm")]
 
 
 @dataclass(frozen=True)

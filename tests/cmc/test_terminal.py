@@ -118,3 +118,13 @@ def test_stop_at_the_terminal_waits_for_a_person_and_the_next_session_goes_on(
     os.close(primary)
     code, screen_two = guided(cmc, "apply")
     assert code == 0 and "[1/1] create app@example.com" in screen_two
+
+
+def test_reconcile_runs_the_mail_step_once_the_session_is_verified(cmc: Cmc) -> None:
+    cmc.monkeypatch.setenv("RECONCILER_MAIL_CHECKS", "skip")
+    cmc.declare("app@example.com")
+    mail = cmc.root / "mail"
+    code, screen = guided(cmc, "reconcile", "--mail-dir", str(mail), "--no-reload")
+    assert code == 0, screen
+    relayhosts = (mail / "postfix" / "sender_relayhost_maps").read_text()
+    assert f"app@example.com [127.0.0.1]:{cmc.standin.smtp_port}" in relayhosts

@@ -41,7 +41,7 @@ def is_console(users_dir: Path) -> bool:
     return not registry.factory(settings.backend).capabilities.can_write
 
 
-def _open(users_dir: Path, command: str, mail_dir: Path | None = None) -> ConsoleRun:
+def _open(users_dir: Path, command: str, mail_dir: Path | None = None) -> tuple[workflow.Loaded, ConsoleRun]:
     loaded = workflow.load(users_dir)
     if mail_dir is not None:
         loaded = replace(loaded, settings=loaded.settings.model_copy(update={"mail_dir": str(mail_dir)}))
@@ -49,7 +49,7 @@ def _open(users_dir: Path, command: str, mail_dir: Path | None = None) -> Consol
     if not isinstance(backend, CmcBackend):
         backend.close()
         raise ReconcilerError(f"backend {loaded.settings.backend} has no guided session")
-    return open_run(loaded, backend, command)
+    return loaded, open_run(loaded, backend, command)
 
 
 def _publish(found: Checklist, fmt: str) -> None:
@@ -68,7 +68,7 @@ def console_plan(users_dir: Path, fmt: str, targets: tuple[str, ...], out: Path 
     `--out` saves the checklist as JSON (for the record: `apply` always plans afresh)."""
     if not is_console(users_dir):
         return None
-    run = _open(users_dir, "plan")
+    _, run = _open(users_dir, "plan")
     try:
         found = checklist(run, targets)
     finally:
@@ -88,7 +88,7 @@ def console_apply(
     """`apply`/`reconcile` with a console backend; None when the backend can write."""
     if not is_console(users_dir):
         return None
-    run = _open(users_dir, "reconcile" if mail else "apply", mail_dir)
+    loaded, run = _open(users_dir, "reconcile" if mail else "apply", mail_dir)
     try:
         if not (sys.stdin.isatty() and sys.stdout.isatty()) or fmt == "json":
             found = checklist(run, targets)
@@ -102,20 +102,20 @@ def console_apply(
         if not session.complete:
             click.echo("Run `reconciler apply` again to go on, or `reconciler verify` once the rest is done.")
             return WAITING
-        return _mail_step(run, mail)
+        return _mail_step(loaded, run, mail)
     finally:
         run.close()
 
 
-def _mail_step(run: ConsoleRun, mail: workflow.MailStep | None) -> int:
+def _mail_step(loaded: workflow.Loaded, run: ConsoleRun, mail: workflow.MailStep | None) -> int:
     """Serve what was verified: users with a change still pending keep what the gateway served."""
     if mail is None:
         return ExitCode.OK
     from reconciler.cli.engine import ClickReporter  # the mail step's reporter, shared with reconcile
 
-    settings = run.loaded.settings
+    settings = loaded.settings
     relay = {"relay_host": settings.cmc_relay_host, "relay_port": settings.cmc_relay_port}
-    loaded = replace(run.loaded, settings=settings.model_copy(update=relay))
+    loaded = replace(loaded, settings=settings.model_copy(update=relay))
     # Every user, not only the targets: a gateway serves all of users/, and only the verified part.
     pending = frozenset(t.api_user for t in checklist(run).tasks)
     return workflow.run_mail_step(loaded, mail, ClickReporter(), not_applied=pending)
@@ -184,7 +184,7 @@ def verify_command(
       reconciler verify
       reconciler verify --target 'billing@*' --mail-dir /etc/reconciler/mail
     """
-    run = _open(users_dir, "verify", mail_dir)
+    loaded, run = _open(users_dir, "verify", mail_dir)
     try:
         verdicts = verify(run, targets)
         counts = (run.transport.probes, run.transport.failed_authentications)
@@ -207,8 +207,10 @@ def verify_command(
             )
         if not all(v.ok for v in verdicts):
             return ExitCode.ERROR
-        use_mail = mail_dir is not None or run.loaded.settings.mail_dir is not None
-        return _mail_step(run, workflow.MailStep(mail_dir, reload=not no_reload) if use_mail else None)
+        use_mail = mail_dir is not None or run.context.settings.mail_dir is not None
+        return _mail_step(
+            loaded, run, workflow.MailStep(mail_dir, reload=not no_reload) if use_mail else None
+        )
     finally:
         run.close()
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from reconciler import engine, state
 from reconciler.backend.base import StateStore
@@ -31,10 +32,11 @@ from reconciler.backend.cmc.steps import (
     tasks,
 )
 from reconciler.backend.cmc.transport import ProbeResult, Transport
+from reconciler.config import Settings
+from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.model import UserSpec
-from reconciler.secrets import ApiKey, fingerprint
-from reconciler.workflow import Loaded
+from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint
 from reconciler.workflows.console_state import open_store, update
 
 AUDIT_ENTRY = "#cmc-audit"  # not an email address: never a user's entry
@@ -45,9 +47,33 @@ def now_stamp() -> str:
     return datetime.now(UTC).strftime(STAMP)
 
 
+class KeySource(Protocol):
+    def resolve(self, names: Iterable[str] | None = None) -> ResolvedKeys: ...
+
+
+class Context(Protocol):
+    """What a console workflow needs of the command's run: one snapshot of settings, users/ and
+    their keys (each key resolved once)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def users_dir(self) -> Path: ...
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def desired(self) -> DesiredState: ...
+
+    @property
+    def keys(self) -> KeySource: ...
+
+
 @dataclass
 class ConsoleRun:
-    loaded: Loaded
+    context: Context
     transport: Transport
     store: StateStore
     audit: state.AuditLog
@@ -56,10 +82,10 @@ class ConsoleRun:
     audit_records: list[dict[str, Any]] | None = None  # read once per run (or on purpose again)
 
     def user(self, name: str) -> UserSpec | None:
-        return next((u for u in self.loaded.desired.users if u.api_user.lower() == name.lower()), None)
+        return next((u for u in self.context.desired.users if u.api_user.lower() == name.lower()), None)
 
     def key(self, name: str) -> ApiKey | None:
-        return self.loaded.keys.resolve([name]).keys.get(self._declared(name))
+        return self.context.keys.resolve([name]).keys.get(self._declared(name))
 
     def _declared(self, name: str) -> str:
         user = self.user(name)
@@ -73,15 +99,16 @@ class ConsoleRun:
         self.transport.close()
 
 
-def open_run(loaded: Loaded, backend: CmcBackend, command: str) -> ConsoleRun:
-    settings = loaded.settings
+def open_run(context: Context, backend: CmcBackend, command: str) -> ConsoleRun:
+    settings = context.settings
     try:
         secret: bytes | None = engine.fingerprint_secret(settings)
     except ReconcilerError:  # no admin key and no fingerprint secret: key changes cannot be told apart
         secret = None
-    context = {"run": state.run_id(), "actor": state.actor(), "command": command, "backend": "cmc-console"}
-    store = open_store(settings, loaded.users_dir, loaded.state_dir)
-    return ConsoleRun(loaded, backend.transport, store, state.AuditLog(loaded.state_dir, context), secret)
+    identity = {"run": state.run_id(), "actor": state.actor()}
+    store = open_store(settings, context.users_dir, context.state_dir)
+    audit = state.AuditLog(context.state_dir, {**identity, "command": command, "backend": "cmc-console"})
+    return ConsoleRun(context, backend.transport, store, audit, secret)
 
 
 def scope(targets: tuple[str, ...]) -> Callable[[str], bool]:
@@ -115,7 +142,7 @@ def _read_audit_log(
     run: ConsoleRun, users: Mapping[str, Mapping[str, str]], *, fresh: bool = False
 ) -> list[dict[str, Any]]:
     cached = run.store.read().users.get(AUDIT_ENTRY, {})
-    interval = timedelta(hours=run.loaded.settings.cmc_audit_interval_hours)
+    interval = timedelta(hours=run.context.settings.cmc_audit_interval_hours)
     fetched = cached.get("fetched_at")
     if (
         not fresh
@@ -128,7 +155,7 @@ def _read_audit_log(
     today = datetime.now(UTC).date()
     since = date.fromisoformat(min(stamps)[:10]) if stamps else today
     # Only what concerns this repository's users is kept: the state store may be a git ref.
-    mine = set(users) | {u.api_user.lower() for u in run.loaded.desired.users}
+    mine = set(users) | {u.api_user.lower() for u in run.context.desired.users}
     records = [
         r for r in run.transport.console_operations(since, today) if str(r.get("target", "")).lower() in mine
     ]
@@ -146,9 +173,9 @@ def checklist(run: ConsoleRun, targets: tuple[str, ...] = ()) -> Checklist:
     for name, ops in drift.items():
         for op in ops:
             effective[name] = after_console(effective.get(name, {}), op.operation)
-    users = run.loaded.desired.users
+    users = run.context.desired.users
     in_scope = [u.api_user for u in users if scope(targets)(u.api_user)]
-    resolved = run.loaded.keys.resolve(in_scope)
+    resolved = run.context.keys.resolve(in_scope)
     if resolved.unusable:  # a key that is there and wrong fails the plan, not the session after the merge
         raise ValidationFailed(list(resolved.unusable))
     fps = {name: run.fingerprint(name) for name in in_scope}
@@ -225,7 +252,7 @@ def verify(run: ConsoleRun, targets: tuple[str, ...]) -> list[Verdict]:
         pending = checklist(run, targets)
     names = {t.api_user.lower() for t in pending.tasks if t.kind is not Kind.DELETE}
     if targets:
-        names |= {u.api_user.lower() for u in run.loaded.desired.users if scope(targets)(u.api_user)}
+        names |= {u.api_user.lower() for u in run.context.desired.users if scope(targets)(u.api_user)}
     verdicts = [verify_user(run, name) for name in sorted(names)]
     for verdict in verdicts:
         record_verdict(run, verdict)
@@ -241,7 +268,7 @@ def _deletes(run: ConsoleRun, pending: Checklist, targets: tuple[str, ...]) -> l
     their Delete; still pending otherwise."""
     known = _known(run)
     drift = console_drift(run, known)
-    declared = {u.api_user.lower() for u in run.loaded.desired.users}
+    declared = {u.api_user.lower() for u in run.context.desired.users}
     verdicts = []
     for name in sorted(set(known) - declared):
         deleted = [op for op in drift.get(name, ()) if op.operation == "delete"]

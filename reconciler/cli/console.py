@@ -21,35 +21,37 @@ from typing import Any
 import click
 
 from reconciler import workflow
-from reconciler.backend import registry
-from reconciler.backend.cmc import CmcBackend
-from reconciler.backend.cmc.checklist import Checklist, render_json, render_markdown, render_text
-from reconciler.backend.cmc.steps import Task
 from reconciler.cli.common import format_option, users_option
 from reconciler.config import load_settings
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.safetext import terminal
 from reconciler.workflows import guided
-from reconciler.workflows.verify import ConsoleRun, Verdict, checklist, open_run, verify
+from reconciler.workflows.verify import (
+    Checklist,
+    ConsoleRun,
+    Task,
+    Verdict,
+    checklist,
+    is_console,
+    open_run,
+    render_json,
+    render_markdown,
+    render_text,
+    verify,
+)
 
 WAITING = ExitCode.WAITING
 
 
-def is_console(users_dir: Path) -> bool:
-    """True when the configured backend cannot write (read without connecting anywhere)."""
-    settings = load_settings(users_dir)  # settings only: users/ is read once, by the verb itself
-    return not registry.factory(settings.backend).capabilities.can_write
+def _is_console(users_dir: Path) -> bool:
+    return is_console(load_settings(users_dir))  # settings only: users/ is read once, by the verb
 
 
 def _open(users_dir: Path, command: str, mail_dir: Path | None = None) -> tuple[workflow.Loaded, ConsoleRun]:
     loaded = workflow.load(users_dir)
     if mail_dir is not None:
         loaded = replace(loaded, settings=loaded.settings.model_copy(update={"mail_dir": str(mail_dir)}))
-    backend = registry.open_backend(loaded.settings)
-    if not isinstance(backend, CmcBackend):
-        backend.close()
-        raise ReconcilerError(f"backend {loaded.settings.backend} has no guided session")
-    return loaded, open_run(loaded, backend, command)
+    return loaded, open_run(loaded, command)
 
 
 def _publish(found: Checklist, fmt: str) -> None:
@@ -66,7 +68,7 @@ def _publish(found: Checklist, fmt: str) -> None:
 def console_plan(users_dir: Path, fmt: str, targets: tuple[str, ...], out: Path | None = None) -> int | None:
     """`plan` with a console backend; None when the backend can write (the ordinary plan).
     `--out` saves the checklist as JSON (for the record: `apply` always plans afresh)."""
-    if not is_console(users_dir):
+    if not _is_console(users_dir):
         return None
     _, run = _open(users_dir, "plan")
     try:
@@ -86,7 +88,7 @@ def console_apply(
     users_dir: Path, targets: tuple[str, ...], fmt: str, mail: workflow.MailStep | None, mail_dir: Path | None
 ) -> int | None:
     """`apply`/`reconcile` with a console backend; None when the backend can write."""
-    if not is_console(users_dir):
+    if not _is_console(users_dir):
         return None
     loaded, run = _open(users_dir, "reconcile" if mail else "apply", mail_dir)
     try:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler import engine, state
-from reconciler.backend.base import StateStore
+from reconciler.backend import registry
+from reconciler.backend.base import Backend, StateStore
 from reconciler.backend.cmc import CmcBackend
-from reconciler.backend.cmc.checklist import Checklist
+from reconciler.backend.cmc.checklist import Checklist, render_json, render_markdown, render_text
 from reconciler.backend.cmc.expect import mismatches, observable
 from reconciler.backend.cmc.steps import (
     STATE_AT,
@@ -38,6 +39,21 @@ from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.model import UserSpec
 from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint
 from reconciler.workflows.console_state import open_store, update
+
+# The CLI imports workflows only: what it shows of the console plan comes through here.
+__all__ = [
+    "Checklist",
+    "ConsoleRun",
+    "Task",
+    "Verdict",
+    "checklist",
+    "is_console",
+    "open_run",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "verify",
+]
 
 AUDIT_ENTRY = "#cmc-audit"  # not an email address: never a user's entry
 STAMP = "%Y-%m-%d %H:%M:%S"
@@ -99,8 +115,18 @@ class ConsoleRun:
         self.transport.close()
 
 
-def open_run(context: Context, backend: CmcBackend, command: str) -> ConsoleRun:
+def is_console(settings: Settings) -> bool:
+    """True when the configured backend cannot write (its declared capabilities: no connection)."""
+    return not registry.factory(settings.backend).capabilities.can_write
+
+
+def open_run(context: Context, command: str, backend: Backend | None = None) -> ConsoleRun:
+    """The console workflows' run over the command's `context` (and its backend, if opened)."""
     settings = context.settings
+    backend = backend if backend is not None else registry.open_backend(settings)
+    if not isinstance(backend, CmcBackend):
+        backend.close()
+        raise ReconcilerError(f"backend {settings.backend} has no guided session")
     try:
         secret: bytes | None = engine.fingerprint_secret(settings)
     except ReconcilerError:  # no admin key and no fingerprint secret: key changes cannot be told apart

@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from reconciler.backend import registry
-from reconciler.backend.cmc import CmcBackend
 from reconciler.cli import main
 from reconciler.workflow import load
 from reconciler.workflows.verify import ConsoleRun, open_run
@@ -74,10 +72,7 @@ class Cmc:
         return code, text
 
     def run(self, command: str = "test") -> ConsoleRun:
-        loaded = load(self.users)
-        backend = registry.open_backend(loaded.settings)
-        assert isinstance(backend, CmcBackend)
-        return open_run(loaded, backend, command)
+        return open_run(load(self.users), command)
 
 
 @pytest.fixture

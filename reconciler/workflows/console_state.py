@@ -1,6 +1,6 @@
 """Where the console workflows keep what they verified: a `StateStore` (reconciler/backend/base.py).
 
-`open_store` uses the project's state store when it is installed (reconciler/run/store.py) and
+`open_store` uses the project's state store when it is installed (the module reconciler.run.store) and
 else a local JSON file in the state directory, with the same compare-and-swap contract.
 """
 
@@ -87,7 +87,7 @@ def _revision(raw: bytes) -> str:
 
 
 def open_store(settings: Any, users_dir: Path, state_dir: Path) -> StateStore:
-    """The project's store (`state_store: local|git`) when reconciler/run/store.py provides one."""
+    """The project's store (`state_store: local|git`) when reconciler.run.store provides one."""
     try:
         module = importlib.import_module("reconciler.run.store")
     except ImportError:

@@ -196,11 +196,14 @@ class TransactionalEmail:
         if resource == "auditlogs/list":
             return self._auditlogs(user, params)
         if resource == "deliveries/list":
-            for required in ("server_composition", "date"):
-                if not params.get(required):
-                    return _error(400, "invalid_parameter", f"{required} is required", required)
-            return Response(json.dumps({"deliveries": [], "total": 0}), mimetype="application/json")
+            return self._deliveries(params)
         return _error(404, "not_found", f"{resource} is not part of this stand-in")
+
+    def _deliveries(self, params: dict[str, str]) -> Response:
+        for required in ("server_composition", "date"):
+            if not params.get(required):
+                return _error(400, "invalid_parameter", f"{required} is required", required)
+        return Response(json.dumps({"deliveries": [], "total": 0}), mimetype="application/json")
 
     def _auditlogs(self, user: ApiUser, params: dict[str, str]) -> Response:
         if user.role != "admin":

@@ -132,7 +132,7 @@ def open_run(context: Context, command: str, backend: Backend | None = None) -> 
     except ReconcilerError:  # no admin key and no fingerprint secret: key changes cannot be told apart
         secret = None
     identity = {"run": state.run_id(), "actor": state.actor()}
-    store = open_store(settings, context.users_dir, context.state_dir)
+    store = open_store(settings, context.users_dir)
     audit = state.AuditLog(context.state_dir, {**identity, "command": command, "backend": "cmc-console"})
     return ConsoleRun(context, backend.transport, store, audit, secret)
 

@@ -124,6 +124,7 @@ def open_run(context: Context, command: str, backend: Backend | None = None) -> 
     """The console workflows' run over the command's `context` (and its backend, if opened)."""
     settings = context.settings
     backend = backend if backend is not None else registry.open_backend(settings)
+    backend = getattr(backend, "inner", backend)  # under a state-store wrapper: the console backend
     if not isinstance(backend, CmcBackend):
         backend.close()
         raise ReconcilerError(f"backend {settings.backend} has no guided session")

@@ -10,22 +10,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler import workflow
 from reconciler.cli.common import format_option, users_option
+from reconciler.cli.reporters import ClickReporter
 from reconciler.config import load_settings
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.safetext import terminal
 from reconciler.workflows import guided
+from reconciler.workflows.context import Run, open_run
+from reconciler.workflows.mailstep import MailStep, run_mail_step
 from reconciler.workflows.verify import (
     Checklist,
     ConsoleRun,
@@ -33,12 +35,12 @@ from reconciler.workflows.verify import (
     Verdict,
     checklist,
     is_console,
-    open_run,
     render_json,
     render_markdown,
     render_text,
     verify,
 )
+from reconciler.workflows.verify import open_run as open_console_run
 
 WAITING = ExitCode.WAITING
 
@@ -47,11 +49,15 @@ def _is_console(users_dir: Path) -> bool:
     return is_console(load_settings(users_dir))  # settings only: users/ is read once, by the verb
 
 
-def _open(users_dir: Path, command: str, mail_dir: Path | None = None) -> tuple[workflow.Loaded, ConsoleRun]:
-    loaded = workflow.load(users_dir)
-    if mail_dir is not None:
-        loaded = replace(loaded, settings=loaded.settings.model_copy(update={"mail_dir": str(mail_dir)}))
-    return loaded, open_run(loaded, command)
+@contextlib.contextmanager
+def _console(users_dir: Path, command: str, mail_dir: Path | None = None) -> Iterator[tuple[Run, ConsoleRun]]:
+    """The command's run (users/ read first) and the console workflows' view of it."""
+    with open_run(users_dir, ClickReporter(), mail_dir=mail_dir, load_users_now=True) as run:
+        console = open_console_run(run, command)  # its own backend: no state-store wrapper
+        try:
+            yield run, console
+        finally:
+            console.close()
 
 
 def _publish(found: Checklist, fmt: str) -> None:
@@ -70,11 +76,8 @@ def console_plan(users_dir: Path, fmt: str, targets: tuple[str, ...], out: Path 
     `--out` saves the checklist as JSON (for the record: `apply` always plans afresh)."""
     if not _is_console(users_dir):
         return None
-    _, run = _open(users_dir, "plan")
-    try:
+    with _console(users_dir, "plan") as (_, run):
         found = checklist(run, targets)
-    finally:
-        run.close()
     _publish(found, fmt)
     if out is not None:
         try:
@@ -85,13 +88,12 @@ def console_plan(users_dir: Path, fmt: str, targets: tuple[str, ...], out: Path 
 
 
 def console_apply(
-    users_dir: Path, targets: tuple[str, ...], fmt: str, mail: workflow.MailStep | None, mail_dir: Path | None
+    users_dir: Path, targets: tuple[str, ...], fmt: str, mail: MailStep | None, mail_dir: Path | None
 ) -> int | None:
     """`apply`/`reconcile` with a console backend; None when the backend can write."""
     if not _is_console(users_dir):
         return None
-    loaded, run = _open(users_dir, "reconcile" if mail else "apply", mail_dir)
-    try:
+    with _console(users_dir, "reconcile" if mail else "apply", mail_dir) as (context, run):
         if not (sys.stdin.isatty() and sys.stdout.isatty()) or fmt == "json":
             found = checklist(run, targets)
             _publish(found, fmt)
@@ -104,23 +106,20 @@ def console_apply(
         if not session.complete:
             click.echo("Run `reconciler apply` again to go on, or `reconciler verify` once the rest is done.")
             return WAITING
-        return _mail_step(loaded, run, mail)
-    finally:
-        run.close()
+        return _mail_step(context, run, mail)
 
 
-def _mail_step(loaded: workflow.Loaded, run: ConsoleRun, mail: workflow.MailStep | None) -> int:
-    """Serve what was verified: users with a change still pending keep what the gateway served."""
+def _mail_step(context: Run, run: ConsoleRun, mail: MailStep | None) -> int:
+    """Serve what was verified: users with a change still pending keep what the gateway served,
+    and the relay hop is the Customers Mail Cloud relay."""
     if mail is None:
         return ExitCode.OK
-    from reconciler.cli.engine import ClickReporter  # the mail step's reporter, shared with reconcile
-
-    settings = loaded.settings
-    relay = {"relay_host": settings.cmc_relay_host, "relay_port": settings.cmc_relay_port}
-    loaded = replace(loaded, settings=settings.model_copy(update=relay))
     # Every user, not only the targets: a gateway serves all of users/, and only the verified part.
     pending = frozenset(t.api_user for t in checklist(run).tasks)
-    return workflow.run_mail_step(loaded, mail, ClickReporter(), not_applied=pending)
+    settings = context.settings
+    relay = {"relay_host": settings.cmc_relay_host, "relay_port": settings.cmc_relay_port}
+    context.settings = settings.model_copy(update=relay)
+    return run_mail_step(context, mail, not_applied=pending)
 
 
 class TerminalOperator:
@@ -186,8 +185,7 @@ def verify_command(
       reconciler verify
       reconciler verify --target 'billing@*' --mail-dir /etc/reconciler/mail
     """
-    loaded, run = _open(users_dir, "verify", mail_dir)
-    try:
+    with _console(users_dir, "verify", mail_dir) as (context, run):
         verdicts = verify(run, targets)
         counts = (run.transport.probes, run.transport.failed_authentications)
         if fmt == "json":
@@ -210,11 +208,7 @@ def verify_command(
         if not all(v.ok for v in verdicts):
             return ExitCode.ERROR
         use_mail = mail_dir is not None or run.context.settings.mail_dir is not None
-        return _mail_step(
-            loaded, run, workflow.MailStep(mail_dir, reload=not no_reload) if use_mail else None
-        )
-    finally:
-        run.close()
+        return _mail_step(context, run, MailStep(mail_dir, reload=not no_reload) if use_mail else None)
 
 
 def render_json_doc(doc: dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler import engine, state
 from reconciler.backend import registry
 from reconciler.backend.base import Backend, StateStore
 from reconciler.backend.cmc import CmcBackend
@@ -37,8 +36,11 @@ from reconciler.config import Settings
 from reconciler.desired import DesiredState
 from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.model import UserSpec
+from reconciler.run.audit import AuditLog
+from reconciler.run.identity import actor, run_id
 from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint
 from reconciler.workflows.console_state import open_store, update
+from reconciler.workflows.keys import key_fingerprint_secret
 
 # The CLI imports workflows only: what it shows of the console plan comes through here.
 __all__ = [
@@ -92,7 +94,7 @@ class ConsoleRun:
     context: Context
     transport: Transport
     store: StateStore
-    audit: state.AuditLog
+    audit: AuditLog
     secret: bytes | None
     http_probed: set[str] = field(default_factory=set)
     audit_records: list[dict[str, Any]] | None = None  # read once per run (or on purpose again)
@@ -129,12 +131,12 @@ def open_run(context: Context, command: str, backend: Backend | None = None) -> 
         backend.close()
         raise ReconcilerError(f"backend {settings.backend} has no guided session")
     try:
-        secret: bytes | None = engine.fingerprint_secret(settings)
+        secret: bytes | None = key_fingerprint_secret(settings)
     except ReconcilerError:  # no admin key and no fingerprint secret: key changes cannot be told apart
         secret = None
-    identity = {"run": state.run_id(), "actor": state.actor()}
+    identity = {"run": run_id(), "actor": actor()}
     store = open_store(settings, context.users_dir)
-    audit = state.AuditLog(context.state_dir, {**identity, "command": command, "backend": "cmc-console"})
+    audit = AuditLog(context.state_dir, {**identity, "command": command, "backend": "cmc-console"})
     return ConsoleRun(context, backend.transport, store, audit, secret)
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from reconciler.cli import main
-from reconciler.workflow import load
+from reconciler.config import load_settings
+from reconciler.workflows.context import Run, SilentReporter
 from reconciler.workflows.verify import ConsoleRun, open_run
 from reconciler_service.standins.cmc import StandIn
 
@@ -72,7 +73,7 @@ class Cmc:
         return code, text
 
     def run(self, command: str = "test") -> ConsoleRun:
-        return open_run(load(self.users), command)
+        return open_run(Run(load_settings(self.users), self.users, SilentReporter()), command)
 
 
 @pytest.fixture

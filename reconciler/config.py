@@ -93,6 +93,8 @@ class Settings(BaseModel):
     cmc_api_url: str = "https://api.smtps.jp/transaction/v2"  # the Transactional Email API
     cmc_server_composition: str | None = None
     cmc_probe_rate: Annotated[float, Field(gt=0, le=100)] = 2.0  # probes per second, at most
+    # The audit log is read at most this often (its docs ask for at most once a day); 0 = every run.
+    cmc_audit_interval_hours: Annotated[float, Field(ge=0, le=24 * 31)] = 24.0
 
     # Safety guards
     max_deletes: Annotated[int, Field(ge=0)] = 3

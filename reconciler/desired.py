@@ -36,6 +36,14 @@ PARALLEL_THRESHOLD = 2000  # files; measured with benchmarks/validate.py
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Custom model-level errors that are about one field: point at that field, not the whole mapping.
 _ERROR_FIELD = {"own_data_only": "own_data_only", "smtp_senders": "smtp_senders"}
+# Optional in the schema (Mailgun stores no role) but required by a backend that stores it: the
+# default is what the default backend (http-v2) needs, so a run without settings still requires it.
+REQUIRED_WHEN_STORED = frozenset({"role"})
+
+
+def required_fields(stored: frozenset[str]) -> frozenset[str]:
+    """The fields every file must declare for a backend that stores `stored` (its capabilities)."""
+    return REQUIRED_WHEN_STORED & stored
 
 
 @dataclass(frozen=True)
@@ -69,14 +77,15 @@ class _FileResult:
     data: dict[str, Any] | None = None  # the parsed file, when it parsed
 
 
-def load_users(users_dir: Path) -> DesiredState:
+def load_users(users_dir: Path, *, required: frozenset[str] = REQUIRED_WHEN_STORED) -> DesiredState:
     """Read and validate every user file. A missing or empty directory gives an empty state: the
-    engine's safety guard, not this loader, decides that "no users" must not delete everyone."""
+    engine's safety guard, not this loader, decides that "no users" must not delete everyone.
+    `required`: the optional fields the active backend needs declared (`required_fields`)."""
     if not users_dir.exists():
         return DesiredState(users=())
     with _gc_paused():
         paths, problems = scan_users_dir(users_dir)
-        results = load_user_files(paths)
+        results = load_user_files(paths, required)
         problems += [p for r in results for p in r.problems]
         problems += cross_file_problems(results)
         problems += key_file_problems(results)
@@ -145,20 +154,20 @@ def _refuse_entry(entry: os.DirEntry[str]) -> str | None:
     return None
 
 
-def load_user_files(paths: list[Path]) -> list[_FileResult]:
+def load_user_files(paths: list[Path], required: frozenset[str] = REQUIRED_WHEN_STORED) -> list[_FileResult]:
     """Every file's result, in order. Parsing is CPU-bound Python, so with many files and a second
     core a forked child parses half of them; below the threshold the fork costs more than it saves."""
     if len(paths) < PARALLEL_THRESHOLD or not _can_fork():
-        return [load_user_file(path) for path in paths]
+        return [load_user_file(path, required) for path in paths]
     half = len(paths) // 2
-    child = _Child.start(paths[half:])
+    child = _Child.start(paths[half:], required)
     try:
-        first = [load_user_file(path) for path in paths[:half]]
+        first = [load_user_file(path, required) for path in paths[:half]]
         second = child.results()
     finally:
         child.reap()
     if second is None:  # the child failed: do its half here rather than fail the run
-        second = [load_user_file(path) for path in paths[half:]]
+        second = [load_user_file(path, required) for path in paths[half:]]
     return first + second
 
 
@@ -176,13 +185,13 @@ class _Child:
     done: bool = False
 
     @classmethod
-    def start(cls, paths: list[Path]) -> _Child:
+    def start(cls, paths: list[Path], required: frozenset[str]) -> _Child:
         read_fd, write_fd = os.pipe()
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
             os.close(read_fd)
-            _child_main(paths, write_fd, parent)
+            _child_main(paths, required, write_fd, parent)
         os.close(write_fd)
         return cls(pid, read_fd)
 
@@ -206,11 +215,11 @@ class _Child:
         os.close(self.read_fd)
 
 
-def _child_main(paths: list[Path], write_fd: int, parent: int) -> NoReturn:  # pragma: no cover
+def _child_main(paths: list[Path], required: frozenset[str], write_fd: int, parent: int) -> NoReturn:  # pragma: no cover
     code = 1
     try:
         _die_with_parent(parent)
-        data = pickle.dumps(_load_chunk_for_pickle(paths), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(_load_chunk_for_pickle(paths, required), protocol=pickle.HIGHEST_PROTOCOL)
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(data)
         code = 0
@@ -230,9 +239,9 @@ def _die_with_parent(parent: int) -> None:
 _Wire = tuple[str, str, dict[str, Any] | None, Mapping[str, int], tuple[Problem, ...]]
 
 
-def _load_chunk_for_pickle(paths: list[Path]) -> list[_Wire]:
+def _load_chunk_for_pickle(paths: list[Path], required: frozenset[str]) -> list[_Wire]:
     with _gc_paused():
-        results = [load_user_file(path) for path in paths]
+        results = [load_user_file(path, required) for path in paths]
     return [(str(r.path), r.sha256, r.data if r.user else None, r.lines, r.problems) for r in results]
 
 
@@ -250,7 +259,7 @@ def _can_fork() -> bool:
     return cpus >= 2 and threading.active_count() == 1 and hasattr(os, "fork")
 
 
-def load_user_file(path: Path) -> _FileResult:
+def load_user_file(path: Path, required: frozenset[str] = REQUIRED_WHEN_STORED) -> _FileResult:
     """Parse and validate one file; every problem is located in it."""
     try:
         doc, raw = load_mapping(path)
@@ -262,8 +271,19 @@ def load_user_file(path: Path) -> _FileResult:
     except ValidationError as exc:
         problems = [map_error(str(path), doc, err) for err in _without_echoes(exc.errors())]
         return _FileResult(path, sha, problems=tuple(problems), lines=doc.lines(), data=doc.data)
+    problems = _missing(path, user, doc, required)
     mismatch = _name_mismatch(path, user, doc)
-    return _FileResult(path, sha, user, (mismatch,) if mismatch else (), doc.lines(), doc.data)
+    problems += [mismatch] if mismatch else []
+    return _FileResult(path, sha, user, tuple(problems), doc.lines(), doc.data)
+
+
+def _missing(path: Path, user: UserSpec, doc: YamlMapping, required: frozenset[str]) -> list[Problem]:
+    """A field the backend needs but the file leaves out, located where pydantic would put it."""
+    line, column = doc.values.get("") or (None, None)
+    return [
+        Problem(str(path), "is required but missing", line, column, name)
+        for name in sorted(required - user.model_fields_set)
+    ]
 
 
 def _without_echoes(errors: list[ErrorDetails]) -> list[ErrorDetails]:

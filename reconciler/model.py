@@ -18,11 +18,13 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    PlainValidator,
     ConfigDict,
     Field,
     SecretStr,
     StrictBool,
     StrictStr,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -119,6 +121,16 @@ def _check_no_nul(value: str) -> str:
     return value
 
 
+def _check_role(value: Any) -> Role:
+    # Validated by hand, not as `Role | None`: a union would report each member's error, located
+    # below the field. `role:` with no value is refused like any other wrong value.
+    if value == "admin" or value == "normal":
+        return "admin" if value == "admin" else "normal"
+    raise PydanticCustomError(
+        "literal_error", "Input should be 'admin' or 'normal'", {"expected": "'admin' or 'normal'"}
+    )
+
+
 def _refuse_literal_key(value: Any) -> Any:
     # The message must not echo the value: it is probably a real key.
     if isinstance(value, str | int | float):
@@ -132,6 +144,11 @@ def _refuse_literal_key(value: Any) -> Any:
 
 # The JSON Schema hints (pattern, maxLength) let editors flag mistakes as people type; the
 # validators remain the authority and give the messages.
+OptionalRole = Annotated[
+    Role | None,
+    PlainValidator(_check_role),
+    WithJsonSchema({"enum": ["admin", "normal"], "type": "string"}),
+]
 Email = Annotated[
     StrictStr,
     AfterValidator(_check_email),
@@ -262,6 +279,11 @@ class UserAttributes(BaseModel):
 
 class UserSpec(UserAttributes):
     """One file in users/: the declared state of one API user (pinned schema: README.md, "A user file")."""
+
+    # Optional here, required by the service (UserAttributes): a backend that stores role needs it
+    # declared (reconciler.desired.required_fields), one that stores none (mailgun) refuses it.
+    role: OptionalRole = None  # type: ignore[assignment]
+    """admin or normal (console: Authorization); required unless the backend stores no role (mailgun)."""
 
     api_user: Email
     """The API user's name, an email address; must equal this file's name without .yaml."""

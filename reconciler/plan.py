@@ -119,6 +119,8 @@ class Guards:
     allow_deletes: int | None = None
     allow_locks: int | None = None
     self_user: str | None = None
+    roles: bool = True
+    """The backend stores roles; without them (mailgun) there is no admin to keep."""
 
 
 @dataclass(frozen=True)
@@ -465,7 +467,7 @@ def check_safety(
         ]
     reasons = _mass_change(plan, len(live), guards)
     reasons += _self_protection(plan, guards)
-    reasons += _admins_left(plan, desired, live)
+    reasons += _admins_left(plan, desired, live) if guards.roles else []
     return reasons
 
 

@@ -11,10 +11,11 @@ from typing import Any
 import click
 
 from reconciler.cli.common import format_option, users_option
-from reconciler.desired import DesiredState, load_users
+from reconciler.desired import DesiredState
 from reconciler.errors import ExitCode, Problem, ValidationFailed
 from reconciler.model import UserSpec, user_json_schema
 from reconciler.output import OUTPUT_FORMAT_VERSION
+from reconciler.workflows.context import load_users_checked
 
 DESCRIPTION_WIDTH = 40
 
@@ -40,7 +41,7 @@ def validate(users_dir: Path, fmt: str, table: bool | None) -> int:
     """
     if not users_dir.is_dir():
         raise ValidationFailed([Problem(str(users_dir), "the users directory does not exist")])
-    desired = load_users(users_dir)
+    desired = load_users_checked(users_dir)
     if fmt == "json":
         click.echo(json.dumps(_as_json(desired), indent=2))
         return ExitCode.OK
@@ -97,7 +98,7 @@ def _row(user: UserSpec) -> tuple[str, ...]:
     senders = ", ".join(user.senders()) if user.access.smtp else "-"
     return (
         user.api_user,
-        user.role,
+        user.role or "-",
         _yes(user.access.http_api) + (" (own)" if user.access.own_data_only else ""),
         _yes(user.access.smtp),
         _yes(user.locked),

@@ -17,10 +17,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from reconciler.backend.base import Backend, RunIdentity, StateStore
-from reconciler.backend.registry import open_backend
+from reconciler.backend.registry import factory, open_backend
 from reconciler.backend.stateful import with_state
 from reconciler.config import Settings, load_settings
-from reconciler.desired import DesiredState, load_users
+from reconciler.desired import DesiredState, load_users, required_fields
 from reconciler.errors import Problem, UnsafePlan
 from reconciler.run.identity import run_identity
 from reconciler.run.store import open_store
@@ -153,7 +153,7 @@ class Run:
 
     @cached_property
     def desired(self) -> DesiredState:
-        return load_users(self.users_dir)
+        return load_users_for(self.users_dir, self.settings)
 
     @cached_property
     def keys(self) -> KeyCache:
@@ -221,6 +221,17 @@ def open_run(
         yield run
     finally:
         run.close()
+
+
+def load_users_for(users_dir: Path, settings: Settings) -> DesiredState:
+    """users/ as the configured backend needs it: `role` is required when the backend stores it
+    (its declared capabilities, read without connecting)."""
+    return load_users(users_dir, required=required_fields(factory(settings.backend).capabilities.fields))
+
+
+def load_users_checked(users_dir: Path) -> DesiredState:
+    """`validate`: users/ with the settings beside it (reconciler.yaml, the environment)."""
+    return load_users_for(users_dir, load_settings(users_dir))
 
 
 def refuse_missing_users_dir(users_dir: Path) -> None:

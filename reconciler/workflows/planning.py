@@ -151,6 +151,7 @@ def compute_plan(
     if backend is not None and capabilities is not None:
         fits = fit(desired, capabilities, backend.name, unsupported=settings.unsupported_fields)
         inputs = without_recorded_state(inputs, backend, live)
+        guards = replace(guards, roles="role" in capabilities.fields)
     shape = _shape(capabilities, fits)
     made = make_plan(
         desired.users,

@@ -215,7 +215,9 @@ class _Child:
         os.close(self.read_fd)
 
 
-def _child_main(paths: list[Path], required: frozenset[str], write_fd: int, parent: int) -> NoReturn:  # pragma: no cover
+def _child_main(
+    paths: list[Path], required: frozenset[str], write_fd: int, parent: int
+) -> NoReturn:  # pragma: no cover
     code = 1
     try:
         _die_with_parent(parent)

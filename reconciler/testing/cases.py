@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from reconciler.backend.base import ALL_FIELDS, Backend, RunIdentity
-from reconciler.desired import load_users
+from reconciler.desired import load_users, required_fields
 from reconciler.errors import ChangedSincePlan, ServiceError
-from reconciler.importer import import_users
+from reconciler.importer import import_users, written_paths
 from reconciler.model import UserSpec
 from reconciler.plan import FINGERPRINT_ANNOTATION, Action, declared_paths
 from reconciler.secrets import ApiKey, fingerprint
@@ -68,19 +68,21 @@ class BackendConformance:
         made = _spec(backend, "imported", description="made in the console", timezone="Asia/Tokyo")
         attributes = {"role": "normal", "description": made.description, "timezone": made.timezone}
         backend.users.create(made.api_user, _stored(backend, attributes), new_key(), {})
-        files = import_users([u for u in backend.users.list() if u.api_user.endswith(DOMAIN)], {})
+        caps = backend.capabilities
+        mine = [u for u in backend.users.list() if u.api_user.endswith(DOMAIN)]
+        files = import_users(mine, {}, written_paths(caps.fields, caps.fixed))
         users_dir = tmp_path / "kit-users"
         users_dir.mkdir()
         for file in files:
             (users_dir / file.file_name).write_text(file.text)
-        declared = load_users(users_dir).users
+        declared = load_users(users_dir, required=required_fields(caps.fields)).users
         assert made.api_user in {u.api_user for u in declared}
         # The imported files name key variables this run does not have: key checks are skipped.
         after = plan(backend, declared, {}, unavailable={u.api_user.lower(): "no key" for u in declared})
         assert not after.changes, describe(after)
 
     def test_rekey_then_plan_is_empty(self, backend: Backend) -> None:
-        declared = [spec("rekey")]
+        declared = [_spec(backend, "rekey")]
         name = declared[0].api_user
         assert not converge(backend, declared, {name: new_key()}).changes
         rekeyed = {name: new_key()}
@@ -106,7 +108,7 @@ class BackendConformance:
     def test_deleting_a_user_already_gone_is_success(self, backend: Backend) -> None:
         name = spec("gone").api_user
         backend.users.delete(name)  # never existed
-        assert not converge(backend, [spec("gone")], {name: new_key()}).changes
+        assert not converge(backend, [_spec(backend, "gone")], {name: new_key()}).changes
         backend.users.delete(name)
         backend.users.delete(name)  # a retry after a lost answer finds it gone
         assert backend.users.get(name) is None
@@ -124,7 +126,7 @@ class BackendConformance:
         assert [u.api_user for u in backend.users.list()].count(declared.api_user) == 1
 
     def test_a_create_whose_answer_was_lost_is_applied_once(self, harness: Harness, backend: Backend) -> None:
-        declared, key = spec("lostcreate"), new_key()
+        declared, key = _spec(backend, "lostcreate"), new_key()
         self._can(harness.lose_next_answer(declared.api_user), "lose an answer")
         change = plan(backend, [declared], {declared.api_user: key}).changes[0]
         made = backend.users.create(declared.api_user, change.new_values(), key, _notes(key))
@@ -171,14 +173,15 @@ class BackendConformance:
         count = harness.page_size + 1
         names = [f"page{i:04d}@kit.example.com" for i in range(count)]
         for name in names:
-            backend.users.create(name, {"role": "normal"}, new_key(), {})
+            backend.users.create(name, _stored(backend, ROLE), new_key(), {})
         listed = [u.api_user for u in backend.users.list()]
         assert set(names) <= set(listed)
         assert len(listed) == len(set(listed))  # none twice across a page boundary
 
     def test_declared_fields_are_stored_and_read_back(self, backend: Backend) -> None:
         caps = backend.capabilities
-        declared = spec(
+        declared = _spec(
+            backend,
             "fields",
             **_every_field(caps.fields & caps.observable_fields()),
         )
@@ -202,12 +205,12 @@ class BackendConformance:
     def test_retries_honour_retry_after(self, harness: Harness, backend: Backend) -> None:
         self._can(harness.throttle_next(1, retry_after=1), "throttle a request")
         started = time.monotonic()
-        backend.users.create(spec("throttled").api_user, {"role": "normal"}, new_key(), {})
+        backend.users.create(spec("throttled").api_user, _stored(backend, ROLE), new_key(), {})
         assert time.monotonic() - started >= 0.9  # it waited as long as the service asked
 
     def test_retries_are_bounded_by_a_deadline_not_a_count(self, harness: Harness, backend: Backend) -> None:
         self._can(harness.unavailable_next(OLD_RETRY_COUNT + 3), "refuse requests as unavailable")
-        made = backend.users.create(spec("patient").api_user, {"role": "normal"}, new_key(), {})
+        made = backend.users.create(spec("patient").api_user, _stored(backend, ROLE), new_key(), {})
         assert made.api_user == spec("patient").api_user
         short = harness.open(deadline=0.5)
         try:
@@ -262,7 +265,10 @@ class BackendConformance:
 def _spec(backend: Backend, name: str, **fields: Any) -> UserSpec:
     """A declared user with only the fields this backend stores (a narrower backend still runs
     every case; what it cannot store is the unsupported-fields case's business)."""
-    return spec(name, **_stored(backend, fields))
+    return spec(
+        name,
+        **{"role": "normal" if "role" in backend.capabilities.fields else None, **_stored(backend, fields)},
+    )
 
 
 def _stored(backend: Backend, fields: dict[str, Any]) -> dict[str, Any]:
@@ -279,6 +285,8 @@ def _stored(backend: Backend, fields: dict[str, Any]) -> dict[str, Any]:
 def _notes(key: ApiKey) -> dict[str, str]:
     return {FINGERPRINT_ANNOTATION: fingerprint(key, SECRET)}
 
+
+ROLE = {"role": "normal"}  # what the kit's users are, on a backend that stores a role
 
 # What a declared field needs beside it for the file to be valid at all.
 _NEEDS = {

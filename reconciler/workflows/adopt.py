@@ -36,7 +36,9 @@ def adopt(run: Run, targets: tuple[str, ...], *, force: bool, progress: Progress
     valid, refused = importer.importable(live)
     caps = backend.capabilities
     # Only what the backend stores (Mailgun: no role), so the imported files plan clean against it.
-    files = importer.import_users(valid, _existing_files(users_dir), importer.written_paths(caps.fields, caps.fixed))
+    files = importer.import_users(
+        valid, _existing_files(users_dir), importer.written_paths(caps.fields, caps.fixed)
+    )
     results: list[str] = []
     with progress(len(files)) as advance:
         for imported in files:

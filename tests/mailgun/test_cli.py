@@ -6,20 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from reconciler_service.standins.mailgun import MailgunStandIn
 from tests.fixtures.cli import CliResult, run_main
 from tests.mailgun.conftest import ACCOUNT_KEY, DOMAINS
 
-# Verified passing on a local merge of core's and kit's branches with: role optional in UserSpec,
-# the last-admin guard skipped for a backend that stores no role, the backend wrapped in kit's state
-# store (with_state), import writing importer.written_paths(...). Strict: remove once they land.
-NEEDS_SEAM = "plan/apply over the seam, an optional role, no last-admin guard without roles"
-NEEDS_STATE = pytest.mark.xfail(strict=True, reason=NEEDS_SEAM + ", the state-store wrapper")
-NEEDS_IMPORT = pytest.mark.xfail(
-    strict=True, reason=NEEDS_SEAM + ", import of written_paths, keys without recorded state skipped"
-)
 KEYS = {"APP_KEY": "AppKey0001", "APP_KEY_2": "AppKey0002"}
 
 
@@ -56,7 +46,6 @@ def test_a_declared_role_is_refused_with_file_and_line(standin: MailgunStandIn, 
     assert standin.count("POST") == standin.count("PUT") == 0
 
 
-@NEEDS_STATE
 def test_a_rekey_sends_exactly_one_put_and_the_next_run_none(standin: MailgunStandIn, tmp_path: Path) -> None:
     _user(tmp_path, "app@mg.example.com")
     assert _cli(standin, tmp_path, "apply", "--auto-approve", APP_KEY=KEYS["APP_KEY"]).code == 0
@@ -68,7 +57,6 @@ def test_a_rekey_sends_exactly_one_put_and_the_next_run_none(standin: MailgunSta
     assert (standin.count("POST"), standin.count("PUT")) == (1, 1)
 
 
-@NEEDS_IMPORT
 def test_import_then_plan_is_empty_except_keys_not_comparable_yet(
     standin: MailgunStandIn, tmp_path: Path, backend: object
 ) -> None:

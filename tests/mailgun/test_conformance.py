@@ -22,11 +22,6 @@ from reconciler_service.standins.mailgun import MailgunStandIn
 from tests.mailgun.conftest import ACCOUNT_KEY, DOMAINS
 
 KIT_DOMAINS = (*DOMAINS, DOMAIN)
-# The kit declares `role: normal` in every user it plans (reconciler/testing/world.py `spec`), and
-# the user schema requires it; Mailgun stores no role, so these cases see a role change that can
-# never apply. Checked on a local merge: with role optional and not declared by the kit (and the
-# kit's import writing importer.written_paths), all of them pass. Strict: remove when that lands.
-ROLE_DECLARED = pytest.mark.xfail(strict=True, reason="the kit declares role:, which Mailgun cannot store")
 
 
 class MailgunHarness(Harness):
@@ -63,23 +58,3 @@ class TestMailgunConformance(BackendConformance):
         made = MailgunHarness()
         yield made
         made.close()
-
-    @ROLE_DECLARED
-    def test_create_then_plan_is_empty(self, backend: Backend) -> None:
-        super().test_create_then_plan_is_empty(backend)
-
-    @ROLE_DECLARED
-    def test_import_then_plan_is_empty(self, backend: Backend, tmp_path: Path) -> None:
-        super().test_import_then_plan_is_empty(backend, tmp_path)
-
-    @ROLE_DECLARED
-    def test_rekey_then_plan_is_empty(self, backend: Backend) -> None:
-        super().test_rekey_then_plan_is_empty(backend)
-
-    @ROLE_DECLARED
-    def test_deleting_a_user_already_gone_is_success(self, backend: Backend) -> None:
-        super().test_deleting_a_user_already_gone_is_success(backend)
-
-    @ROLE_DECLARED
-    def test_declared_fields_are_stored_and_read_back(self, backend: Backend) -> None:
-        super().test_declared_fields_are_stored_and_read_back(backend)

@@ -203,11 +203,6 @@ def _doc_block(language: str, first_line: str) -> str:
     return str(blocks[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan/apply over the seam, an optional role, no last-admin guard without roles, the state-store "
-    "wrapper (passes on a local merge of core's and kit's branches with those)",
-)
 def test_the_docs_recipe_as_written_relays_as_the_declared_login(gateway: Gateway, tmp_path: Path) -> None:
     """docs/mailgun.md's user file and `# recipe: mailgun` block, run with bash; only the stand-in's
     URL and SMTP port and the sandbox's paths come from the test."""

@@ -3,7 +3,10 @@
 ones are also known by module path, so a source checkout without an install still finds them.
 
 An entry point names a `BackendFactory`: its declared capabilities (for `reconciler backends`,
-without connecting anywhere) and `open(settings)`, which connects.
+without connecting anywhere) and `open(settings)`, which connects. A factory may also have
+`declared_problems(desired, settings)`: what it refuses in users/ beyond its capabilities
+(Mailgun: a login outside the sending domains), located, checked by every plan before any
+request (`declared_problems` below).
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from reconciler.errors import ConfigError
 
 if TYPE_CHECKING:
     from reconciler.backend.base import Backend, Capabilities
     from reconciler.config import Settings
+    from reconciler.desired import DesiredState
+    from reconciler.errors import Problem
 
 GROUP = "reconciler.backends"
 DEFAULT = "http-v2"
@@ -64,8 +69,21 @@ def factory(name: str, *, load: Callable[[str], object] | None = None) -> Backen
     return (load or _load)(known[name].target)  # type: ignore[return-value]
 
 
+@runtime_checkable
+class ChecksDeclared(Protocol):
+    """The optional part of a BackendFactory: refusals of users/ that need the settings."""
+
+    def declared_problems(self, desired: DesiredState, settings: Settings) -> list[Problem]: ...
+
+
 def open_backend(settings: Settings) -> Backend:
     return factory(settings.backend).open(settings)
+
+
+def declared_problems(desired: DesiredState, settings: Settings) -> list[Problem]:
+    """What the configured backend's factory refuses in users/ (none when it has no such check)."""
+    made = factory(settings.backend)
+    return list(made.declared_problems(desired, settings)) if isinstance(made, ChecksDeclared) else []
 
 
 def _load(target: str) -> object:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from reconciler.backend.base import Backend
+from reconciler.backend.registry import declared_problems
 from reconciler.backend.stateful import without_recorded_state
 from reconciler.capabilities import ALL_FIELDS, Capabilities, KeyUpdate
 from reconciler.config import Settings
@@ -143,13 +144,16 @@ def compute_plan(
 ) -> Plan:
     """The plan; key checks are skipped (and listed) for users whose keys are not available here.
     With `backend`, what it cannot hold is refused or noted (reconciler.supported), and a state
-    store that holds no state yet skips the key checks it cannot make (backend.stateful)."""
+    store that holds no state yet skips the key checks it cannot make (backend.stateful), and what
+    the configured backend's factory refuses in users/ is refused too (file:line, exit 3)."""
     secret = keyring.key_fingerprint_secret(settings) if resolved.keys else None
     inputs = keyring.key_inputs(desired, resolved, secret)
     capabilities = backend.capabilities if backend is not None else None
     fits = Fit()
     if backend is not None and capabilities is not None:
         fits = fit(desired, capabilities, backend.name, unsupported=settings.unsupported_fields)
+        refused = tuple(str(problem) for problem in declared_problems(desired, settings))
+        fits = replace(fits, refusals=(*fits.refusals, *refused))
         inputs = without_recorded_state(inputs, backend, live)
         guards = replace(guards, roles="role" in capabilities.fields)
     shape = _shape(capabilities, fits)

@@ -74,3 +74,13 @@ def test_import_then_plan_is_empty_except_keys_not_comparable_yet(
     assert plan.code == 0, plan.output
     for login in ("app@mg.example.com", "ops@eu.example.org"):
         assert login in plan.output  # each key that cannot be compared yet is listed
+
+
+def test_a_login_outside_the_sending_domains_is_refused_by_plan_with_file_and_line(
+    standin: MailgunStandIn, tmp_path: Path
+) -> None:
+    path = _user(tmp_path, "app@other.example.net")
+    result = _cli(standin, tmp_path, "plan", APP_KEY=KEYS["APP_KEY"])
+    assert result.code == 3, result.output
+    assert f"{path}:1: api_user: other.example.net is not a configured Mailgun sending domain" in result.output
+    assert standin.count("POST") == standin.count("PUT") == 0

@@ -131,6 +131,11 @@ def _check_role(value: Any) -> Role:
     )
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    # "default": null would tell editors null is a value; leaving role out is what it means.
+    schema.pop("default", None)
+
+
 def _refuse_literal_key(value: Any) -> Any:
     # The message must not echo the value: it is probably a real key.
     if isinstance(value, str | int | float):
@@ -282,7 +287,7 @@ class UserSpec(UserAttributes):
 
     # Optional here, required by the service (UserAttributes): a backend that stores role needs it
     # declared (reconciler.desired.required_fields), one that stores none (mailgun) refuses it.
-    role: OptionalRole = None  # type: ignore[assignment]
+    role: OptionalRole = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
     """admin or normal (console: Authorization); required unless the backend stores no role (mailgun)."""
 
     api_user: Email

@@ -174,6 +174,7 @@ FIELD_ERRORS = [
         "own_data_only: true requires http_api: true",
     ),
     ("role: normal", "", "1:1", "role", "is required but missing"),
+    ("role: normal", "role: ~", "4:7", "role", "expected 'admin' or 'normal'"),
     (
         ACCESS,
         ACCESS.replace("smtp: true", "smtp: false") + "smtp_senders: [a@example.com]\n",
@@ -239,6 +240,26 @@ def test_field_errors_name_line_column_field_and_expectation(
     if "(null)" in message:
         assert "quote it" not in result.err  # quoting nothing gives an empty string, not a zone
     assert "should have" not in result.err  # pydantic's own wording never reaches people
+
+
+@pytest.mark.parametrize(
+    ("backend", "required"), [(None, True), ("http-v2", True), ("memory", True), ("mailgun", False)]
+)
+def test_role_is_required_exactly_when_the_configured_backend_stores_it(
+    capsys: pytest.CaptureFixture[str],
+    users: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str | None,
+    required: bool,
+) -> None:
+    if backend is not None:
+        monkeypatch.setenv("RECONCILER_BACKEND", backend)
+    path = write_user(users, NAME, user_yaml(NAME).replace("role: normal\n", "", 1))
+    result = validate(capsys, users)
+    if required:
+        assert_error(result, f"{path}:1:1", "role: is required but missing")
+    else:
+        assert result.code == ExitCode.OK, result.err
 
 
 def test_a_literal_key_is_refused_without_repeating_it(

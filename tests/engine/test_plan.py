@@ -195,6 +195,20 @@ def test_last_unlocked_admin_cannot_be_removed() -> None:
     )
 
 
+def test_a_backend_without_roles_has_no_admin_to_keep() -> None:
+    # Mailgun: no live user is an admin, and none can be; the guard would refuse every plan.
+    without_role = UserSpec.model_validate({"api_user": "a@example.com", "api_key": {"from_env": "K"}})
+    result = make_plan(
+        [without_role, spec("b@example.com").model_copy(update={"role": None})],
+        [live("a@example.com", role="")],
+        desired_digest="d",
+        fingerprints={},
+        guards=Guards(roles=False),
+    )
+    assert result.refusals == ()
+    assert [c.action for c in result.changes] == [Action.CREATE]
+
+
 def test_target_limits_the_plan() -> None:
     result = plan_of(
         [spec("a@example.com", timezone="UTC"), spec("b@example.com", timezone="UTC")],

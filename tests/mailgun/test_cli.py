@@ -82,5 +82,7 @@ def test_a_login_outside_the_sending_domains_is_refused_by_plan_with_file_and_li
     path = _user(tmp_path, "app@other.example.net")
     result = _cli(standin, tmp_path, "plan", APP_KEY=KEYS["APP_KEY"])
     assert result.code == 3, result.output
-    assert f"{path}:1: api_user: other.example.net is not a configured Mailgun sending domain" in result.output
+    assert (
+        f"{path}:1: api_user: other.example.net is not a configured Mailgun sending domain" in result.output
+    )
     assert standin.count("POST") == standin.count("PUT") == 0

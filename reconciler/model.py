@@ -18,9 +18,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    PlainValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     SecretStr,
     StrictBool,
     StrictStr,
@@ -124,7 +124,7 @@ def _check_no_nul(value: str) -> str:
 def _check_role(value: Any) -> Role:
     # Validated by hand, not as `Role | None`: a union would report each member's error, located
     # below the field. `role:` with no value is refused like any other wrong value.
-    if value == "admin" or value == "normal":
+    if value in {"admin", "normal"}:
         return "admin" if value == "admin" else "normal"
     raise PydanticCustomError(
         "literal_error", "Input should be 'admin' or 'normal'", {"expected": "'admin' or 'normal'"}

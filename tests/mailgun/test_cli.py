@@ -70,10 +70,11 @@ def test_import_then_plan_is_empty_except_keys_not_comparable_yet(
     files = sorted(p.name for p in (tmp_path / "users").iterdir())
     assert files == ["app@mg.example.com.yaml", "ops@eu.example.org.yaml"]
     keys = {"APP_MG_EXAMPLE_COM_API_KEY": "AppKey0001", "OPS_EU_EXAMPLE_ORG_API_KEY": "OpsKey0002"}
-    plan = _cli(standin, tmp_path, "plan", **keys)
-    assert plan.code == 0, plan.output
-    for login in ("app@mg.example.com", "ops@eu.example.org"):
-        assert login in plan.output  # each key that cannot be compared yet is listed
+    for fmt in ("text", "markdown", "json"):
+        plan = _cli(standin, tmp_path, "plan", "--format", fmt, **keys)
+        assert plan.code == 0, plan.output
+        for login in ("app@mg.example.com", "ops@eu.example.org"):
+            assert login in plan.output, fmt  # each key that cannot be compared yet is listed
 
 
 def test_a_login_outside_the_sending_domains_is_refused_by_plan_with_file_and_line(

@@ -30,7 +30,7 @@ from reconciler.apply import KeyMaterial, apply_plan, failed
 from reconciler.backend.http.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.desired import load_users
-from reconciler.engine import compute_plan, fingerprint_secret, fingerprints_of, guards_from, resolve_keys
+from reconciler.engine import compute_plan, fingerprints_of, guards_from, resolve_keys
 from reconciler.model import UserAttributes
 from reconciler.output import render_text
 from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, Action
@@ -41,6 +41,7 @@ from reconciler_service.store import FAST_SCRYPT_N, Store, StoredUser, hash_key,
 
 ADMIN = "admin@example.com"
 ADMIN_KEY = "benchAdminKey2026"
+FP_SECRET = "bench-fingerprint-secret-0123456789abcdef"  # noqa: S105 (a test value, independent of every key)
 USER_KEY = "benchUserKey2026"
 BIN = Path(sys.executable).parent
 
@@ -155,14 +156,14 @@ def cli_seconds(args: list[str], cwd: Path, env: dict[str, str], runs: int = 3) 
 def bench_plan(root: Path, count: int) -> list[tuple[str, float, str]]:
     names = [f"user{i:05d}@example.com" for i in range(count - 1)]
     write_users(root / "users", names, "Asia/Tokyo")
-    settings = Settings(api_user=ADMIN, api_key=SecretStr(ADMIN_KEY))
-    seed(root / "service.db", root / "users", fingerprint_secret(settings))
+    seed(root / "service.db", root / "users", FP_SECRET.encode())
     rows = []
     with running_service(root / "service.db") as svc:
         env = os.environ | {
             "RECONCILER_API_URL": svc.url,
             "RECONCILER_API_USER": ADMIN,
             "RECONCILER_API_KEY": ADMIN_KEY,
+            "RECONCILER_FINGERPRINT_SECRET": FP_SECRET,
             "ADMIN_KEY": ADMIN_KEY,
             "USER_KEY": USER_KEY,
         }
@@ -214,8 +215,13 @@ def bench_apply(
     root = root / ("audited" if audited else "bare")
     users_dir = root / "apply-users"
     write_users(users_dir, names, "Asia/Tokyo")
-    settings = Settings(api_user=ADMIN, api_key=SecretStr(ADMIN_KEY), concurrency=concurrency)
-    seed(root / "apply.db", users_dir, fingerprint_secret(settings))
+    settings = Settings(
+        api_user=ADMIN,
+        api_key=SecretStr(ADMIN_KEY),
+        concurrency=concurrency,
+        fingerprint_secret=SecretStr(FP_SECRET),
+    )
+    seed(root / "apply.db", users_dir, FP_SECRET.encode())
     write_users(users_dir, names, "UTC")  # every user changes one field
     ideal = changes * latency_ms / 1000 / concurrency
     with running_service(root / "apply.db", "--latency-ms", str(latency_ms)) as svc:

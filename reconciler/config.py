@@ -56,14 +56,17 @@ class Settings(BaseModel):
     read_timeout: Annotated[float, Field(gt=0)] = 30.0
     retries: Annotated[int, Field(ge=0, le=20)] = 5
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
-    # Keyed fingerprints of keys; when unset it is derived from the reconciler's own API key.
+    # Keyed fingerprints of keys (reconciler/fpsecret.py): never derived from an API key. Only from
+    # RECONCILER_FINGERPRINT_SECRET, or a file (default <state_dir>/fingerprint.secret beside users/).
     fingerprint_secret: SecretStr | None = None
+    fingerprint_secret_file: str | None = None
 
     # Where `api_key_ref` was declared, for `service_api_key` (not settings: neither env nor YAML).
     _config_file: Path | None = PrivateAttr(default=None)
     _ref_line: int | None = PrivateAttr(default=None)
     _env: Mapping[str, str] | None = PrivateAttr(default=None)
     _resolved_key: SecretStr | None = PrivateAttr(default=None)
+    _base_dir: Path | None = PrivateAttr(default=None)  # the directory of users/ and reconciler.yaml
 
     # The backend (reconciler/backend/registry.py) and where state lives that the backend cannot keep
     backend: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")] = "http-v2"
@@ -187,6 +190,7 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
         problems += [_locate(str(config_path), doc, from_env, err) for err in exc.errors()]
     if problems:
         raise ValidationFailed(sorted(problems, key=lambda p: (p.file, p.line or 0, p.field or "")))
+    settings._base_dir = users_dir.parent
     if settings.api_key_ref is not None:
         # Resolved later, and only by commands that talk to the service (see service_api_key).
         settings._config_file = config_path
@@ -195,6 +199,12 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
         settings._ref_line = where[0] if where else None
         settings._env = env
     return settings
+
+
+def base_dir(settings: Settings) -> Path:
+    """Where relative local paths (state_dir, fingerprint_secret_file) start: the directory that
+    holds users/ and reconciler.yaml; the current directory for settings not loaded from one."""
+    return settings._base_dir if settings._base_dir is not None else Path()
 
 
 def service_api_key(settings: Settings) -> SecretStr | None:

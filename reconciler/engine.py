@@ -13,9 +13,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 from reconciler.apply import KeyMaterial, needs_keys
-from reconciler.config import Settings, service_api_key
+from reconciler.config import Settings
 from reconciler.desired import DesiredState
-from reconciler.errors import Problem, ReconcilerError, StalePlan, UnsafePlan
+from reconciler.errors import Problem, StalePlan, UnsafePlan
+from reconciler.fpsecret import INIT_HINT, load_secret, require_secret
 from reconciler.model import LiveUser
 from reconciler.plan import Guards, KeyInputs, Plan, make_plan, targeted
 from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint, resolve_all
@@ -25,20 +26,14 @@ KEY_SOURCE_PREFIX = "age-sha256:"
 ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
 ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
 OWN_KEY_ENV = "RECONCILER_API_KEY"  # always the key of RECONCILER_API_USER
+NO_SECRET_REASON = f"no fingerprint secret, so keys cannot be compared: {INIT_HINT}"
 
 
-def fingerprint_secret(settings: Settings) -> bytes:
-    """The secret behind keyed fingerprints: RECONCILER_FINGERPRINT_SECRET, or else derived from
-    the reconciler's own API key, which CI holds anyway and a pull request from a fork does not."""
-    if settings.fingerprint_secret is not None:
-        return settings.fingerprint_secret.get_secret_value().encode()
-    api_key = service_api_key(settings)
-    if api_key is None:
-        raise ReconcilerError(
-            "no fingerprint secret: set RECONCILER_API_KEY or RECONCILER_FINGERPRINT_SECRET"
-        )
-    own_key = api_key.get_secret_value().encode()
-    return hmac.new(own_key, b"reconciler key fingerprint v1", hashlib.sha256).digest()
+def fingerprint_secret(settings: Settings) -> bytes | None:
+    """The secret behind keyed fingerprints (reconciler/fpsecret.py), None when there is none:
+    never derived from an API key, whose fingerprint would then be checkable offline with nothing
+    but a guess of that key."""
+    return load_secret(settings)
 
 
 def resolve_keys(
@@ -96,6 +91,8 @@ def key_inputs(desired: DesiredState, resolved: ResolvedKeys, secret: bytes | No
         by_file.get(p.file, Path(p.file).name.removesuffix(".yaml")).lower(): skip_reason(p)
         for p in resolved.missing
     }
+    if secret is None:
+        unavailable |= {name.lower(): NO_SECRET_REASON for name in resolved.keys}
     return KeyInputs(fingerprints, sources, unavailable)
 
 
@@ -171,7 +168,7 @@ def key_material(
     nothing is applied otherwise."""
     needed = set(needs_keys(plan))
     keys = {name.lower(): key for name, key in resolved.keys.items() if name.lower() in needed}
-    fingerprints = fingerprints_of(keys, fingerprint_secret(settings))
+    fingerprints = fingerprints_of(keys, require_secret(settings)) if keys else {}
     return KeyMaterial(keys, fingerprints, key_sources(desired, needed))
 
 

@@ -32,6 +32,9 @@ set -a; . "$DEMO/demo.env"; set +a
 export RECONCILER_API_URL="http://127.0.0.1:$PORT/api/v2"
 export RECONCILER_API_USER=reconciler@example.com
 export RECONCILER_RELAY_PORT="$SMTP_PORT"
+# The secret behind the key fingerprints, independent of every key (docs/security.md): made once,
+# kept in .reconciler/fingerprint.secret (0600, git-ignored) like a CI secret would be.
+"$BIN/reconciler" secret init --users users > /dev/null
 
 GATEWAY=""
 SERVICE_PID=""

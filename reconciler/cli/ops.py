@@ -14,7 +14,7 @@ from typing import Any
 import click
 from click.shell_completion import get_completion_class
 
-from reconciler import agekeys, engine, gateway, importer
+from reconciler import agekeys, engine, fpsecret, gateway, importer
 from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import (
     complete_api_users,
@@ -395,7 +395,8 @@ def _audit_line(entry: dict[str, Any]) -> str:
 
 @click.group("secret")
 def secret() -> None:
-    """Keys kept in the users repo, encrypted with age.
+    """Secrets of the reconciler itself: the fingerprint secret (init), and keys kept in the users
+    repo encrypted with age (encrypt).
 
     plan/apply decrypt them with RECONCILER_AGE_IDENTITY (the identity itself) or
     RECONCILER_AGE_IDENTITY_FILE (a file made by age-keygen).
@@ -405,6 +406,27 @@ def secret() -> None:
       age-keygen -o ci.agekey    # once; its public key is the --recipient
       reconciler secret encrypt --recipient age1...
     """
+
+
+@secret.command("init")
+@users_option
+def init(users_dir: Path) -> int:
+    """Create the fingerprint secret (0600; never overwritten) and print its path.
+
+    The reconciler records a keyed fingerprint of each key it sets; this random secret, held only
+    by CI and on-call, is what keeps a fingerprint that the service shows from being checked
+    against guessed keys offline. Its path is `fingerprint_secret_file` (default
+    <state_dir>/fingerprint.secret beside users/); docs/runbook.md says where it lives in CI.
+
+    \b
+    Example:
+      reconciler secret init --users users
+      gh secret set RECONCILER_FINGERPRINT_SECRET < .reconciler/fingerprint.secret
+    """
+    path, created = fpsecret.init_secret(load_settings(users_dir))
+    click.echo(str(path))
+    note(("created " if created else "kept the existing ") + f"fingerprint secret {path} (mode 0600)")
+    return ExitCode.OK
 
 
 @secret.command("encrypt")

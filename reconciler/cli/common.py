@@ -46,6 +46,12 @@ def use_color(ctx: click.Context | None = None) -> bool:
     return sys.stdout.isatty()
 
 
+def out(text: str) -> None:
+    """Text on stdout that carries values from the service or users/ (names, lease holders,
+    gateway reports, the operation log): shown escaped like `err`, whoever wrote them."""
+    click.echo(terminal(text, keep="\n\t"))
+
+
 def err(message: str) -> None:
     """A message on stderr. Messages carry file names and values from users/: control characters
     are shown escaped and no line can pass for a GitHub workflow command (`::warning ...`)."""

@@ -20,6 +20,7 @@ from reconciler.cli.common import (
     emit_json,
     err,
     format_option,
+    out,
     styler,
     users_option,
 )
@@ -275,7 +276,7 @@ def _wait_for_gateways(settings: Settings, digest: str, timeout: float) -> int:
     with ServiceClient.from_settings(settings) as client:
         behind = gateway.wait_for_gateways(client.list_gateways, digest, timeout)
     if behind:
-        click.echo(f"error: gateways still behind after {timeout:g} s: " + ", ".join(behind), err=True)
+        err(f"error: gateways still behind after {timeout:g} s: " + ", ".join(behind))
         return ExitCode.ERROR
     click.echo("Every reporting gateway serves this users/.")
     return ExitCode.OK
@@ -291,7 +292,7 @@ class ClickReporter:
         note(f"warning: {message}")
 
     def info(self, message: str) -> None:
-        click.echo(message)
+        out(message)
 
     def confirm(self, plan: Plan, *, ask: bool) -> bool:
         _show(plan, "text")

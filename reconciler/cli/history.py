@@ -14,6 +14,7 @@ from reconciler.cli.common import (
     complete_api_users,
     emit_json,
     format_option,
+    out,
     users_option,
 )
 from reconciler.config import load_settings
@@ -67,14 +68,14 @@ def history(users_dir: Path, api_user: str | None, since: float, limit: int, fmt
         click.echo(f"No writes since {start.isoformat().replace('+00:00', 'Z')}.")
     else:
         for op in operations:
-            click.echo(_line(op))
+            out(_line(op))
     return ExitCode.OK
 
 
 def _line(op: Operation) -> str:
     at = op.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     fields = ", ".join(op.fields) or "-"
-    return _printable(f"{at}  {op.action:<11} {op.api_user or '-'}  {fields}  {_who(op)}")
+    return f"{at}  {op.action:<11} {op.api_user or '-'}  {fields}  {_who(op)}"
 
 
 def _who(op: Operation) -> str:
@@ -84,11 +85,6 @@ def _who(op: Operation) -> str:
     parts = [f"actor {op.actor}" if op.actor else None]
     parts += [f"commit {op.commit[:12]}" if op.commit else None, f"run {op.run}" if op.run else None]
     return f"{who} via the reconciler ({', '.join(p for p in parts if p)})"
-
-
-def _printable(text: str) -> str:
-    # Names and headers come from the service: nothing in them may move the cursor or clear a line.
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 COMMANDS = (history,)

@@ -21,6 +21,7 @@ from reconciler.cli.common import (
     emit_json,
     err,
     format_option,
+    out,
     users_option,
 )
 from reconciler.cli.options import note
@@ -95,7 +96,7 @@ def import_(users_dir: Path, force: bool, targets: tuple[str, ...], fmt: str) ->
         emit_json(import_to_json(users_dir, files, results, refused, settings.api_user))
         return ExitCode.ERROR if refused else ExitCode.OK
     for imported, result in zip(files, results, strict=True):
-        click.echo(f"{result:<10} {users_dir / imported.file_name}")
+        out(f"{result:<10} {users_dir / imported.file_name}")  # a live name
     _import_summary(users_dir, files, force, settings)
     if refused:
         # Quoted with repr: the names come from the service and may hold newlines or escapes.
@@ -221,7 +222,7 @@ def status(users_dir: Path, entries: int, fmt: str) -> int:
         emit_json(status_to_json(ok, [s.data for s in sections]))
     else:
         for section in sections:
-            click.echo("\n".join(section.lines))
+            out("\n".join(section.lines))  # lease holders, gateway reports: the service's words
     return ExitCode.OK if ok else ExitCode.ERROR
 
 

@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 import click
 
 from reconciler.backend.http.client import ServiceClient
-from reconciler.cli.common import emit_json, format_option, users_option
+from reconciler.cli.common import emit_json, format_option, out, users_option
 from reconciler.config import load_settings
 from reconciler.errors import ConfigError, ExitCode
 from reconciler.model import LiveUser
 from reconciler.output import live_to_json
+from reconciler.safetext import terminal
 
 SERVICE_EXTRA_HINT = "the embedded service is not installed: pip install 'reconciler[service]'"
 
@@ -72,10 +72,10 @@ def messages(*, users_dir: Path, fmt: str) -> int:
     with ServiceClient.from_settings(load_settings(users_dir)) as client:
         found = client.relay_messages()
     if fmt == "json":
-        click.echo(json.dumps(found, indent=2))
+        emit_json(found)
         return ExitCode.OK
-    for m in found:
-        click.echo(f"{m['received_at']}  {m['api_user']}  {m['mail_from']} -> {', '.join(m['rcpt_tos'])}")
+    for m in found:  # what a client of the relay sent: shown escaped
+        out(f"{m['received_at']}  {m['api_user']}  {m['mail_from']} -> {', '.join(m['rcpt_tos'])}")
     return ExitCode.OK
 
 
@@ -94,7 +94,7 @@ def live(*, users_dir: Path, fmt: str) -> int:
     if fmt == "json":
         emit_json(live_to_json(users))
     else:
-        click.echo(_table(users))
+        out(_table(users))  # names from the service: shown escaped
     return ExitCode.OK
 
 
@@ -102,7 +102,7 @@ def _table(users: list[LiveUser]) -> str:
     header = ("API_USER", "ROLE", "HTTP", "SMTP", "LOCKED", "KEY_UPDATED_AT")
     rows = [header] + [
         (
-            u.api_user,
+            terminal(u.api_user),  # escaped before the widths are measured
             u.role,
             _yes(u.access.http_api),
             _yes(u.access.smtp),

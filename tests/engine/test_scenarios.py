@@ -369,8 +369,14 @@ def test_rotating_the_reconcilers_own_key_runs_last_and_the_run_finishes(repo: R
     assert _can_login(repo, admin, new)
     assert not _can_login(repo, admin, old)
     repo.service.admin_key = new  # from now on CI holds the new key
-    # The fingerprint secret was derived from the old key: the plan says so instead of claiming
-    # that every declared key changed, and one apply records new fingerprints.
+    # The fingerprint secret is independent of every key: rotating the reconciler's own key leaves
+    # every recorded fingerprint valid.
+    assert repo.run("plan").code == 0
+
+
+def test_a_new_fingerprint_secret_is_named_in_the_plan_not_called_a_key_change(repo: Repo) -> None:
+    seed(repo)
+    repo.service.fingerprint_secret = "another-fingerprint-secret-0123456789abcdef"
     replanned = repo.run("plan")
     assert replanned.code == 2
     assert "fingerprint secret changed" in replanned.stdout

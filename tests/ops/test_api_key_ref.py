@@ -14,13 +14,9 @@ from pyrage import x25519
 from reconciler import agekeys
 from tests.ops.conftest import Repo
 
-# The engine derives the fingerprint secret from the key separately; keep this test about the client.
-FINGERPRINT = {"RECONCILER_FINGERPRINT_SECRET": "fingerprint-secret-for-tests"}
-
-
 def _without_api_key(repo: Repo, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in repo.env().items() if k != "RECONCILER_API_KEY"}
-    return env | FINGERPRINT | extra
+    return env | extra  # the fingerprint secret stays: it never came from the key
 
 
 def _config(repo: Repo, ref_yaml: str) -> Path:

@@ -6,6 +6,7 @@ the tests need no configuration file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,6 +108,9 @@ class Settings(BaseModel):
     templates_dir: str | None = None  # Jinja templates of the mail files; unset = the packaged ones
     relay_host: str = "127.0.0.1"
     relay_port: Annotated[int, Field(ge=1, le=65535)] = 2525
+    # SMTP AUTH to a relay that is not on loopback only after STARTTLS, unless this is set (a relay
+    # reached over a network that is encrypted otherwise, e.g. a VPN; docs/mail.md "TLS").
+    allow_insecure_relay: StrictBool = False
     hash_scheme: Literal["ARGON2ID", "BLF-CRYPT"] = "ARGON2ID"
     postfix_config_dir: str | None = None
     dovecot_config: str | None = None
@@ -199,6 +203,16 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
         settings._ref_line = where[0] if where else None
         settings._env = env
     return settings
+
+
+def is_loopback_host(host: str) -> bool:
+    """Only `localhost` and loopback addresses: any other name may resolve elsewhere tomorrow."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def base_dir(settings: Settings) -> Path:

@@ -15,6 +15,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -341,7 +342,7 @@ def git_commit(directory: Path) -> str | None:
     """The users repo's commit, when it is a git checkout."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            ["git", "-C", str(directory), "rev-parse", "--verify", "--end-of-options", "HEAD"],
             capture_output=True,
             text=True,
             timeout=5,
@@ -352,12 +353,24 @@ def git_commit(directory: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+COMMIT_RE = re.compile(r"[0-9a-f]{7,64}")
+
+
+def is_commit_id(text: str) -> bool:
+    """A git object id as a report may carry it: 7 to 64 hex digits (abbreviated, SHA-1, SHA-256)."""
+    return COMMIT_RE.fullmatch(text) is not None
+
+
 def commits_between(directory: Path, old: str, new: str = "HEAD") -> int | None:
     """How many commits `new` has that `old` lacks, in the users repo; None when unknown (not a
-    checkout, or `old` is not in this clone's history)."""
+    checkout, or `old` is not in this clone's history). `old` comes from the service (a gateway's
+    report): anything but a commit id is never handed to git, and a revision is never read as an
+    option (`--output=...` would make git write a file)."""
+    if not is_commit_id(old) or not (new == "HEAD" or is_commit_id(new)):
+        return None
     try:
         done = subprocess.run(
-            ["git", "-C", str(directory), "rev-list", "--count", f"{old}..{new}"],
+            ["git", "-C", str(directory), "rev-list", "--count", "--end-of-options", f"{old}..{new}"],
             capture_output=True,
             text=True,
             timeout=5,

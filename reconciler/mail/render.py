@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 import jinja2
 
 import reconciler
-from reconciler.config import Settings
+from reconciler.config import Settings, is_loopback_host
 from reconciler.errors import MailServerError
 from reconciler.mail.hashing import CountingHasher, Hasher, hash_all
 from reconciler.model import UserSpec
@@ -199,6 +199,8 @@ def render_snippets(
         "next_hop": relay_next_hop(settings),
         "postfix_auth_socket": str(postfix_queue_dir / POSTFIX_AUTH_SOCKET),
         "postfix_sasl_path": POSTFIX_AUTH_SOCKET,
+        # The one exception to TLS on the relay hop (docs/mail.md "TLS"), the smoke check's rule too.
+        "relay_on_loopback": is_loopback_host(settings.relay_host),
     }
     return {
         name: templates.get_template(f"snippets/{name}.j2").render(**context)

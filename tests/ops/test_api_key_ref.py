@@ -14,6 +14,7 @@ from pyrage import x25519
 from reconciler import agekeys
 from tests.ops.conftest import Repo
 
+
 def _without_api_key(repo: Repo, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in repo.env().items() if k != "RECONCILER_API_KEY"}
     return env | extra  # the fingerprint secret stays: it never came from the key

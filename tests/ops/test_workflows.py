@@ -294,7 +294,11 @@ new AsyncFunction('require', 'github', 'context', script)(require, github, conte
 
 
 def _run_comment_script(
-    tmp: Path, exit_code: str, comments: list[dict[str, Any]], validated: str = "true"
+    tmp: Path,
+    exit_code: str,
+    comments: list[dict[str, Any]],
+    validated: str = "true",
+    author: str = "github-actions[bot]",
 ) -> list[list[Any]]:
     """The comment step's github-script, run by node against a fake GitHub client."""
     node = shutil.which("node")
@@ -314,6 +318,7 @@ def _run_comment_script(
         "VALIDATED": validated,
         "PLAN_MARKDOWN": str(plan),
         "RUN_URL": "https://github.example/o/r/actions/runs/42",
+        "COMMENT_AUTHOR": author,
     }
     done = subprocess.run(
         [node, "-e", _GITHUB_SCRIPT_HARNESS], env=env, capture_output=True, text=True, timeout=60, check=False
@@ -323,8 +328,8 @@ def _run_comment_script(
     return calls
 
 
-QUOTING_HUMAN = {"id": 1, "user": {"type": "User"}, "body": f"> {MARKDOWN_MARKER}\n> old plan\nwhy?"}
-OLD_PLAN = {"id": 2, "user": {"type": "Bot"}, "body": f"{MARKDOWN_MARKER}\n## Plan: 2 to update\n"}
+QUOTING_HUMAN = {"id": 1, "user": {"login": "someone", "type": "User"}, "body": f"> {MARKDOWN_MARKER}\n> old plan\nwhy?"}
+OLD_PLAN = {"id": 2, "user": {"login": "github-actions[bot]", "type": "Bot"}, "body": f"{MARKDOWN_MARKER}\n## Plan: 2 to update\n"}
 
 
 def test_the_plan_comment_updates_the_bots_comment_not_a_quoting_humans(tmp_path: Path) -> None:

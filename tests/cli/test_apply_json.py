@@ -11,7 +11,7 @@ from tests.cli.schemas import validate
 
 MAIL_ENV = {
     "RECONCILER_MAIL_FILE_GROUP": "root",
-    "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+    "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
     "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
 }
 

@@ -130,7 +130,7 @@ def test_status_json_reports_the_service_lease_without_its_token(repo: Repo) -> 
 
 MAIL_ENV = {
     "RECONCILER_MAIL_FILE_GROUP": "root",
-    "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+    "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
     "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
 }
 

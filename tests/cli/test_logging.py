@@ -102,7 +102,7 @@ def test_debug_shows_each_command_the_mail_step_runs_and_no_key(repo: Repo, tmp_
     repo.write("smtp@example.com", access={"smtp": True})
     env = repo.env() | {
         "RECONCILER_MAIL_FILE_GROUP": "root",
-        "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+        "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
         "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
     }
     result = repo.run("render", "--mail-dir", str(tmp_path / "mail"), "--no-reload", "-vv", env=env)

@@ -12,7 +12,7 @@ from tests.cli.terminal import run_with_stderr_on_terminal
 
 RENDER_ENV = {
     "RECONCILER_MAIL_FILE_GROUP": "root",
-    "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+    "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
     "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
 }
 

@@ -30,7 +30,11 @@ def users(tmp_path: Path) -> Path:
 
 
 def _render(users: Path, mail_dir: Path, key: str, **env: str) -> CliResult:
-    base = {"A_KEY": key, "RECONCILER_MAIL_FILE_GROUP": "root", "RECONCILER_FINGERPRINT_SECRET": "s3cret"}
+    base = {
+        "A_KEY": key,
+        "RECONCILER_MAIL_FILE_GROUP": "root",
+        "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
+    }
     result = run_main(
         ["render", "--users", str(users), "--mail-dir", str(mail_dir), "--no-reload"], env=base | env
     )

@@ -328,8 +328,16 @@ def _run_comment_script(
     return calls
 
 
-QUOTING_HUMAN = {"id": 1, "user": {"login": "someone", "type": "User"}, "body": f"> {MARKDOWN_MARKER}\n> old plan\nwhy?"}
-OLD_PLAN = {"id": 2, "user": {"login": "github-actions[bot]", "type": "Bot"}, "body": f"{MARKDOWN_MARKER}\n## Plan: 2 to update\n"}
+QUOTING_HUMAN = {
+    "id": 1,
+    "user": {"login": "someone", "type": "User"},
+    "body": f"> {MARKDOWN_MARKER}\n> old plan\nwhy?",
+}
+OLD_PLAN = {
+    "id": 2,
+    "user": {"login": "github-actions[bot]", "type": "Bot"},
+    "body": f"{MARKDOWN_MARKER}\n## Plan: 2 to update\n",
+}
 
 
 def test_the_plan_comment_updates_the_bots_comment_not_a_quoting_humans(tmp_path: Path) -> None:

@@ -165,13 +165,16 @@ def with_behind(
 def checked_report(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A report as the service returned it, each field checked for its shape: anyone who may
     report can write anything there, and a commit reaches git and every field a terminal. A field
-    of the wrong shape reads as null, so the gateway counts as behind (its result is not ok)."""
+    of the wrong shape reads as null; a malformed commit, digest or result makes the gateway count
+    as behind (its result or digest does not match)."""
+    commit = raw.get("commit")
+    believed = commit is None or _is_commit(commit)  # a malformed commit discredits the report
     return {
         "name": _matching(raw.get("name"), NAME_RE)
         or "(invalid name) " + terminal(str(raw.get("name")))[:120],
-        "commit": raw.get("commit") if _is_commit(raw.get("commit")) else None,
+        "commit": commit if believed else None,
         "desired_digest": _matching(raw.get("desired_digest"), DIGEST_RE),
-        "result": raw.get("result") if raw.get("result") in RESULTS else None,
+        "result": raw.get("result") if believed and raw.get("result") in RESULTS else None,
         "smtp_users": _count(raw.get("smtp_users")),
         "rendered_at": _timestamp(raw.get("rendered_at")),
         "reported_at": _timestamp(raw.get("reported_at")),

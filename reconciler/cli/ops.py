@@ -425,6 +425,7 @@ def init(users_dir: Path) -> int:
       gh secret set RECONCILER_FINGERPRINT_SECRET < .reconciler/fingerprint.secret
     """
     path, created = fpsecret.init_secret(load_settings(users_dir))
+    path = path.absolute()
     click.echo(str(path))
     note(("created " if created else "kept the existing ") + f"fingerprint secret {path} (mode 0600)")
     return ExitCode.OK

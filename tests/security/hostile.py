@@ -74,7 +74,11 @@ def _answers() -> dict[str, Any]:
         "/api/v2/leases/reconcile": lease,
         "/api/v2/gateways": {"gateways": [report]},
         "/api/v2/operations": {"operations": [operation]},
-        "/api/v2/relay/messages": {"messages": []},
+        "/api/v2/relay/messages": {
+            "messages": [
+                {"received_at": STAMP, "api_user": HOSTILE, "mail_from": HOSTILE, "rcpt_tos": [HOSTILE]}
+            ]
+        },
     }
 
 

@@ -76,6 +76,7 @@ def assert_inert(text: str) -> None:
         ("history",),
         ("history", "--format", "json"),
         ("service", "messages"),
+        ("-vv", "status"),  # the debug log quotes requests and answers too
     ],
     ids=" ".join,
 )

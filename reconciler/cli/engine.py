@@ -362,7 +362,7 @@ class ClickReporter:
             if report.skipped:
                 click.echo(notice(report.skipped))
         for warning in report.warnings if report is not None else ():
-            click.echo(f"warning: {warning}", err=True)
+            err(f"warning: {warning}")
 
 
 def _outcome_row(outcome: Outcome) -> str:

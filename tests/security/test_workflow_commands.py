@@ -64,16 +64,26 @@ def _write(repo: Repo, field: str, value: str) -> None:
     (repo.users / f"{name}.yaml").write_text(body)
 
 
-@pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("plan", "--format", "text"),
+        ("plan", "--format", "markdown"),
+        ("plan", "--format", "json"),
+        ("validate", "--table"),
+        ("validate", "--format", "json"),
+    ],
+    ids=" ".join,
+)
 @pytest.mark.parametrize("field", FIELDS)
 @pytest.mark.parametrize(
     "payload", [PAYLOAD, f"x\n{NEW_STYLE}", f"{NEW_STYLE}\n{OLD_STYLE}"], ids=["inline", "newline", "start"]
 )
-def test_no_field_of_a_user_file_forges_a_workflow_command_in_any_plan_format(
-    repo: Repo, field: str, fmt: str, payload: str
+def test_no_field_of_a_user_file_forges_a_workflow_command_in_any_format(
+    repo: Repo, field: str, command: tuple[str, ...], payload: str
 ) -> None:
     _write(repo, field, payload)
-    result = repo.run("plan", "--format", fmt)
+    result = repo.run(*command)
     assert result.code in (0, 1, 2, 3), result.output
     assert_inert(result.stdout)
     assert_inert(result.stderr)

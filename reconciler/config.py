@@ -78,8 +78,11 @@ class Settings(BaseModel):
     unsupported_fields: Literal["refuse", "note"] = "refuse"
     # local: the state directory; git: a ref in the users repository, updated by compare-and-swap push.
     state_store: Literal["local", "git"] = "local"
-    state_ref: str = "refs/reconciler/state"
-    state_remote: str = "origin"
+    # Both reach git's command line (reconciler/run/store.py): never a leading "-" (an option).
+    state_ref: Annotated[str, Field(pattern=r"^refs/[A-Za-z0-9][A-Za-z0-9._/-]{0,200}$")] = (
+        "refs/reconciler/state"
+    )
+    state_remote: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./~@][^\s]{0,1000}$")] = "origin"
 
     # Mailgun (reconciler/backend/mailgun/)
     mailgun_region: Literal["us", "eu"] = "us"

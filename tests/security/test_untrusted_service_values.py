@@ -131,3 +131,13 @@ def test_report_fields_of_the_wrong_shape_are_not_believed(field: str, value: ob
     assert forged[field] is None
     if field in ("commit", "desired_digest", "result"):
         assert forged["behind"] is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("STATE_REMOTE", "--upload-pack=touch pwned"), ("STATE_REF", GIT_OPTION)]
+)
+def test_the_git_state_stores_settings_cannot_be_git_options(checkout: Path, name: str, value: str) -> None:
+    result = run_cli(["plan"], {f"RECONCILER_{name}": value, "RECONCILER_STATE_STORE": "git"}, cwd=checkout)
+    assert result.code == 1
+    assert f"RECONCILER_{name}" in result.stderr
+    assert not [p for p in checkout.rglob("*pwned*")]

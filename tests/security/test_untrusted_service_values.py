@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gateway import with_behind
-from reconciler.state import commits_between
+from reconciler.run.git import commits_between
+from reconciler.workflows.gateways import with_behind
 from tests.engine.conftest import Result, run_cli
 from tests.fixtures.service import new_key
 from tests.security.hostile import ESC, GIT_OPTION, Hostile, hostile_service

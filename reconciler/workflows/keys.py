@@ -1,8 +1,6 @@
-"""Glue between the pure core and the gateways: load what a command needs, compute a plan.
-
-Each step takes its gateway (users dir, client, environment) as an argument, so the CLI stays a
-few lines per command and tests can drive the same functions.
-"""
+"""The keys of a run: resolving the declared keys (RECONCILER_API_KEY is only the reconciler's
+own), their keyed fingerprints and the secret behind them, age key-source digests, and the key
+material apply sends."""
 
 from __future__ import annotations
 
@@ -12,13 +10,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from reconciler.apply import KeyMaterial, needs_keys
 from reconciler.config import Settings
 from reconciler.desired import DesiredState
-from reconciler.errors import Problem, StalePlan, UnsafePlan
+from reconciler.errors import Problem
+from reconciler.executor import KeyMaterial, needs_keys
 from reconciler.fpsecret import INIT_HINT, load_secret, require_secret
-from reconciler.model import LiveUser
-from reconciler.plan import Guards, KeyInputs, Plan, make_plan, targeted
+from reconciler.plan import KeyInputs, Plan, targeted
 from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint, resolve_all
 
 KEY_SOURCE_PREFIX = "age-sha256:"
@@ -29,7 +26,7 @@ OWN_KEY_ENV = "RECONCILER_API_KEY"  # always the key of RECONCILER_API_USER
 NO_SECRET_REASON = f"no fingerprint secret, so keys cannot be compared: {INIT_HINT}"
 
 
-def fingerprint_secret(settings: Settings) -> bytes | None:
+def key_fingerprint_secret(settings: Settings) -> bytes | None:
     """The secret behind keyed fingerprints (reconciler/fpsecret.py), None when there is none:
     never derived from an API key, whose fingerprint would then be checkable offline with nothing
     but a guess of that key."""
@@ -127,39 +124,6 @@ def fingerprints_of(keys: Mapping[str, ApiKey], secret: bytes) -> dict[str, str]
     return {name.lower(): f"{fingerprint(key, secret)};sid={sid}" for name, key in keys.items()}
 
 
-def guards_from(
-    settings: Settings, allow_deletes: int | None = None, allow_locks: int | None = None
-) -> Guards:
-    return Guards(
-        max_deletes=settings.max_deletes,
-        max_change_percent=settings.max_change_percent,
-        allow_deletes=allow_deletes,
-        allow_locks=allow_locks,
-        self_user=settings.api_user,
-    )
-
-
-def compute_plan(
-    desired: DesiredState,
-    live: list[LiveUser],
-    resolved: ResolvedKeys,
-    *,
-    settings: Settings,
-    guards: Guards,
-    targets: tuple[str, ...] = (),
-) -> Plan:
-    """The plan; key checks are skipped (and listed) for users whose keys are not available here."""
-    secret = fingerprint_secret(settings) if resolved.keys else None
-    return make_plan(
-        desired.users,
-        live,
-        desired_digest=desired.digest,
-        guards=guards,
-        targets=targets,
-        keys=key_inputs(desired, resolved, secret),
-    )
-
-
 def key_material(
     plan: Plan, resolved: ResolvedKeys, settings: Settings, desired: DesiredState
 ) -> KeyMaterial:
@@ -177,25 +141,3 @@ def key_sources(desired: DesiredState, names: set[str]) -> dict[str, str | None]
     stale one) for a key that is not age-encrypted any more."""
     ciphertexts = {u.api_user.lower(): u.api_key.age for u in desired.users}
     return {name: key_source(ciphertexts[name] or "") for name in names if name in ciphertexts}
-
-
-def check_not_stale(saved: Plan, fresh: Plan) -> None:
-    """A saved plan is applied only if neither the desired files nor the live users moved."""
-    moved: list[str] = []
-    if saved.desired_digest != fresh.desired_digest:
-        moved.append("the files in users/ changed")
-    before, after = saved.live_versions, fresh.live_versions
-    changed = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
-    if changed:
-        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
-        moved.append(f"live users changed since the plan: {shown}")
-    if moved:
-        raise StalePlan("the saved plan is stale: " + "; ".join(moved) + ". Run `reconciler plan` again.")
-
-
-def refuse_missing_users_dir(users_dir: Path) -> None:
-    if not users_dir.is_dir():
-        raise UnsafePlan(
-            f"the users directory {users_dir} does not exist: refusing to treat it as 'no users' "
-            "(which would delete everyone on the service)"
-        )

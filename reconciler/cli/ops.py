@@ -110,7 +110,7 @@ def _import_summary(users_dir: Path, files: list[ImportedFile], force: bool, set
             if f.api_user.lower() == me
             else ""
         )
-        click.echo(f"  {f.key_ref.removeprefix('env '):<40} {f.api_user}{note}")
+        out(f"  {f.key_ref.removeprefix('env '):<40} {f.api_user}{note}")  # live names: escaped
     click.echo(
         "Without them, `reconciler plan` skips key checks. With them, each key shows once as\n"
         "'not set by the reconciler yet': apply sends the same key and records its fingerprint.\n"

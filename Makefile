@@ -59,7 +59,7 @@ pytest: setup mail-packages
 test: lint typecheck pytest
 
 demo: setup
-	scripts/demo.sh
+	if [ "$(BACKEND)" = cmc-console ]; then scripts/demo-cmc.sh; else scripts/demo.sh; fi
 
 bench: setup
 	$(BIN)/python benchmarks/validate.py

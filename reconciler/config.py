@@ -88,9 +88,10 @@ class Settings(BaseModel):
     mailgun_region: Literal["us", "eu"] = "us"
     mailgun_api_url: str | None = None  # overrides the region's base URL; http:// only to loopback
     mailgun_api_key_env: str = "MAILGUN_API_KEY"  # the variable holding the account key
+    mailgun_api_key_file: str | None = None  # or a file holding it (/run/secrets/...); wins when set
     mailgun_domains: str | None = None  # comma-separated sending domains
     mailgun_lock_by_delete: StrictBool = False  # locked: true deletes the credential, unlock re-creates it
-    mailgun_smtp_host: str | None = None  # the relay hop; default the region's smtp.mailgun.org host
+    mailgun_smtp_host: str | None = None  # the relay hop; default the region's host (MAILGUN_REGIONS)
     mailgun_smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
 
     # Customers Mail Cloud console (reconciler/backend/cmc/)
@@ -99,6 +100,8 @@ class Settings(BaseModel):
     cmc_api_url: str = "https://api.smtps.jp/transaction/v2"  # the Transactional Email API
     cmc_server_composition: str | None = None
     cmc_probe_rate: Annotated[float, Field(gt=0, le=100)] = 2.0  # probes per second, at most
+    # The audit log is read at most this often (its docs ask for at most once a day); 0 = every run.
+    cmc_audit_interval_hours: Annotated[float, Field(ge=0, le=24 * 31)] = 24.0
 
     # Safety guards
     max_deletes: Annotated[int, Field(ge=0)] = 3
@@ -279,3 +282,34 @@ def _locate(file: str, doc: YamlMapping, from_env: Mapping[str, Any], err: Error
 def load_mapping(path: Path) -> YamlMapping:
     doc, _ = yamlfile.load_mapping(path)
     return doc
+
+
+# Mailgun's regions (docs/mailgun.md cites the reference): API base URL and SMTP relay host.
+MAILGUN_REGIONS = {
+    "us": ("https://api.mailgun.net", "smtp.mailgun.org"),
+    "eu": ("https://api.eu.mailgun.net", "smtp.eu.mailgun.org"),
+}
+
+
+def mailgun_domains(settings: Settings) -> tuple[str, ...]:
+    """The configured sending domains, lower case, in the order given (RECONCILER_MAILGUN_DOMAINS)."""
+    raw = settings.mailgun_domains or ""
+    return tuple(dict.fromkeys(d.strip().lower() for d in raw.split(",") if d.strip()))
+
+
+def mailgun_api_base(settings: Settings) -> str:
+    return settings.mailgun_api_url or MAILGUN_REGIONS[settings.mailgun_region][0]
+
+
+def relay_endpoint(settings: Settings) -> tuple[str, int]:
+    """Where the gateway relays each sender's mail: the backend's SMTP relay when it has one of its
+    own (Mailgun: the region's host, port 587 with TLS), else `relay_host`/`relay_port`."""
+    if settings.backend == "mailgun":
+        host = settings.mailgun_smtp_host or MAILGUN_REGIONS[settings.mailgun_region][1]
+        return host, settings.mailgun_smtp_port
+    return settings.relay_host, settings.relay_port
+
+
+def relay_tls_required(settings: Settings) -> bool:
+    """Mailgun's relay is reached with TLS required (smtp_tls_security_level = encrypt)."""
+    return settings.backend == "mailgun"

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     ERROR = 1
     CHANGES_PENDING = 2
     UNSAFE = 3
+    WAITING = 4  # apply/reconcile: a console backend published steps a person must do, then `verify`
     INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
     PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`
     TERMINATED = 143  # 128 + SIGTERM

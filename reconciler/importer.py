@@ -34,7 +34,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 
 from reconciler.errors import Problem, ValidationFailed
-from reconciler.model import EMAIL_RE, MAX_EMAIL, LiveUser
+from reconciler.model import EMAIL_RE, MAX_EMAIL, Access, LiveUser, UserAttributes
 
 SCHEMA_LINE = "yaml-language-server: $schema=../schema/user.schema.json"
 SELF_KEY_ENV = "RECONCILER_API_KEY"
@@ -115,8 +115,37 @@ def env_var_names(api_users: Iterable[str]) -> dict[str, str]:
     return names
 
 
-def live_fields(user: LiveUser) -> dict[str, Any]:
-    """The settings to write for a live user, in file order (without api_user and api_key)."""
+def written_paths(stored: frozenset[str], fixed: Mapping[str, Any]) -> frozenset[str]:
+    """What an import writes for a backend: the fields it stores, plus each fixed value that differs
+    from the file's default (Mailgun: `access.smtp: true`, which is what makes the gateway serve
+    the credential), so that the imported files mean what the account holds."""
+    return stored | {path for path, value in fixed.items() if value != _default(path)}
+
+
+def _default(path: str) -> Any:
+    head, _, tail = path.partition(".")
+    if tail:
+        return getattr(Access(), tail)
+    return UserAttributes.model_fields[head].default
+
+
+def live_fields(user: LiveUser, stored: frozenset[str] | None = None) -> dict[str, Any]:
+    """The settings to write for a live user, in file order (without api_user and api_key): those
+    the backend stores (`stored`, its capabilities' dotted paths; None = all). A backend that
+    stores none of them (Mailgun) gets files with api_user and api_key only."""
+    fields = _all_live_fields(user)
+    if stored is None:
+        return fields
+    kept: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key != "access" and key in stored:
+            kept[key] = value
+        elif key == "access" and (flags := {n: f for n, f in value.items() if f"access.{n}" in stored}):
+            kept[key] = flags
+    return kept
+
+
+def _all_live_fields(user: LiveUser) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "role": user.role,
         "operation": user.operation,
@@ -130,36 +159,41 @@ def live_fields(user: LiveUser) -> dict[str, Any]:
     return fields
 
 
-def import_users(live: Sequence[LiveUser], existing: Mapping[str, str]) -> list[ImportedFile]:
+def import_users(
+    live: Sequence[LiveUser], existing: Mapping[str, str], stored: frozenset[str] | None = None
+) -> list[ImportedFile]:
     """A document per live user. `existing` maps file names already in users/ to their text;
-    a file matches its user case-insensitively, as api_users are unique that way."""
+    a file matches its user case-insensitively, as api_users are unique that way. `stored`: the
+    fields the backend stores (None = all), the only ones written."""
     by_lower = {name.lower(): name for name in existing}
     env_names = env_var_names([u.api_user for u in live])
     out = []
     for user in live:
         found = by_lower.get((user.api_user + SUFFIX).lower())
         if found is None:
-            out.append(_new_file(user, env_names[user.api_user]))
+            out.append(_new_file(user, env_names[user.api_user], stored))
         else:
-            out.append(_updated_file(user, found, existing[found], env_names[user.api_user]))
+            out.append(_updated_file(user, found, existing[found], env_names[user.api_user], stored))
     return out
 
 
-def _new_file(user: LiveUser, env_var: str) -> ImportedFile:
-    text = new_document(user, env_var)
+def _new_file(user: LiveUser, env_var: str, stored: frozenset[str] | None = None) -> ImportedFile:
+    text = new_document(user, env_var, stored)
     return ImportedFile(user.api_user, user.api_user + SUFFIX, text, f"env {env_var}", False, True)
 
 
-def _updated_file(user: LiveUser, file_name: str, text: str, env_var: str) -> ImportedFile:
-    updated, key_ref = update_document(text, user, env_var, file_name)
+def _updated_file(
+    user: LiveUser, file_name: str, text: str, env_var: str, stored: frozenset[str] | None = None
+) -> ImportedFile:
+    updated, key_ref = update_document(text, user, env_var, file_name, stored)
     return ImportedFile(user.api_user, file_name, updated, key_ref, True, updated != text)
 
 
-def new_document(user: LiveUser, env_var: str) -> str:
+def new_document(user: LiveUser, env_var: str, stored: frozenset[str] | None = None) -> str:
     doc = CommentedMap()
     doc["api_user"] = user.api_user
     doc["api_key"] = CommentedMap(from_env=env_var)
-    for key, value in live_fields(user).items():
+    for key, value in live_fields(user, stored).items():
         doc[key] = _node(value)
     if "smtp_senders" in doc and doc["smtp_senders"] is None:
         doc.yaml_add_eol_comment("the default: only the api_user itself", "smtp_senders")
@@ -167,7 +201,9 @@ def new_document(user: LiveUser, env_var: str) -> str:
     return _dump(doc)
 
 
-def update_document(text: str, user: LiveUser, env_var: str, file_name: str) -> tuple[str, str]:
+def update_document(
+    text: str, user: LiveUser, env_var: str, file_name: str, stored: frozenset[str] | None = None
+) -> tuple[str, str]:
     """`text` with every setting set to the live value, changing only what differs. Returns the
     new text and where the file says the key is (kept when the file has a reference)."""
     doc = _load(text, file_name)
@@ -178,9 +214,10 @@ def update_document(text: str, user: LiveUser, env_var: str, file_name: str) -> 
         _set(doc, "api_user", file_name.removesuffix(SUFFIX), FIELD_ORDER)
     if not isinstance(doc.get("api_key"), dict) or not doc["api_key"]:
         _set(doc, "api_key", CommentedMap(from_env=env_var), FIELD_ORDER)
-    for key, value in live_fields(user).items():
+    fields = live_fields(user, stored)
+    for key, value in fields.items():
         _set(doc, key, value, FIELD_ORDER)
-    if "smtp_senders" not in live_fields(user) and "smtp_senders" in doc:
+    if "smtp_senders" not in fields and "smtp_senders" in doc:
         del doc["smtp_senders"]
     updated = _dump(doc)
     return (text if updated == _dump(_load(text, file_name)) else updated), _describe_ref(doc["api_key"])

@@ -40,6 +40,7 @@ VERBS: dict[str, str] = {
     "secret": "ops",
     "completion": "ops",
     "show": "show",
+    "verify": "console",
     "backends": "backends",
 }
 

@@ -16,6 +16,7 @@ from reconciler.cli.common import (
     format_option,
     users_option,
 )
+from reconciler.cli.console import console_apply, console_plan
 from reconciler.cli.options import note
 from reconciler.cli.reporters import ClickReporter, JsonReporter, show_plan
 from reconciler.errors import ExitCode, ReconcilerError, exit_code_for
@@ -88,6 +89,8 @@ def plan(
       reconciler plan --out plan.json && reconciler apply plan.json
       reconciler plan --mail-dir /etc/reconciler/mail
     """
+    if (console := console_plan(users_dir, fmt, targets, out)) is not None:
+        return console  # a console backend: the plan is a checklist (reconciler/cli/console.py)
     options = PlanOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
     with open_run(users_dir, ClickReporter(), mail_dir=mail_dir, load_users_now=True) as run:
         result = make_plan(run, options)
@@ -196,6 +199,8 @@ def _run_apply(
     lock_timeout: float,
     wait_gateways: float | None = None,
 ) -> int:
+    if (console := console_apply(users_dir, targets, fmt, mail, mail_dir)) is not None:
+        return console  # a console backend: a guided session (reconciler/cli/console.py)
     options = ApplyOptions(
         auto_approve=auto_approve,
         allow_deletes=allow_deletes,

@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 import jinja2
 
 import reconciler
-from reconciler.config import Settings, is_loopback_host
+from reconciler.config import Settings, is_loopback_host, relay_endpoint, relay_tls_required
 from reconciler.errors import MailServerError
 from reconciler.mail.hashing import CountingHasher, Hasher, hash_all
 from reconciler.model import UserSpec
@@ -199,8 +199,10 @@ def render_snippets(
         "next_hop": relay_next_hop(settings),
         "postfix_auth_socket": str(postfix_queue_dir / POSTFIX_AUTH_SOCKET),
         "postfix_sasl_path": POSTFIX_AUTH_SOCKET,
-        # The one exception to TLS on the relay hop (docs/mail.md "TLS"), the smoke check's rule too.
-        "relay_on_loopback": is_loopback_host(settings.relay_host),
+        # TLS on the relay hop unless the relay is on loopback (docs/mail.md "TLS on the relay hop"),
+        # the smoke check's rule too; a backend whose relay requires TLS (Mailgun) never gets the exception.
+        "relay_on_loopback": is_loopback_host(relay_endpoint(settings)[0])
+        and not relay_tls_required(settings),
     }
     return {
         name: templates.get_template(f"snippets/{name}.j2").render(**context)
@@ -209,10 +211,11 @@ def render_snippets(
 
 
 def relay_next_hop(settings: Settings) -> str:
-    host = settings.relay_host
+    host, port = relay_endpoint(settings)
     if not _HOSTNAME.match(host):
-        raise MailServerError(f"relay_host {host!r} must be a host name or an IPv4 address")
-    return f"[{host}]:{settings.relay_port}"
+        setting = "mailgun_smtp_host" if settings.backend == "mailgun" else "relay_host"
+        raise MailServerError(f"{setting} {host!r} must be a host name or an IPv4 address")
+    return f"[{host}]:{port}"
 
 
 def parse_state(text: str) -> dict[str, HashEntry]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reconciler.config import Settings, is_loopback_host
+from reconciler.config import Settings, is_loopback_host, relay_endpoint
 from reconciler.errors import MailServerError
 from reconciler.mail.commands import dovecot, run
 from reconciler.secrets import ApiKey
@@ -69,7 +69,7 @@ def smoke_relay_auth(settings: Settings, probe: AuthProbe, timeout: float = SMOK
     no message is sent. STARTTLS first, verified, as the shipped Postfix snippet requires
     (`smtp_tls_security_level = encrypt`): a relay that is not on loopback and does not offer it
     (or a network that strips it) never sees the key, unless `allow_insecure_relay` says so."""
-    host, port = settings.relay_host, settings.relay_port
+    host, port = relay_endpoint(settings)
     try:
         with smtplib.SMTP(host, port, timeout=timeout) as client:
             client.ehlo("reconciler-smoke-check")

@@ -22,7 +22,7 @@ from reconciler.mail import (
     template_environment,
 )
 from reconciler.mail.hashing import BlfCryptHasher, CountingHasher
-from reconciler.mail.render import parse_state
+from reconciler.mail.render import parse_state, relay_next_hop
 from reconciler.model import UserSpec
 from reconciler.secrets import ApiKey
 
@@ -253,3 +253,19 @@ def test_hash_all_hashes_in_parallel_and_keeps_the_order() -> None:
     keys = [ApiKey(f"Key{i:04d}x") for i in range(8)]
     assert hash_all(SlowHasher(), keys, workers=4) == ["{ARGON2ID}" + k.reveal() for k in keys]
     assert len(seen) > 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "next_hop"),
+    [
+        (Settings(backend="mailgun"), "[smtp.mailgun.org]:587"),
+        (Settings(backend="mailgun", mailgun_region="eu"), "[smtp.eu.mailgun.org]:587"),
+        (
+            Settings(backend="mailgun", mailgun_smtp_host="127.0.0.1", mailgun_smtp_port=2587),
+            "[127.0.0.1]:2587",
+        ),
+        (Settings(relay_host="relay.example.net", relay_port=2525), "[relay.example.net]:2525"),
+    ],
+)
+def test_the_relay_hop_comes_from_the_backend(settings: Settings, next_hop: str) -> None:
+    assert relay_next_hop(settings) == next_hop

@@ -51,3 +51,12 @@ def test_the_postfix_auth_socket_follows_the_queue_directory() -> None:
     assert "unix_listener /srv/pf-spool/private/auth {" in _config_lines(snippets["dovecot-passdb.conf"])
     # smtpd looks the socket up relative to its queue directory.
     assert "smtpd_sasl_path = private/auth" in _config_lines(snippets["postfix-main.cf"])
+
+
+def test_every_relay_off_loopback_requires_tls_mailgun_included() -> None:
+    env = template_environment(default_templates_dir())
+    mailgun = _config_lines(render_snippets(MAIL_DIR, Settings(backend="mailgun"), env)["postfix-main.cf"])
+    assert "smtp_tls_security_level = encrypt" in mailgun
+    assert "relayhost = [smtp.mailgun.org]:587" in mailgun
+    # Issue 20: not only Mailgun's; only a relay on loopback is the exception (docs/mail.md).
+    assert "smtp_tls_security_level = encrypt" in _config_lines(_snippets()["postfix-main.cf"])

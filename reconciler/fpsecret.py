@@ -23,7 +23,7 @@ from reconciler.keyfiles import read_key_file
 
 DEFAULT_FILE = "fingerprint.secret"  # in the state dir
 SECRET_BYTES = 32  # 256 bits of randomness, written as 64 hex characters
-MIN_LENGTH = 32  # characters: a short secret could be guessed together with the key
+MIN_LENGTH = 16  # characters: a short secret could be guessed together with the key
 INIT_HINT = "run `reconciler secret init` (or set RECONCILER_FINGERPRINT_SECRET); see docs/runbook.md"
 
 

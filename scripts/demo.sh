@@ -80,8 +80,8 @@ fi
 
 step "reconciler validate"
 "$BIN/reconciler" validate
-step "reconciler plan   (exit 2: changes pending)"
-rc=0; "$BIN/reconciler" plan || rc=$?
+step "reconciler plan --detailed-exitcode   (exit 2: changes pending)"
+rc=0; "$BIN/reconciler" plan --detailed-exitcode || rc=$?
 [ "$rc" = 2 ] || { echo "expected exit 2 from plan, got $rc"; exit 1; }
 step "reconciler reconcile --auto-approve ${RELOAD[*]}  ($WHAT)"
 "$BIN/reconciler" reconcile --auto-approve "${RELOAD[@]}"

@@ -87,9 +87,18 @@ def _load(users_dir: Path, mail_dir: Path | None) -> workflow.Loaded:
 @format_option("text", "markdown", "json")
 @click.option(
     "--out",
+    "-out",  # Terraform's spelling, which its users type by habit
+    "-o",
     "out",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Save the plan for `apply PLAN.json`.",
+    help="Save the plan for `apply PLAN.json` (-out and -o too).",
+)
+@click.option(
+    "--detailed-exitcode",
+    "-detailed-exitcode",
+    "detailed",
+    is_flag=True,
+    help="Exit 2 when changes are pending (0 only when there is nothing to do), as Terraform's.",
 )
 @target_option
 @allow_deletes_option
@@ -100,6 +109,7 @@ def plan(
     users_dir: Path,
     fmt: str,
     out: Path | None,
+    detailed: bool,
     targets: tuple[str, ...],
     allow_deletes: int | None,
     allow_locks: int | None,
@@ -107,12 +117,14 @@ def plan(
 ) -> int:
     """Show what reconcile would change, without changing anything.
 
-    Exit codes: 0 nothing to do, 2 changes pending, 1 error, 3 refused as unsafe.
+    Exit codes (Terraform's): 0 the plan was made, with or without changes; 1 error; 3 refused
+    as unsafe; with --detailed-exitcode, 2 when changes are pending (0 only when there are none).
 
     \b
     Example:
       reconciler plan --format markdown > plan.md
       reconciler plan --out plan.json && reconciler apply plan.json
+      reconciler plan --detailed-exitcode || [ $? = 2 ]    # CI: 2 means changes pending
       reconciler plan --mail-dir /etc/reconciler/mail
     """
     options = workflow.ApplyOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
@@ -124,7 +136,8 @@ def plan(
         except OSError as exc:
             raise ReconcilerError(f"cannot save the plan to {out}: {exc.strerror}") from None
         note(f"Saved the plan to {out}; apply it with: reconciler apply {out}")
-    return workflow.plan_exit(result)
+    code = workflow.plan_exit(result)
+    return ExitCode.OK if code == ExitCode.CHANGES_PENDING and not detailed else code
 
 
 def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:

@@ -46,7 +46,7 @@ def test_300_users_converge_under_faults_in_at_most_3_runs(
             break
     faults.rate_5xx = faults.rate_429 = faults.rate_drop = faults.latency_ms = 0
     print(f"\n{USERS} users under faults: converged in {runs} run(s), {time.monotonic() - started:.1f} s")
-    assert repo.run("plan").returncode == 0, "not converged"
+    assert repo.run("plan", "--detailed-exitcode").returncode == 0, "not converged"
     _assert_live_equals_files(repo)
     _assert_every_key_logs_in(repo)
 

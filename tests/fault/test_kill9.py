@@ -49,7 +49,7 @@ def test_kill_9_at_ten_points_then_a_rerun_converges_and_every_change_has_an_int
     assert any(0 < n < USERS for n in partial), partial  # some kills landed mid-apply
     rerun = repo.run("apply", "--auto-approve", "--force-unlock")
     assert rerun.returncode == 0, rerun.stderr
-    assert repo.run("plan").returncode == 0
+    assert repo.run("plan", "--detailed-exitcode").returncode == 0
     live = repo.live()
     assert len(live) == USERS + 1
     assert all(u.description == f"revision {KILLS - 1}" for n, u in live.items() if n.startswith("app"))

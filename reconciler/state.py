@@ -14,6 +14,7 @@ import fcntl
 import getpass
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -28,9 +29,11 @@ from typing import Any, Protocol
 
 from reconciler.errors import LeaseLost, LeasesUnsupported, LockHeld, ReconcilerError, StateError
 from reconciler.model import Lease
+from reconciler.run.liveness import holder_gone, process_identity
 
 STALE_AFTER = timedelta(hours=2)
 AUDIT_FILE = "audit.jsonl"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class LockInfo:
     started_at: str
     command: str
     service: str
+    process_started: str = ""  # reconciler.run.liveness: tells a dead holder from a reused pid
 
     def describe(self) -> str:
         return f"{self.holder} on {self.host} (pid {self.pid}, {self.command}, since {self.started_at})"
@@ -73,7 +77,10 @@ def read_lock(path: Path) -> LockInfo | None:
 def _stale(info: LockInfo | None, now: datetime) -> bool:
     if info is None:
         return True  # unreadable: locks are renamed into place whole, so this is damage, not a race
-    if info.host == socket.gethostname() and not _alive(info.pid):
+    if info.process_started:
+        if holder_gone(info.host, info.pid, info.process_started):
+            return True
+    elif info.host == socket.gethostname() and not _alive(info.pid):
         return True
     try:
         return now - datetime.fromisoformat(info.started_at) > STALE_AFTER
@@ -98,7 +105,13 @@ def reconcile_lock(state_dir: Path, service: str, command: str, *, force: bool =
     path = lock_path(state_dir, service)
     now = datetime.now(UTC)
     info = LockInfo(
-        actor(), socket.gethostname(), os.getpid(), now.isoformat(timespec="seconds"), command, service
+        actor(),
+        socket.gethostname(),
+        os.getpid(),
+        now.isoformat(timespec="seconds"),
+        command,
+        service,
+        process_identity(),
     )
     with translated_os_errors("take the lock in", state_dir):
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +157,8 @@ def _acquire(path: Path, info: LockInfo, now: datetime, force: bool) -> None:
             f"another run holds the lock: {held.describe()}. If that run is gone, "
             f"run again with --force-unlock (lock file {path})"
         )
+    if held is not None and not force:
+        log.warning("took over the lock %s of a run that is gone: %s", path, held.describe())
     # Written whole and renamed into place: a reader never sees a half-written lock.
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(asdict(info)))
@@ -204,10 +219,12 @@ def run_lock(
         "pid": os.getpid(),
         "command": command,
         "ttl_seconds": ttl,
+        "process_started": process_identity(),
     }
+    taken_over: list[str] = []
     try:
         broken = _force(client) if force else None
-        lease = _with_wait(lambda: _acquire_lease(client, request), wait)
+        lease = _with_wait(lambda: _acquire_lease(client, request, taken_over), wait)
     except LeasesUnsupported:
         with _local(state_dir, service, command, force=force, wait=wait) as local:
             yield local
@@ -217,22 +234,30 @@ def run_lock(
     renewer = _Renewer(client, token, request, ttl)
     renewer.start()
     try:
-        yield RunLock("lease", f"the service lease '{LEASE_NAME}'", broken)
+        yield RunLock("lease", f"the service lease '{LEASE_NAME}'", broken, taken_over)
     finally:
         renewer.stop()
         with contextlib.suppress(ReconcilerError):  # it expires by itself anyway
             client.release_lease(LEASE_NAME, token)
 
 
-def _acquire_lease(client: LeaseClient, request: dict[str, Any]) -> Lease:
+def _acquire_lease(client: LeaseClient, request: dict[str, Any], taken_over: list[str]) -> Lease:
     """Take the lease. When the service took our PUT but its answer was lost (the retry then meets
     a lease held by this very process: same holder, host and pid), the lease is ours without its
-    token: break it and take it again, rather than fail or wait out the TTL."""
+    token: break it and take it again, rather than fail or wait out the TTL. A lease whose holder
+    ran on this host and is gone (killed, crashed: reconciler.run.liveness) is taken over at once,
+    saying whose it was; a holder on another host keeps it until its TTL runs out."""
     try:
         return client.acquire_lease(LEASE_NAME, request)
     except LockHeld as exc:
-        if not _ours(exc.holder, request):
-            raise
+        held = exc.holder
+        if not _ours(held, request):
+            if not (isinstance(held, Lease) and holder_gone(held.host, held.pid, held.process_started)):
+                raise
+            taken_over.append(
+                f"took over the service lease '{LEASE_NAME}' of a run that is gone "
+                f"(its process {held.pid} on this host no longer runs): {held.describe()}"
+            )
     client.force_release_lease(LEASE_NAME)
     return client.acquire_lease(LEASE_NAME, request)
 

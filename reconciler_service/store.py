@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS leases (
     command TEXT NOT NULL,
     token TEXT NOT NULL,
     acquired_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL
+    expires_at TEXT NOT NULL,
+    process_started TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS operations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -183,6 +184,7 @@ class Lease:
     token: str
     acquired_at: str
     expires_at: str
+    process_started: str = ""  # opaque to the service: the holder's process identity on its host
 
     def public(self, *, with_token: bool = False) -> dict[str, Any]:
         data = {
@@ -193,6 +195,7 @@ class Lease:
             "command": self.command,
             "acquired_at": self.acquired_at,
             "expires_at": self.expires_at,
+            "process_started": self.process_started,
         }
         return {**data, "token": self.token} if with_token else data
 
@@ -204,6 +207,7 @@ class LeaseRequest:
     pid: int
     command: str
     ttl_seconds: int
+    process_started: str = ""
 
 
 def now() -> str:
@@ -309,6 +313,9 @@ class Store:
             columns = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
             if "version" not in columns:  # a database made before contract 2.1
                 conn.execute("ALTER TABLE users ADD COLUMN version TEXT NOT NULL DEFAULT ''")
+            leases = {row["name"] for row in conn.execute("PRAGMA table_info(leases)")}
+            if "process_started" not in leases:  # a database made before leases recorded it
+                conn.execute("ALTER TABLE leases ADD COLUMN process_started TEXT NOT NULL DEFAULT ''")
         # Checked against for unknown names, so a failed login costs the same whether or not the
         # name exists: timing must not tell an attacker which API users there are.
         self._dummy_hash = hash_key(secrets.token_urlsafe(16), self.scrypt_n)
@@ -491,12 +498,15 @@ class Store:
             secrets.token_urlsafe(24),
             stamp(moment),
             stamp(moment + timedelta(seconds=request.ttl_seconds)),
+            request.process_started,
         )
         with self._write() as conn:
             current = _current_lease(conn, name)
             if current is not None:
                 raise LeaseHeld(current)
-            conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _lease_row(lease))
+            conn.execute(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _lease_row(lease)
+            )
         return lease
 
     def renew_lease(self, name: str, token: str, request: LeaseRequest) -> Lease:
@@ -708,4 +718,5 @@ def _lease_row(lease: Lease) -> tuple[Any, ...]:
         lease.token,
         lease.acquired_at,
         lease.expires_at,
+        lease.process_started,
     )

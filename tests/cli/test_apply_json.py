@@ -117,8 +117,12 @@ def test_reconcile_json_without_a_mail_dir_says_the_step_was_skipped(repo: Repo)
 def test_plan_mail_dir_previews_exactly_like_the_setting(repo: Repo, tmp_path: Path) -> None:
     repo.write("smtp@example.com", access={"smtp": True})
     mail_dir = tmp_path / "mail"
-    by_option = repo.run("plan", "--detailed-exitcode", "--mail-dir", str(mail_dir), env=repo.env() | MAIL_ENV)
-    by_setting = repo.run("plan", "--detailed-exitcode", env=repo.env() | MAIL_ENV | {"RECONCILER_MAIL_DIR": str(mail_dir)})
+    by_option = repo.run(
+        "plan", "--detailed-exitcode", "--mail-dir", str(mail_dir), env=repo.env() | MAIL_ENV
+    )
+    by_setting = repo.run(
+        "plan", "--detailed-exitcode", env=repo.env() | MAIL_ENV | {"RECONCILER_MAIL_DIR": str(mail_dir)}
+    )
     without = repo.run("plan", "--detailed-exitcode", env=repo.env() | MAIL_ENV)
     assert by_option.code == by_setting.code == 2
     assert by_option.stdout == by_setting.stdout

@@ -353,7 +353,9 @@ def test_an_unreadable_key_of_an_existing_user_stops_apply_before_any_change(rep
     assert result.code == 1
     assert "users/c@example.com.yaml:3: api_key.from_env: environment variable" in result.stderr
     assert repo.live()["a@example.com"].timezone == "Asia/Tokyo"
-    assert repo.run("plan", "--detailed-exitcode", env=env).code == 2  # plan still works, skipping c's key check
+    assert (
+        repo.run("plan", "--detailed-exitcode", env=env).code == 2
+    )  # plan still works, skipping c's key check
     assert repo.run("apply", "--auto-approve", "--target", "a@*", env=env).code == 0
 
 
@@ -425,14 +427,18 @@ def test_plan_fails_on_a_key_that_is_present_but_unusable(repo: Repo) -> None:
     assert result.code == 1
     assert "users/b@example.com.yaml:3: api_key.from_env: the key from env" in result.stderr
     absent = {k: v for k, v in repo.env().items() if k != repo.var("b@example.com")}
-    assert repo.run("plan", "--detailed-exitcode", env=absent).code == 0  # simply absent: key check skipped, plan goes on
+    assert (
+        repo.run("plan", "--detailed-exitcode", env=absent).code == 0
+    )  # simply absent: key check skipped, plan goes on
 
 
 def test_a_bad_key_outside_the_target_does_not_block_a_targeted_run(repo: Repo) -> None:
     seed(repo)
     repo.write("a@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
     env = repo.env() | {repo.var("b@example.com"): "short"}
-    assert repo.run("plan", "--detailed-exitcode", env=env).code == 1  # untargeted: b's unusable key fails the plan
+    assert (
+        repo.run("plan", "--detailed-exitcode", env=env).code == 1
+    )  # untargeted: b's unusable key fails the plan
     result = repo.run("apply", "--auto-approve", "--target", "a@*", env=env)
     assert result.code == 0, result.output
     assert repo.live()["a@example.com"].timezone == "UTC"

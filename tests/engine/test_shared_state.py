@@ -156,7 +156,9 @@ def test_a_service_without_leases_falls_back_to_the_local_lock_with_one_warning(
     assert result.stderr.count("runs on other machines are not excluded") == 1
     assert "a@example.com" in repo.live()
     repo.write("a@example.com", timezone="UTC")
-    assert repo.run("plan", "--detailed-exitcode").code == 2  # no operation log: the plan is still made, without attribution
+    assert (
+        repo.run("plan", "--detailed-exitcode").code == 2
+    )  # no operation log: the plan is still made, without attribution
 
 
 # --- conditional writes ---------------------------------------------------------------------------------

@@ -81,7 +81,9 @@ def test_a_second_sigterm_stops_at_once_and_still_releases_the_lock(
     status = repo.run("status")
     assert "outcome unknown" in status.stdout
     service.faults.latency_ms = 0
-    assert repo.run("plan", "--detailed-exitcode").returncode == 2  # no run holds the lease: the plan settles them
+    assert (
+        repo.run("plan", "--detailed-exitcode").returncode == 2
+    )  # no run holds the lease: the plan settles them
     assert repo.audit().unsettled() == []
     assert "outcome unknown" not in repo.run("status").stdout
     _converges(repo)

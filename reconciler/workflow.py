@@ -150,6 +150,7 @@ class ApplyOptions:
     targets: tuple[str, ...] = ()
     force_unlock: bool = False
     lock_timeout: float = 0.0  # seconds to wait for another run's lease; 0 fails fast
+    require_keys: bool = False  # plan: a key apply will need and cannot read here is an error
 
 
 @dataclass(frozen=True)
@@ -219,12 +220,19 @@ def plan_exit(plan: Plan) -> int:
 def make_plan(loaded: Loaded, options: ApplyOptions, reporter: Reporter) -> Plan:
     """`plan`: read-only; absent keys skip their checks."""
     guards = engine.guards_from(loaded.settings, options.allow_deletes, options.allow_locks)
-    resolved = resolve(loaded, options.targets, reporter, require_all=False)
+    resolved = resolve(loaded, options.targets, reporter, require_all=options.require_keys)
+    warnings = engine.key_warnings(loaded.desired, resolved)
+    for _, warning in warnings:
+        reporter.warning(warning)
     with ServiceClient.from_settings(loaded.settings) as client:
         _settle_rotated_key(loaded, client, reporter)
         plan = with_drift_attribution(fresh_plan(loaded, client, resolved, guards, options.targets), client)
         _settle_if_no_run(loaded, client, plan, options.targets, reporter)
-        return plan
+    # Keys the plan did not list as skipped checks (a create has no key to compare) are notes, so
+    # every format says what apply will need.
+    skipped = {k.api_user.lower() for k in plan.skipped_keys}
+    notes = tuple(w for name, w in warnings if name not in skipped)
+    return replace(plan, notes=(*plan.notes, *notes)) if notes else plan
 
 
 def _settle_if_no_run(

@@ -100,6 +100,11 @@ def _load(users_dir: Path, mail_dir: Path | None) -> workflow.Loaded:
     is_flag=True,
     help="Exit 2 when changes are pending (0 only when there is nothing to do), as Terraform's.",
 )
+@click.option(
+    "--require-keys",
+    is_flag=True,
+    help="Fail (exit 1) when a key apply will need cannot be read here, instead of warning.",
+)
 @target_option
 @allow_deletes_option
 @allow_locks_option
@@ -110,6 +115,7 @@ def plan(
     fmt: str,
     out: Path | None,
     detailed: bool,
+    require_keys: bool,
     targets: tuple[str, ...],
     allow_deletes: int | None,
     allow_locks: int | None,
@@ -127,7 +133,9 @@ def plan(
       reconciler plan --detailed-exitcode || [ $? = 2 ]    # CI: 2 means changes pending
       reconciler plan --mail-dir /etc/reconciler/mail
     """
-    options = workflow.ApplyOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
+    options = workflow.ApplyOptions(
+        allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets, require_keys=require_keys
+    )
     result = workflow.make_plan(_load(users_dir, mail_dir), options, ClickReporter())
     _show(result, fmt)
     if out is not None:

@@ -53,8 +53,9 @@ def test_a_signal_mid_apply_drains_records_every_outcome_releases_the_lock(
     assert read.damaged == [] and read.unsettled() == []  # every intent has its outcome
     started = {e["id"] for e in read.entries if e.get("event") == "intent"}
     assert 0 < len(started) < USERS  # it stopped part-way
-    # type: ignore[union-attr]
-    applied, planned = map(int, re.search(r"(\d+) of (\d+) changes applied", out).groups())
+    found = re.search(r"(\d+) of (\d+) changes applied", out)
+    assert found is not None, out
+    applied, planned = map(int, found.groups())
     assert applied == len(started)  # each change that was sent finished and was recorded
     assert out.count("not started: the run was interrupted") == planned - len(started)
     _converges(repo)

@@ -49,7 +49,9 @@ def test_a_missing_key_file_warns_like_an_unset_variable(repo: Repo) -> None:
     repo.write("billing@example.com", api_key={"from_file": "/nonexistent/billing.key"})
     result = repo.run("plan")
     assert result.code == 0, result.output
-    assert "apply will fail unless the key file /nonexistent/billing.key is there and readable" in result.stderr
+    assert (
+        "apply will fail unless the key file /nonexistent/billing.key is there and readable" in result.stderr
+    )
     assert repo.run("plan", "--require-keys").code == 1
 
 

@@ -1,0 +1,44 @@
+"""Errors a newcomer meets in the first hour say what to do about them."""
+
+from __future__ import annotations
+
+import time
+
+from reconciler_service.server import free_port
+from tests.engine.conftest import Repo, repo
+
+__all__ = ["repo"]
+
+
+def test_a_wrong_admin_key_names_both_variables(repo: Repo) -> None:
+    env = repo.env() | {"RECONCILER_API_KEY": "k1wrongwrongwrong"}
+    result = repo.run("live", env=env)
+    assert result.code == 1
+    assert "HTTP 401" in result.stderr
+    assert "RECONCILER_API_USER" in result.stderr and "RECONCILER_API_KEY" in result.stderr
+
+
+def test_a_stopped_service_on_loopback_fails_at_once_with_the_command_that_starts_it(repo: Repo) -> None:
+    port = free_port("127.0.0.1")
+    env = repo.env() | {"RECONCILER_API_URL": f"http://127.0.0.1:{port}/api/v2"}
+    started = time.monotonic()
+    result = repo.run("plan", env=env)
+    assert time.monotonic() - started < 1.0  # no 3.3 s of retries
+    assert result.code == 1
+    assert f"http://127.0.0.1:{port}/api/v2" in result.stderr
+    assert f"reconciler-service run --db .reconciler/service.db --port {port}" in result.stderr
+    assert "NewConnectionError" not in result.stderr
+
+
+def test_a_mistyped_variable_is_a_warning_with_did_you_mean(repo: Repo) -> None:
+    result = repo.run("plan", env=repo.env() | {"RECONCILER_MAX_DELETE": "10"})
+    assert result.code == 0
+    assert (
+        "unknown variable RECONCILER_MAX_DELETE is ignored; did you mean RECONCILER_MAX_DELETES?"
+        in result.stderr
+    )
+    # A variable a users/ file may read its key from is never reported.
+    assert (
+        "RECONCILER_NEW_API_KEY"
+        not in repo.run("plan", env=repo.env() | {"RECONCILER_NEW_API_KEY": "x"}).stderr
+    )

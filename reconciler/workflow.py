@@ -195,11 +195,18 @@ def fresh_plan(
     targets: tuple[str, ...],
     *,
     mail: bool = True,
+    reporter: Reporter | None = None,
 ) -> Plan:
     live = client.list_users()
     plan = engine.compute_plan(
         loaded.desired, live, resolved, settings=loaded.settings, guards=guards, targets=targets
     )
+    unmatched = engine.unmatched_targets(loaded.desired, live, targets)
+    if unmatched:
+        for warning in unmatched:
+            if reporter is not None:
+                reporter.warning(warning)
+        plan = replace(plan, notes=(*plan.notes, *unmatched))
     return with_mail_preview(plan, loaded) if mail else plan
 
 
@@ -226,7 +233,9 @@ def make_plan(loaded: Loaded, options: ApplyOptions, reporter: Reporter) -> Plan
         reporter.warning(warning)
     with ServiceClient.from_settings(loaded.settings) as client:
         _settle_rotated_key(loaded, client, reporter)
-        plan = with_drift_attribution(fresh_plan(loaded, client, resolved, guards, options.targets), client)
+        plan = with_drift_attribution(
+            fresh_plan(loaded, client, resolved, guards, options.targets, reporter=reporter), client
+        )
         _settle_if_no_run(loaded, client, plan, options.targets, reporter)
     # Keys the plan did not list as skipped checks (a create has no key to compare) are notes, so
     # every format says what apply will need.
@@ -373,7 +382,7 @@ def apply_to_service(
     signals = signals or Interruptible()
     guards = engine.guards_from(settings, options.allow_deletes, options.allow_locks)
     resolved = resolve(loaded, options.targets, reporter, require_all=True)
-    fresh = fresh_plan(loaded, client, resolved, guards, options.targets)
+    fresh = fresh_plan(loaded, client, resolved, guards, options.targets, reporter=reporter)
     audit = AuditLog(loaded.state_dir, _audit_context(loaded))
     settle_intents(audit, fresh, options.targets, reporter)
     if plan_file is not None:

@@ -42,3 +42,23 @@ def test_a_mistyped_variable_is_a_warning_with_did_you_mean(repo: Repo) -> None:
         "RECONCILER_NEW_API_KEY"
         not in repo.run("plan", env=repo.env() | {"RECONCILER_NEW_API_KEY": "x"}).stderr
     )
+
+
+def test_a_target_that_matches_nobody_is_a_warning_not_silence(repo: Repo) -> None:
+    repo.write("billing@example.com")
+    result = repo.run("plan", "--target", "biling@*")
+    assert result.code == 0
+    assert "warning: --target 'biling@*' matches no API user in users/ or on the service" in result.stderr
+    assert "matches no API user" in result.stdout  # the plan itself says it too
+    assert "matches no" not in repo.run("plan", "--target", "billing@*").stderr
+
+
+def test_a_stale_plan_names_the_user_whose_file_moved(repo: Repo) -> None:
+    repo.write("a@example.com")
+    repo.write("b@example.com")
+    assert repo.run("plan", "--out", "plan.json").code == 0
+    repo.write("b@example.com", description="edited after the plan")
+    stale = repo.run("apply", "plan.json")
+    assert stale.code == 1
+    assert "the plan now differs for b@example.com" in stale.stderr
+    assert "a@example.com" not in stale.stderr

@@ -64,6 +64,7 @@ def test_an_unreadable_key_file_is_unavailable_like_a_missing_one(
     def refuse(*args: object, **kwargs: object) -> int:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(key))
 
-    monkeypatch.setattr("reconciler.keyfiles.os.open", refuse)  # root reads anything: the refusal is simulated
+    # Tests run as root, which reads anything: the refusal is simulated.
+    monkeypatch.setattr("reconciler.keyfiles.os.open", refuse)
     with pytest.raises(SecretUnavailable, match="permission denied"):
         keyfiles.read_key_file(key)

@@ -56,6 +56,19 @@ log = logging.getLogger(__name__)
 _warned: set[str] = set()
 
 Percent = Annotated[float, Field(ge=0, le=100)]
+# Settings that name a file, a directory or a command on this machine: `~` is expanded in each.
+PATH_SETTINGS = (
+    "ca_bundle",
+    "state_dir",
+    "mail_dir",
+    "templates_dir",
+    "postfix_config_dir",
+    "dovecot_config",
+    "postfix_command",
+    "postconf_command",
+    "doveconf_command",
+    "doveadm_command",
+)
 
 
 class Settings(BaseModel):
@@ -149,6 +162,12 @@ class Settings(BaseModel):
             )
         return value
 
+    @field_validator(*PATH_SETTINGS)
+    @classmethod
+    def _home(cls, value: str | None) -> str | None:
+        # `~/mail` means the same here as in a shell, and as in a key's from_file.
+        return os.path.expanduser(value) if value is not None and value.startswith("~") else value
+
     @field_validator("api_key")
     @classmethod
     def _valid_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -214,6 +233,15 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
         settings._ref_line = where[0] if where else None
         settings._env = env
     return settings
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest directory, from `start` upwards, that holds reconciler.yaml or users/ (as git
+    finds .git), so the commands work from users/ itself or any directory below the project."""
+    for directory in (start, *start.parents):
+        if (directory / CONFIG_FILE).is_file() or (directory / "users").is_dir():
+            return directory
+    return None
 
 
 def unknown_variables(env: Mapping[str, str]) -> list[str]:

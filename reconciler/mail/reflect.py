@@ -44,7 +44,7 @@ class MailReport:
 
 def mail_dir_from(settings: Settings, mail_dir: Path | None) -> Path:
     if mail_dir is not None:
-        return mail_dir
+        return mail_dir.expanduser()  # `--mail-dir=~/mail` reaches us unexpanded
     if settings.mail_dir is None:
         raise MailServerError("no mail directory: pass --mail-dir or set RECONCILER_MAIL_DIR")
     return Path(settings.mail_dir)

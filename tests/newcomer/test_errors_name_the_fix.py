@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
+
+from reconciler.config import load_settings
 from reconciler_service.server import free_port
-from tests.engine.conftest import Repo, repo
+from tests.engine.conftest import Repo, repo, run_cli
 
 __all__ = ["repo"]
 
@@ -62,3 +66,23 @@ def test_a_stale_plan_names_the_user_whose_file_moved(repo: Repo) -> None:
     assert stale.code == 1
     assert "the plan now differs for b@example.com" in stale.stderr
     assert "a@example.com" not in stale.stderr
+
+
+def test_commands_find_the_project_from_users_or_any_directory_below(repo: Repo) -> None:
+    repo.write("a@example.com")
+    below = repo.root / "docs" / "deeper"
+    below.mkdir(parents=True)
+    for where in (repo.users, below):
+        result = run_cli(["plan", "--detailed-exitcode"], repo.env(), cwd=where)
+        assert result.code == 2, result.output
+        assert "create a@example.com" in result.stdout
+
+
+def test_tilde_is_expanded_in_path_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "users").mkdir()
+    settings = load_settings(
+        tmp_path / "users", {"RECONCILER_MAIL_DIR": "~/mail", "RECONCILER_STATE_DIR": "~/st"}
+    )
+    assert settings.mail_dir == str(tmp_path / "mail")
+    assert settings.state_dir == str(tmp_path / "st")

@@ -28,6 +28,7 @@ DEBUG_ENV = "RECONCILER_DEBUG"
 MAX_DETAIL = 300
 _WORD = re.compile(r"[A-Za-z0-9]{8,128}")
 
+
 def _users_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
     if value is not None:
         return value.expanduser()

@@ -19,8 +19,8 @@ from reconciler.desired import load_users
 from reconciler.errors import ExitCode
 from reconciler.gateway import run_recorded
 from reconciler.mail import MailReport, keys_for_mail, reflect
-from reconciler.mail.checks import notice
-from reconciler.mail.reflect import mail_dir_from
+from reconciler.mail.checks import notice, preflight
+from reconciler.mail.reflect import mail_dir_from, removed_on_failure
 from reconciler.workflow import mail_lock
 
 templates_option = click.option(
@@ -75,6 +75,8 @@ def render(
     """
     settings = load_settings(users_dir)
     target = mail_dir_from(settings, mail_dir)  # --mail-dir, else RECONCILER_MAIL_DIR, else an error
+    if not check:  # what reconcile checks before its first write, checked before this one's
+        preflight(settings, target, reload=not no_reload, what="written")
     # --check writes nothing, like `plan`: it needs no lock (and may run where the state dir is
     # read-only).
     lock = (
@@ -82,7 +84,7 @@ def render(
         if check
         else mail_lock(users_dir, settings, target, "render", force=force_unlock)
     )
-    with lock, Progress("Hashing keys") as bar:
+    with removed_on_failure(target), lock, Progress("Hashing keys") as bar:
         desired = load_users(users_dir)
 
         def run() -> MailReport:

@@ -194,8 +194,23 @@ class Backend(Protocol):
         """Fence every later write with this lease token (leases only)."""
         ...
 
+    def lose_lease(self, reason: str) -> None:
+        """No write starts after this (the lease renewal failed); later writes raise LeaseLost."""
+        ...
+
+    @property
+    def lease_lost(self) -> str | None:
+        """Why the run's lease was lost (by `lose_lease` or a write answered lease_lost), else None."""
+        ...
+
     def use_api_key(self, api_key: ApiKey) -> None:
         """Authenticate with a new key from now on (after rotating the reconciler's own key)."""
+        ...
+
+    def settle_rotated_key(self, declared: ApiKey) -> bool:
+        """True (and `declared` is used from now on) when the configured key is refused but the
+        key users/ declares for the reconciler's own user is accepted: an earlier run rotated it
+        and lost the answer. False when the configured key works; AuthError when neither does."""
         ...
 
     def close(self) -> None: ...

@@ -136,8 +136,18 @@ class HttpBackend:
     def use_lease(self, token: str) -> None:
         self.client.use_lease(token)
 
+    def lose_lease(self, reason: str) -> None:
+        self.client.lose_lease(reason)
+
+    @property
+    def lease_lost(self) -> str | None:
+        return self.client.lease_lost
+
     def use_api_key(self, api_key: ApiKey) -> None:
         self.client.use_api_key(api_key)
+
+    def settle_rotated_key(self, declared: ApiKey) -> bool:
+        return self.client.settle_rotated_key(declared)
 
     def close(self) -> None:
         self.client.close()

@@ -16,6 +16,7 @@ from click.shell_completion import get_completion_class
 
 from reconciler import agekeys, engine, gateway, importer
 from reconciler.backend.http.client import ServiceClient
+from reconciler.cli import keys
 from reconciler.cli.common import (
     complete_api_users,
     emit_json,
@@ -398,13 +399,17 @@ def secret() -> None:
     """Keys kept in the users repo, encrypted with age.
 
     plan/apply decrypt them with RECONCILER_AGE_IDENTITY (the identity itself) or
-    RECONCILER_AGE_IDENTITY_FILE (a file made by age-keygen).
+    RECONCILER_AGE_IDENTITY_FILE (a file made by `secret keygen` or age-keygen).
 
     \b
     Example:
-      age-keygen -o ci.agekey    # once; its public key is the --recipient
-      reconciler secret encrypt --recipient age1...
+      reconciler secret keygen -o ci.agekey > ci.recipient   # once; its public key is the recipient
+      reconciler secret generate --stdout | reconciler secret encrypt -r "$(cat ci.recipient)"
     """
+
+
+secret.add_command(keys.keygen)
+secret.add_command(keys.generate)
 
 
 @secret.command("encrypt")

@@ -13,7 +13,7 @@ UV_VERSION := 0.13.9
 UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) pyproject.toml requirements/build.in
 
-.PHONY: setup test lint imports typecheck pytest demo bench clean mail-packages lock actionlint
+.PHONY: setup test lint imports typecheck pytest demo shell bench clean mail-packages lock actionlint
 
 setup: $(STAMP)
 
@@ -59,6 +59,10 @@ test: lint typecheck pytest
 
 demo: setup
 	scripts/demo.sh
+
+# A shell with the venv's reconciler on PATH; after `make demo`, its service runs again meanwhile.
+shell: setup
+	@scripts/demo-shell.sh
 
 bench: setup
 	$(BIN)/python benchmarks/validate.py

@@ -8,7 +8,8 @@
 #   4. with the gateway: send one message through it as billing@example.com, which the service's
 #      relay records (`reconciler service messages`)
 #   5. stop the gateway and the service, whatever happened
-# Demo keys are generated into .reconciler/demo/ (git-ignored): no key is ever committed.
+# Demo keys are generated into .reconciler/demo/ and secrets/legacy-crm.key (both git-ignored): no
+# key is ever committed. `make shell` starts this service again afterwards (scripts/demo-shell.sh).
 # DEMO_VENV points at another virtualenv (default .venv, made by `make setup`); DEMO_PORT,
 # DEMO_SMTP_PORT and DEMO_SUBMISSION_PORT move the ports.
 set -euo pipefail
@@ -32,6 +33,15 @@ set -a; . "$DEMO/demo.env"; set +a
 export RECONCILER_API_URL="http://127.0.0.1:$PORT/api/v2"
 export RECONCILER_API_USER=reconciler@example.com
 export RECONCILER_RELAY_PORT="$SMTP_PORT"
+# What `make shell` (scripts/demo-shell.sh) needs to start this service again, with these settings.
+cat > "$DEMO/env.sh" <<ENV
+DEMO_PORT=$PORT
+RECONCILER_API_URL=$RECONCILER_API_URL
+RECONCILER_API_USER=$RECONCILER_API_USER
+RECONCILER_RELAY_PORT=$SMTP_PORT
+RECONCILER_MAIL_CHECKS=skip
+RECONCILER_MAIL_DIR=$PWD/$DEMO/mail
+ENV
 
 GATEWAY=""
 SERVICE_PID=""
@@ -103,4 +113,11 @@ if [ -n "$GATEWAY" ]; then
   step "reconciler service messages"
   echo "$messages"
 fi
-step "done: the service ran at $RECONCILER_API_URL; rendered mail files are in $RECONCILER_MAIL_DIR"
+step "done: rendered mail files are in $RECONCILER_MAIL_DIR"
+cat <<DONE
+The service ran at $RECONCILER_API_URL and is stopped now (so is any gateway the demo started).
+Start it again, with the demo's users, admin ($RECONCILER_API_USER) and keys, in a shell that has
+reconciler on PATH and the demo's settings, where every README example works:
+
+  make shell
+DONE

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,13 +34,16 @@ pytestmark = pytest.mark.timeout(600)
 
 def _same_python() -> bool:
     done = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+        [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return done.stdout.strip() == str(sys.version_info[:2])
 
 
 def _ensure_user() -> None:
-    if subprocess.run(["id", "-u", NEWCOMER], capture_output=True).returncode != 0:
+    if subprocess.run(["id", "-u", NEWCOMER], capture_output=True, check=False).returncode != 0:
         subprocess.run(
             [
                 shutil.which("useradd") or "/usr/sbin/useradd",

@@ -129,9 +129,8 @@ def _script(examples: list[Example]) -> str:
     lines = ['export RECIPIENT="$(reconciler secret keygen -o newcomer.agekey)"']
     for number, example in enumerate(examples):
         command = prepared(example)
-        lines.append(
-            f'( {command} ) < <(echo Key12345abcdef) > .example-{number}.out 2>&1; echo "@@ {number} $?"'
-        )
+        run = f"bash -c {shlex.quote(command)} < <(echo Key12345abcdef) > .example-{number}.out 2>&1"
+        lines.append(f'{run}; echo "@@ {number} $?"')
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +144,7 @@ def test_a_newcomer_gets_from_a_fresh_clone_through_the_demo_to_every_example(cl
     readme = [e for e in examples if e.where.startswith("README.md")]
     ordered = readme + [e for e in examples if e not in readme]  # the README top to bottom, first
     shell = _as_newcomer(clone, ["make", "-s", "shell"], stdin=_script(ordered))
-    assert "The demo's service runs at" in shell.stderr, shell.stderr[-3000:]
+    assert "The demo's service runs at" in shell.stderr, shell.stdout[-3000:] + shell.stderr[-3000:]
     codes = dict(re.findall(r"^@@ (\d+) (\d+)$", shell.stdout, re.M))
     failed = []
     for number, example in enumerate(ordered):

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from reconciler_service.server import free_port
-from tests.docs.examples import ROOT, Example, all_examples, not_run, prepared
+from tests.docs.examples import ROOT, Example, all_examples, not_run
+from tests.docs.examples import prepared as example_command
 
 NEWCOMER = "reconciler-newcomer"
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by every user, unlike a Python under /root
@@ -125,13 +126,22 @@ def _as_newcomer(clone: Path, command: list[str], stdin: str = "") -> subprocess
 
 
 def _script(examples: list[Example]) -> str:
-    """What the newcomer types into `make shell`: each example, its exit code marked."""
-    lines = ['export RECIPIENT="$(reconciler secret keygen -o newcomer.agekey)"']
+    """What the newcomer types into `make shell`: each example, its exit code marked. The README's
+    run in the clone, top to bottom; every other page's and each --help's in a scratch copy of the
+    project (users/, secrets/, schema/ in a new git checkout), as a reader trying that page would."""
+    lines = [
+        'export RECIPIENT="$(reconciler secret keygen -o newcomer.agekey)"',
+        'scratch() { d=$(mktemp -d); cp -r users secrets schema "$d"; git -C "$d" init -q; echo "$d"; }',
+    ]
+    source = "README.md"
     for number, example in enumerate(examples):
-        command = prepared(example)
-        run = f"bash -c {shlex.quote(command)} < <(echo Key12345abcdef) > .example-{number}.out 2>&1"
-        lines.append(f'{run}; echo "@@ {number} $?"')
-    return "\n".join(lines) + "\n"
+        where = example.where.split(":")[0]
+        if where != source:
+            lines.append(f'cd "$CLONE" && cd "$(scratch)"  # {where}')
+            source = where
+        run = f"bash -c {shlex.quote(example_command(example))} < <(echo Key12345abcdef)"
+        lines.append(f'{run} > "$CLONE/.example-{number}.out" 2>&1; echo "@@ {number} $?"')
+    return 'CLONE="$PWD"\n' + "\n".join(lines) + "\n"
 
 
 def test_a_newcomer_gets_from_a_fresh_clone_through_the_demo_to_every_example(clone: Path) -> None:

@@ -26,6 +26,7 @@ from reconciler.cli.common import (
 )
 from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
+from reconciler.cli.table import aligned, printable
 from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
 from reconciler.errors import ExitCode, NotFound, ReconcilerError, ValidationFailed
@@ -378,17 +379,25 @@ def _audit_section(state_dir: Path, count: int) -> _Section:
     }
     if not tail:
         return _Section((f"Audit:   no entries in {log.path}", *damaged), data={"audit": data})
-    lines = (f"Audit:   last {len(tail)} of {log.path}", *(_audit_line(e) for e in tail))
+    table = aligned(("WHEN", "BY", "ACTION", "API USER", "OUTCOME"), [_audit_row(e) for e in tail])
+    lines = (f"Audit:   last {len(tail)} of {log.path}", *(printable("  " + line) for line in table))
     return _Section((*lines, *(notes if unknown else []), *damaged), data={"audit": data})
 
 
-def _audit_line(entry: dict[str, Any]) -> str:
-    detail = f" ({entry['detail']})" if entry.get("detail") else ""
-    key = " +key" if entry.get("key_change") else ""
-    return (
-        f"  {entry.get('time', '?')}  {entry.get('actor', '?')}  {entry.get('action', '?')} "
-        f"{entry.get('api_user', '?')}{key}: {entry.get('outcome', '?')}{detail}"
-    )
+def _audit_row(entry: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """One row per audit entry; a mail-step entry names its mail directory where a change names its
+    API user, and what it changed."""
+    when = str(entry.get("time", "?"))[:19].replace("T", " ")
+    action = str(entry.get("action", "?")) + (" +key" if entry.get("key_change") else "")
+    outcome = str(entry.get("outcome", "?"))
+    if entry.get("action") == "mail":
+        subject = f"mail dir {entry.get('mail_dir', '?')}"
+        changed = entry.get("changed")
+        outcome += f" ({len(changed)} file(s) changed)" if isinstance(changed, list) else ""
+    else:
+        subject = str(entry.get("api_user", "?"))
+    outcome += f" ({entry['detail']})" if entry.get("detail") else ""
+    return when, str(entry.get("actor", "-")), action, subject, outcome
 
 
 # --- secret ---------------------------------------------------------------------------------------

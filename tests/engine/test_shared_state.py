@@ -251,12 +251,14 @@ def test_history_lists_the_console_edit_and_the_reconcilers_writes_with_actor_an
     }
     assert set(created) == set(APPS)
     assert {(o["actor"], o["commit"], o["run"]) for o in created.values()} == {("carol", commit, "4711")}
-    text = repo.run("history", "--api-user", "b@example.com", "--since", "1h").stdout.splitlines()
+    header, *text = repo.run("history", "--api-user", "b@example.com", "--since", "1h").stdout.splitlines()
+    assert header.split() == ["WHEN", "ACTION", "API", "USER", "BY", "FIELDS"]
     assert "update" in text[0] and "timezone" in text[0] and "via the API" in text[0]
-    assert any(
-        "create" in line and f"commit {commit[:12]}" in line and "actor carol" in line for line in text
-    )
+    assert any("create" in line and f"(carol, commit {commit[:12]}, run 4711)" in line for line in text)
     assert all("a@example.com" not in line for line in text)
+    # The reconciler's own fingerprint bookkeeping is no row of its own; --format json keeps it.
+    assert not any(line.split()[1] == "update" and line.rstrip().endswith("  -") for line in text)
+    assert len({line.index("b@example.com") for line in text}) == 1  # aligned columns
 
 
 def test_plan_names_who_made_a_drift_in_text_markdown_and_json(repo: Repo) -> None:

@@ -104,14 +104,15 @@ if [ -n "$GATEWAY" ]; then
   step "send one message through the gateway as billing@example.com; the service's relay records it"
   "$BIN/python" scripts/mail_sandbox.py send --port "$SUBMISSION_PORT" --login billing@example.com \
     --key-env BILLING_API_KEY --subject "reconciler demo"
+  total=0
   for _ in $(seq 1 50); do
-    messages=$("$BIN/reconciler" service messages)
-    [ -n "$messages" ] && break
+    total=$("$BIN/reconciler" service messages --format json | "$BIN/python" -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+    [ "$total" -gt 0 ] && break
     sleep 0.2
   done
-  [ -n "$messages" ] || { echo "the relay recorded no message"; exit 1; }
+  [ "$total" -gt 0 ] || { echo "the relay recorded no message"; exit 1; }
   step "reconciler service messages"
-  echo "$messages"
+  "$BIN/reconciler" service messages
 fi
 step "done: rendered mail files are in $RECONCILER_MAIL_DIR"
 cat <<DONE

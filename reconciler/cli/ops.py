@@ -98,7 +98,7 @@ def import_(users_dir: Path, force: bool, targets: tuple[str, ...], fmt: str) ->
         return ExitCode.ERROR if refused else ExitCode.OK
     for imported, result in zip(files, results, strict=True):
         click.echo(f"{result:<10} {users_dir / imported.file_name}")
-    _import_summary(users_dir, files, force, settings)
+    _import_summary(users_dir, files, results, force, settings)
     if refused:
         # Quoted with repr: the names come from the service and may hold newlines or escapes.
         err(
@@ -148,10 +148,17 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _import_summary(
-    users_dir: Path, files: list[importer.ImportedFile], force: bool, settings: Settings
+    users_dir: Path, files: list[importer.ImportedFile], results: list[str], force: bool, settings: Settings
 ) -> None:
     kept = [f for f in files if f.existing and f.changed and not force]
-    click.echo(f"\n{len(files)} live user(s) imported into {users_dir}.")
+    written = sum(r in ("created", "updated") for r in results)
+    counts = ", ".join(
+        f"{results.count(r)} {r}" for r in ("created", "updated", "unchanged", "kept") if r in results
+    )
+    click.echo(
+        f"\n{len(files)} live user(s) on the service; wrote {written} file(s) in {users_dir}"
+        + (f" ({counts})." if counts else ".")
+    )
     if kept:
         click.echo(
             f"{len(kept)} existing file(s) differ from the service and were kept; run again with "

@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import emit_json, format_option, users_option
+from reconciler.cli.table import aligned, printable
 from reconciler.config import load_settings
 from reconciler.errors import ConfigError, ExitCode
 from reconciler.model import LiveUser
-from reconciler.output import live_to_json
+from reconciler.output import live_to_json, messages_to_json
 
 SERVICE_EXTRA_HINT = "the embedded service is not installed: pip install 'reconciler[service]'"
 
@@ -63,20 +64,31 @@ def service() -> None:
 @users_option
 @format_option("table", "json", default="table")
 def messages(*, users_dir: Path, fmt: str) -> int:
-    """List the messages the service's SMTP relay accepted (admin only).
+    """List the messages the service's SMTP relay accepted (admin only), oldest first.
+
+    JSON: {"format_version", "ok", "total", "messages": [{"received_at", "api_user", "mail_from",
+    "rcpt_tos", ...}]} (docs/cli-json.md).
 
     \b
     Example:
-      reconciler service messages --format json
+      reconciler service messages
+      reconciler service messages --format json | jq .total
     """
     with ServiceClient.from_settings(load_settings(users_dir)) as client:
         found = client.relay_messages()
     if fmt == "json":
-        click.echo(json.dumps(found, indent=2))
-        return ExitCode.OK
-    for m in found:
-        click.echo(f"{m['received_at']}  {m['api_user']}  {m['mail_from']} -> {', '.join(m['rcpt_tos'])}")
+        emit_json(messages_to_json(found))
+    elif not found:
+        click.echo("No messages: the relay has accepted none (send one through a gateway first).")
+    else:
+        rows = [(str(m.get("received_at", "?")), str(m.get("api_user", "?")), _envelope(m)) for m in found]
+        for line in aligned(("RECEIVED", "API USER (SMTP AUTH)", "ENVELOPE"), rows):
+            click.echo(printable(line))
     return ExitCode.OK
+
+
+def _envelope(message: dict[str, Any]) -> str:
+    return f"{message.get('mail_from', '?')} -> {', '.join(map(str, message.get('rcpt_tos', [])))}"
 
 
 @click.command("live")

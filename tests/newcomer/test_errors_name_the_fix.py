@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from reconciler.config import load_settings
 from reconciler_service.server import free_port
+from tests.cli.schemas import validate
 from tests.engine.conftest import Repo, repo, run_cli
 
 __all__ = ["repo"]
@@ -86,3 +88,20 @@ def test_tilde_is_expanded_in_path_settings(monkeypatch: pytest.MonkeyPatch, tmp
     )
     assert settings.mail_dir == str(tmp_path / "mail")
     assert settings.state_dir == str(tmp_path / "st")
+
+
+def test_service_messages_follows_the_json_conventions_and_prints_a_table(repo: Repo) -> None:
+    document = json.loads(repo.run("service", "messages", "--format", "json").stdout)
+    assert document == {"format_version": 1, "ok": True, "total": 0, "messages": []}
+    validate("messages", document)
+    assert "No messages" in repo.run("service", "messages").stdout
+
+
+def test_import_says_how_many_files_it_wrote(repo: Repo) -> None:
+    repo.write("a@example.com")
+    assert repo.run("apply", "--auto-approve").code == 0
+    again = repo.run("import")
+    assert "wrote 0 file(s)" in again.stdout, again.stdout
+    repo.remove("a@example.com")
+    once = repo.run("import")
+    assert "wrote 1 file(s)" in once.stdout and "1 created" in once.stdout, once.stdout

@@ -39,6 +39,7 @@ from reconciler.interrupts import Interruptible, interruptible
 from reconciler.mail import MailReport, preview, reflect
 from reconciler.mail.accepted import MailView, accepted_view
 from reconciler.mail.checks import preflight
+from reconciler.mail.hashing import Hasher
 from reconciler.mail.reflect import mail_dir_from, mail_users
 from reconciler.mail.state import read_served
 from reconciler.output import plan_from_json
@@ -157,6 +158,8 @@ class ApplyOptions:
 class MailStep:
     mail_dir: Path | None
     reload: bool
+    # The CLI's progress line for the slow part (hashing keys), on a terminal; None: no progress.
+    hashing: Callable[[str], contextlib.AbstractContextManager[Hasher]] | None = None
 
 
 @dataclass(frozen=True)
@@ -592,16 +595,24 @@ def run_mail_step(
         served = read_served(target) if not_applied else {}  # only needed when something failed
         view = accepted_view(loaded.desired.users, mail_keys(loaded), not_applied, served)
         _report_view(view, reporter)
-        report = run_recorded(
-            lambda: reflect(
-                view.users, view.keys, settings, reload=mail.reload, check=False, mail_dir=target
-            ),
-            desired=loaded.desired,
-            users_dir=loaded.users_dir,
-            settings=settings,
-            mail_dir=target,
-            warn=reporter.warning,
-        )
+        hashing = mail.hashing(settings.hash_scheme) if mail.hashing else contextlib.nullcontext(None)
+        with hashing as hasher:
+            report = run_recorded(
+                lambda: reflect(
+                    view.users,
+                    view.keys,
+                    settings,
+                    reload=mail.reload,
+                    check=False,
+                    mail_dir=target,
+                    hasher=hasher,
+                ),
+                desired=loaded.desired,
+                users_dir=loaded.users_dir,
+                settings=settings,
+                mail_dir=target,
+                warn=reporter.warning,
+            )
     reporter.mail(report)
     return ExitCode.OK
 

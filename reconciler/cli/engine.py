@@ -25,12 +25,13 @@ from reconciler.cli.common import (
 )
 from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
-from reconciler.cli.reports import mail_fields_json
+from reconciler.cli.reports import mail_fields_json, progress_hasher
 from reconciler.cli.show import read_saved_plan
 from reconciler.config import Settings
 from reconciler.errors import ExitCode, ReconcilerError, exit_code_for
 from reconciler.mail import MailReport
 from reconciler.mail.checks import notice
+from reconciler.mail.hashing import Hasher
 from reconciler.output import apply_to_json, render_json, render_markdown, render_text, summary_line
 from reconciler.plan import Plan
 from reconciler.safetext import terminal
@@ -221,11 +222,19 @@ def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | Non
     """
     return _run_apply(
         None,
-        mail=workflow.MailStep(mail_dir, reload=not no_reload),
+        mail=workflow.MailStep(mail_dir, reload=not no_reload, hashing=_hashing_progress),
         mail_dir=mail_dir,
         wait_gateways=wait_gateways,
         **options,
     )
+
+
+@contextlib.contextmanager
+def _hashing_progress(scheme: str) -> Iterator[Hasher]:
+    """reconcile's mail step hashes each new key (ARGON2ID: a noticeable pause per key): a
+    progress line on a terminal, as `render` shows."""
+    with Progress("Hashing keys") as bar:
+        yield progress_hasher(scheme, bar)
 
 
 def _run_apply(

@@ -3,6 +3,7 @@ once, saying whose it was; a live holder, a reused pid's new process and another
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,11 +11,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from reconciler.errors import LockHeld
 from reconciler.run.liveness import holder_gone, process_identity
+from reconciler.state import LockInfo, lock_path, reconcile_lock
 from tests.fault.helpers import DiskRepo, intents_since
 from tests.fixtures.service import RunningService
 
@@ -108,3 +113,31 @@ def test_liveness_answers_only_what_it_can_know(sleeper: subprocess.Popen[bytes]
     sleeper.kill()
     sleeper.wait()
     assert holder_gone(here, sleeper.pid, mine)
+
+
+def _lock_file(state: Path, service: str, pid: int, process_started: str) -> Path:
+    path = lock_path(state, service)
+    state.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    info = LockInfo("someone", socket.gethostname(), pid, now, "apply", service, process_started)
+    path.write_text(json.dumps(asdict(info)))
+    return path
+
+
+def test_the_local_lock_of_a_dead_run_on_this_host_is_taken_over_at_once(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / ".reconciler"
+    namespace = process_identity().rpartition("/")[0]
+    # The pid is alive but names another process than the one that took the lock: a reused pid.
+    _lock_file(state, "svc", sleeper.pid, f"{namespace}/1")
+    with caplog.at_level("WARNING", logger="reconciler"), reconcile_lock(state, "svc", "apply") as held:
+        assert held.pid == os.getpid()
+    assert "took over the lock" in caplog.text and f"pid {sleeper.pid}" in caplog.text
+
+
+def test_the_local_lock_of_a_live_run_is_kept(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    state = tmp_path / ".reconciler"
+    _lock_file(state, "svc", sleeper.pid, process_identity(sleeper.pid))
+    with pytest.raises(LockHeld), reconcile_lock(state, "svc", "apply"):
+        pass

@@ -79,7 +79,7 @@ def _load(users_dir: Path, mail_dir: Path | None) -> workflow.Loaded:
     loaded = workflow.load(users_dir)
     if mail_dir is None:
         return loaded
-    settings = loaded.settings.model_copy(update={"mail_dir": str(mail_dir)})
+    settings = loaded.settings.model_copy(update={"mail_dir": str(mail_dir.expanduser())})
     return replace(loaded, settings=settings)
 
 

@@ -56,9 +56,9 @@ def run(command: Sequence[str], *, tty: bool = False, timeout: float = 60.0, std
     when stderr is a terminal (otherwise to syslog, which a container lacks), so without a tty a
     broken config fails with no message at all. `stdout=False` discards stdout (postmap -s would
     print sasl_passwd, keys included). On timeout every process the command started is killed."""
-    if command and "/" not in command[0]:
-        command = [which(command[0]) or command[0], *command[1:]]
-    argv = ["script", "-qec", shlex.join(command), "/dev/null"] if tty else list(command)
+    # Run from the sbin directories when PATH lacks them; messages and logs keep the name as given.
+    found = [which(command[0]) or command[0], *command[1:]] if command and "/" not in command[0] else command
+    argv = ["script", "-qec", shlex.join(found), "/dev/null"] if tty else list(found)
     started = time.monotonic()
     try:
         proc = subprocess.Popen(

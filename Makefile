@@ -17,13 +17,14 @@ UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-versio
 
 setup: $(STAMP)
 
-# From scratch, exactly the lock (hashes checked), then the project itself without dependencies,
-# built with the locked setuptools: nothing unpinned is ever fetched.
-$(STAMP): pyproject.toml $(LOCK)
+# From scratch, exactly the lock (hashes checked), then the tool and the embedded service (its own
+# distribution, reconciler_service/pyproject.toml) without dependencies, built with the locked
+# setuptools: nothing unpinned is ever fetched.
+$(STAMP): pyproject.toml reconciler_service/pyproject.toml $(LOCK)
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . -e ./reconciler_service
 	touch $@
 
 # Re-resolve the locks after a change to the dependencies in pyproject.toml (keeps the other pins);

@@ -3,7 +3,7 @@ applying 1,000 changes against a service with 20 ms injected latency.
 
     .venv/bin/python benchmarks/engine.py [--users 10000] [--changes 1000] [--latency-ms 20]
 
-The service runs as a separate `reconciler service run` process (as in production, the client does
+The service runs as a separate `reconciler-service run` process (as in production, the client does
 not share a GIL with the server). Users are seeded straight into its SQLite file, already carrying
 the annotations the reconciler would have written, so the plan is a true no-op.
 """
@@ -37,7 +37,9 @@ from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, Acti
 from reconciler.secrets import ApiKey
 from reconciler.state import AuditLog
 from reconciler.workflow import execute
-from reconciler_service.store import FAST_SCRYPT_N, Store, StoredUser, hash_key, now
+from reconciler_service.clock import now
+from reconciler_service.keys import FAST_SCRYPT_N, hash_key
+from reconciler_service.store import Store, StoredUser
 
 ADMIN = "admin@example.com"
 ADMIN_KEY = "benchAdminKey2026"
@@ -105,8 +107,7 @@ def running_service(db: Path, *extra: str) -> Iterator[Service]:
     port = free_port()
     env = os.environ | {"RECONCILER_SERVICE_ADMIN_KEY": ADMIN_KEY}
     cmd = [
-        str(BIN / "reconciler"),
-        "service",
+        str(BIN / "reconciler-service"),
         "run",
         "--db",
         str(db),

@@ -1,7 +1,7 @@
 """How long `ServiceClient.list_users()` takes for 10,000 live users over loopback (target <= 1 s).
 
 The users are seeded straight into the SQLite store (creating 10,000 through the API would time
-the hashing of 10,000 keys, not the listing); the service then runs as a real `reconciler service
+the hashing of 10,000 keys, not the listing); the service then runs as a real `reconciler-service
 run` process, so the client and the server do not share a GIL, as in production.
 
     .venv/bin/python benchmarks/list_live.py [--users 10000] [--runs 5]
@@ -47,9 +47,9 @@ def seed(db: Path, count: int, admin_key: str) -> None:
 
 def start(db: Path, admin_key: str) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
-    reconciler = str(Path(sys.executable).with_name("reconciler"))
+    service = str(Path(sys.executable).with_name("reconciler-service"))
     proc = subprocess.Popen(
-        [reconciler, "service", "run", "--db", str(db), "--port", str(port), "--admin-user", ADMIN],
+        [service, "run", "--db", str(db), "--port", str(port), "--admin-user", ADMIN],
         env={**os.environ, "RECONCILER_SERVICE_ADMIN_KEY": admin_key},
         stdout=subprocess.PIPE,
         text=True,

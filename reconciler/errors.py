@@ -12,7 +12,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Pinned exit codes (DESIGN.md): other people's scripts depend on them."""
+    """Pinned exit codes (docs/cli.md): other people's scripts depend on them."""
 
     OK = 0
     ERROR = 1

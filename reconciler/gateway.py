@@ -1,7 +1,7 @@
 """A mail gateway's account of its renders: every outcome of the mail step goes to the audit log,
 and a gateway named by RECONCILER_GATEWAY_NAME reports what it serves to the service
-(`PUT /gateways/{name}`, DESIGN.md "Gateways"), so `status` can show which gateways lag behind and
-`reconcile --wait-gateways` can wait for them.
+(`PUT /gateways/{name}`, docs/contract.md "Gateway reports"), so `status` can show which gateways
+lag behind and `reconcile --wait-gateways` can wait for them.
 
 The pure parts (the report body, who is behind) are separate from the effects (audit, HTTP), which
 go through reconciler.state.AuditLog and reconciler.backend.http.client.ServiceClient.

@@ -34,7 +34,7 @@ _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 EMAIL_RE = re.compile(rf"^{_LOCAL}@{_DOMAIN}$")
 SENDER_RE = re.compile(rf"^(?:{_LOCAL})?@{_DOMAIN}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# The service's key rule, made strict (DESIGN.md); `reconciler.secrets` applies it to resolved keys.
+# The service's key rule, made strict (docs/contract.md); `reconciler.secrets` applies it to resolved keys.
 KEY_RE = re.compile(r"^(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{8,128}$")
 KEY_RULE = "8-128 characters of A-Z, a-z, 0-9 with at least one letter and one digit"
 MAX_EMAIL = 254
@@ -261,7 +261,7 @@ class UserAttributes(BaseModel):
 
 
 class UserSpec(UserAttributes):
-    """One file in users/: the declared state of one API user (pinned schema, DESIGN.md)."""
+    """One file in users/: the declared state of one API user (pinned schema: README.md, "A user file")."""
 
     api_user: Email
     """The API user's name, an email address; must equal this file's name without .yaml."""

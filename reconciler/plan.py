@@ -20,7 +20,7 @@ from reconciler.model import COMPARED_FIELDS, LiveUser, Operation, UserSpec
 
 FINGERPRINT_ANNOTATION = "reconciler/key-fingerprint"
 KEY_UPDATED_ANNOTATION = "reconciler/key-updated-at"
-# `age-sha256:<hex sha-256 of the armored ciphertext>` of the age key last applied (DESIGN.md):
+# `age-sha256:<hex sha-256 of the armored ciphertext>` of the age key last applied (docs/contract.md):
 # a plan without the identity can still tell that the encrypted value changed.
 KEY_SOURCE_ANNOTATION = "reconciler/key-source"
 SENSITIVE = "(sensitive)"

@@ -1,5 +1,5 @@
-"""`reconciler service run`: the embedded service's command line. The tool never imports this
-package; `reconciler service run` loads it on demand (it is installed by the `service` extra)."""
+"""`reconciler-service run`: the embedded service's command line (its own distribution,
+reconciler_service/pyproject.toml). It never imports the tool, and the tool never imports it."""
 
 from __future__ import annotations
 
@@ -12,18 +12,27 @@ from types import FrameType
 
 import click
 
-from reconciler.cli.common import err
-from reconciler.errors import ConfigError, ExitCode
-from reconciler.model import EMAIL_RE
-from reconciler.secrets import KEY_RE, KEY_RULE
+from reconciler_service import __version__
 from reconciler_service.faults import FaultConfig
+from reconciler_service.model import EMAIL_RE, KEY_RE, KEY_RULE
 from reconciler_service.server import EmbeddedService, ServiceOptions
 
 ADMIN_KEY_ENV = "RECONCILER_SERVICE_ADMIN_KEY"
 Rate = click.FloatRange(0.0, 1.0)
 
 
-@click.command("run")
+class SetupError(click.ClickException):
+    """A bad option or environment: exit 1 with one line on stderr, no traceback."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reconciler-service")
+def main() -> None:
+    """The embedded service: the API-users HTTP API of docs/contract.md (and an SMTP relay) on
+    loopback, for demos and tests. Production runs the real service instead."""
+
+
+@main.command("run")
 @click.option("--db", "db_path", type=click.Path(path_type=Path, dir_okay=False), required=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8725, show_default=True)
@@ -69,12 +78,12 @@ def run(
     fault_seed: int | None,
     fail_writes_for: tuple[str, ...],
     ignore_writes_for: tuple[str, ...],
-) -> int:
+) -> None:
     """Run the embedded service until SIGTERM or Ctrl-C.
 
     \b
     Example:
-      RECONCILER_SERVICE_ADMIN_KEY=... reconciler service run --db service.sqlite \\
+      RECONCILER_SERVICE_ADMIN_KEY=... reconciler-service run --db service.sqlite \\
           --admin-user admin@example.com --smtp-port 2525
     """
     admin_key = _admin_key(admin_user)
@@ -96,21 +105,20 @@ def run(
         embedded.start()
     except OSError as exc:
         embedded.stop()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise SetupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     _serve_until_signal(embedded)
-    return ExitCode.OK
 
 
 def _admin_key(admin_user: str) -> str:
     if not EMAIL_RE.match(admin_user):
-        raise ConfigError("--admin-user must be an email address like admin@example.com")
+        raise SetupError("--admin-user must be an email address like admin@example.com")
     key = os.environ.get(ADMIN_KEY_ENV, "").strip()
     if not key:
-        raise ConfigError(
+        raise SetupError(
             f"set {ADMIN_KEY_ENV} to the first admin's key (never pass a key on the command line)"
         )
     if not KEY_RE.match(key):
-        raise ConfigError(f"{ADMIN_KEY_ENV} is not a valid key: it must be {KEY_RULE}")
+        raise SetupError(f"{ADMIN_KEY_ENV} is not a valid key: it must be {KEY_RULE}")
     return key
 
 
@@ -133,5 +141,5 @@ def _serve_until_signal(embedded: EmbeddedService) -> None:
     click.echo(f"listening on {embedded.base_url}{relay}", err=False)
     while not stopping.wait(0.5):
         pass
-    err("stopping")
+    click.echo("stopping", err=True)
     embedded.stop()

@@ -1,9 +1,11 @@
-"""Gateway reports: each mail gateway says what it serves after a render (DESIGN.md "Gateways").
+"""Gateway reports: each mail gateway says what it serves after a render (docs/contract.md, "Gateway
+reports").
 
 `PUT /gateways/{name}` stores the last report of that gateway; `GET /gateways` lists them all with
-the time the service received each. Any authenticated API user with HTTP-API access may report: a
-gateway holds a `normal` user, never an admin. Kept in its own table and module so the users API
-and its store stay as they were.
+the time the service received each. Who may report for which gateway is reconciler_service/roles.py's
+business. Every field is checked here, because `reconciler status` passes the commit to git and
+prints the rest: a commit is hex, a result one of three words, a version a plain version string.
+Kept in its own table and module so the users API and its store stay as they were.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from reconciler_service.store import Store, now
+from reconciler_service.clock import now
+from reconciler_service.store import Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateways (
@@ -32,12 +35,12 @@ class GatewayReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    commit: Annotated[StrictStr, Field(max_length=64)] | None
+    commit: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{7,64}$")] | None
     desired_digest: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
     rendered_at: datetime
     result: Literal["ok", "failed", "rolled_back"]
     smtp_users: Annotated[StrictInt, Field(ge=0)]
-    version: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    version: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$")]
 
 
 class Gateways:
@@ -57,9 +60,13 @@ class Gateways:
             )
         return stored
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self, only: str | None = None) -> list[dict[str, Any]]:
+        """Every report, or with `only` that gateway's (if any)."""
+        query, args = "SELECT report FROM gateways WHERE name = ?", [only]
+        if only is None:
+            query, args = "SELECT report FROM gateways ORDER BY name", []
         with self.store._conn() as conn:
-            rows = conn.execute("SELECT report FROM gateways ORDER BY name").fetchall()
+            rows = conn.execute(query, args).fetchall()
         return [json.loads(row["report"]) for row in rows]
 
 

@@ -1,5 +1,5 @@
 """The embedded service: the WSGI app on werkzeug's threaded server, plus the SMTP relay, in one
-process. `EmbeddedService` is what `reconciler service run`, the test fixture and the benchmark start.
+process. `EmbeddedService` is what `reconciler-service run`, the test fixture and the benchmark start.
 
 Keep-alive: werkzeug 3.1's server answers every request with `Connection: close` and drains the
 socket after each response, so it cannot serve a second request on a connection. We keep its server
@@ -22,7 +22,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from reconciler_service.app import BASE, ServiceApp
 from reconciler_service.faults import FaultConfig
-from reconciler_service.store import DEFAULT_SCRYPT_N, Store
+from reconciler_service.keys import DEFAULT_SCRYPT_N
+from reconciler_service.store import Store
 
 log = logging.getLogger("reconciler_service")
 
@@ -33,7 +34,7 @@ ADMIN_ATTRIBUTES: dict[str, Any] = {
     "timezone": "UTC",
     "locked": False,
     "smtp_senders": None,
-    "description": "first admin, created by `reconciler service run`",
+    "description": "first admin, created by `reconciler-service run`",
 }
 
 

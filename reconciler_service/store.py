@@ -2,17 +2,16 @@
 `BEGIN IMMEDIATE` transaction so concurrent requests serialise on the database, not in Python.
 
 Shared state (contract 2.1) lives here too, in the same transactions as the writes it guards: each
-user's `version`, the leases (a write fenced by a lease token is refused once that lease is gone),
-and the operation log (one row per write, pruned after RETENTION).
+user's `version`, the leases (leases.py: a write fenced by a lease token is refused unless it is
+the current token of `reconcile`), and the operation log (oplog.py).
 
-Keys are stored as salted scrypt hashes. Verifying one costs milliseconds on purpose, so successful
-verifications are remembered under an HMAC of the credentials: listing 100 pages must not pay 100 hashes.
+Keys are stored as salted scrypt hashes (keys.py). Verifying one costs milliseconds on purpose, so
+successful verifications are remembered under an HMAC of the credentials: listing 100 pages must not
+pay 100 hashes. The database file is created owner-only (0600).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import json
 import os
@@ -21,12 +20,32 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from reconciler_service.clock import now, stamp
+from reconciler_service.keys import (
+    DEFAULT_SCRYPT_N,
+    FAST_SCRYPT_N,
+    VERIFY_SLOTS,
+    VERIFY_WAIT_S,
+    VERIFY_WAITERS,
+    KeyChecks,
+    hash_key,
+)
+from reconciler_service.leases import (
+    Lease,
+    LeaseHeld,
+    LeaseRequest,
+    NoLease,
+    check_fence,
+    current_lease,
+    lease_row,
+)
+from reconciler_service.oplog import WriteContext, operation_json, record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -73,22 +92,18 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 # The same object as StoredUser.public(), built by SQLite's JSON1 (a test pins that they agree).
+# json_remove drops the annotations the caller may not see (its paths are parameters; none: `$.""`
+# names a key no annotation has, since keys are at least one character long).
 _PUBLIC_JSON_SQL = """
 SELECT json_patch(attributes, json_object(
-    'api_user', api_user, 'annotations', json(annotations), 'key_updated_at', key_updated_at,
+    'api_user', api_user, 'annotations', json_remove(annotations, ?), 'key_updated_at', key_updated_at,
     'created_at', created_at, 'updated_at', updated_at, 'version', version))
 FROM users ORDER BY api_user LIMIT ? OFFSET ?
 """
-RETENTION = timedelta(days=90)  # the operation log is kept at least this long (the console's 90)
-DEFAULT_SCRYPT_N = 2**14  # ~50 ms per hash: slow for guessing, fine for one login
-FAST_SCRYPT_N = 2**10  # tests and benchmarks seed many users; the format records n per hash
+NO_PATH = '$.""'
+DB_MODE = 0o600  # the database holds key hashes and the operation log
 _CACHE_LIMIT = 10_000
-# A key check costs one scrypt (~50 ms and 16 MiB at the default cost). Unbounded, a flood of bad
-# logins runs hundreds at once: memory grows by gigabytes and a legitimate request waits seconds.
-# So at most this many run at once; a few more may wait briefly; the rest are told to come back.
-VERIFY_SLOTS = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
-VERIFY_WAITERS = 4 * VERIFY_SLOTS
-VERIFY_WAIT_S = 0.5
+NO_CONTEXT = WriteContext()  # a write outside any request (the first admin, seeding)
 
 
 class DuplicateUser(Exception):
@@ -99,148 +114,12 @@ class UnknownUser(Exception):
     """No api_user by that name."""
 
 
-class Busy(Exception):
-    """Too many key checks are running or waiting; the caller should answer "retry later"."""
-
-
-class _Slots:
-    """A bounded number of concurrent key checks, with a bounded, briefly waiting queue.
-
-    The checks run on a pool of as many threads as there are slots: scrypt's 16 MiB buffers then
-    come from a few malloc arenas. Run on the request threads, each of a flood's threads kept its
-    own freed buffer resident (peak RSS +290 MiB for 80 clients with only two checks at a time).
-    """
-
-    def __init__(self, slots: int, waiters: int) -> None:
-        self._slots = threading.BoundedSemaphore(slots)
-        self._room = threading.BoundedSemaphore(slots + waiters)
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="key-check")
-
-    def check(self, key: str, stored: str, wait: float | None) -> bool:
-        with self.taken(wait):
-            return self._pool.submit(check_key, key, stored).result()
-
-    @contextmanager
-    def taken(self, wait: float | None) -> Iterator[None]:
-        """Hold a slot; with `wait` set, raise Busy instead of queueing long (None: wait as long
-        as it takes, for checks made by an already authenticated admin's write)."""
-        if wait is not None and not self._room.acquire(blocking=False):
-            raise Busy
-        try:
-            if not self._slots.acquire(timeout=wait):
-                raise Busy
-            try:
-                yield
-            finally:
-                self._slots.release()
-        finally:
-            if wait is not None:
-                self._room.release()
-
-
 class VersionMismatch(Exception):
     """An If-Match that names another version than the current one."""
 
 
-class LeaseLost(Exception):
-    """A write fenced by a lease token that is no longer the current lease of its name."""
-
-
-class LeaseHeld(Exception):
-    """Someone else holds the lease; carries it (with its token) for the 409 answer."""
-
-    def __init__(self, lease: Lease) -> None:
-        super().__init__(lease.name)
-        self.lease = lease
-
-
-class NoLease(Exception):
-    """No current lease by that name, or not the one the token names (renew/release)."""
-
-
-@dataclass(frozen=True)
-class WriteContext:
-    """Who writes, for the operation log, and the lease token that fences the write (if any)."""
-
-    actor_api_user: str | None = None
-    actor: str | None = None
-    commit: str | None = None
-    run: str | None = None
-    lease_token: str | None = None
-
-    @property
-    def source(self) -> str:
-        # The reconciler identifies itself with its headers; any other write is a console/API write.
-        return "reconciler" if (self.actor or self.commit or self.run) else "api"
-
-
-@dataclass(frozen=True)
-class Lease:
-    name: str
-    holder: str
-    host: str
-    pid: int
-    command: str
-    token: str
-    acquired_at: str
-    expires_at: str
-    process_started: str = ""  # opaque to the service: the holder's process identity on its host
-
-    def public(self, *, with_token: bool = False) -> dict[str, Any]:
-        data = {
-            "name": self.name,
-            "holder": self.holder,
-            "host": self.host,
-            "pid": self.pid,
-            "command": self.command,
-            "acquired_at": self.acquired_at,
-            "expires_at": self.expires_at,
-            "process_started": self.process_started,
-        }
-        return {**data, "token": self.token} if with_token else data
-
-
-@dataclass(frozen=True)
-class LeaseRequest:
-    holder: str
-    host: str
-    pid: int
-    command: str
-    ttl_seconds: int
-    process_started: str = ""
-
-
-def now() -> str:
-    return stamp(datetime.now(UTC))
-
-
-def stamp(moment: datetime) -> str:
-    """The one timestamp format of the store: fixed width, so text order is time order."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def new_version() -> str:
     return secrets.token_hex(8)
-
-
-def hash_key(key: str, n: int = DEFAULT_SCRYPT_N) -> str:
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(key.encode(), salt=salt, n=n, r=8, p=1, dklen=32)
-    return "$".join(("scrypt", str(n), _b64(salt), _b64(digest)))
-
-
-def check_key(key: str, stored: str) -> bool:
-    try:
-        scheme, n, salt, digest = stored.split("$")
-        expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(key.encode(), salt=base64.b64decode(salt), n=int(n), r=8, p=1, dklen=32)
-    except ValueError:
-        return False
-    return scheme == "scrypt" and hmac.compare_digest(actual, expected)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -302,12 +181,13 @@ class Store:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _cache: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _cache_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), init=False, repr=False)
-    _slots: _Slots = field(
-        default_factory=lambda: _Slots(VERIFY_SLOTS, VERIFY_WAITERS), init=False, repr=False
+    _slots: KeyChecks = field(
+        default_factory=lambda: KeyChecks(VERIFY_SLOTS, VERIFY_WAITERS), init=False, repr=False
     )
     _dummy_hash: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
+        _private(self.path)
         with self._conn() as conn:
             conn.executescript(SCHEMA)
             columns = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
@@ -368,13 +248,15 @@ class Store:
             row = conn.execute("SELECT * FROM users WHERE api_user = ?", (api_user,)).fetchone()
         return StoredUser.from_row(row) if row else None
 
-    def page_json(self, offset: int, limit: int) -> tuple[list[str], int]:
+    def page_json(self, offset: int, limit: int, hidden: str | None = None) -> tuple[list[str], int]:
         """`page`, with each user already rendered as the contract's JSON object by SQLite: the
-        list endpoint then only joins strings (a third of its time went to json.loads/dumps)."""
+        list endpoint then only joins strings (a third of its time went to json.loads/dumps).
+        `hidden` names one annotation left out of every user."""
+        path = NO_PATH if hidden is None else "$." + json.dumps(hidden)
         with self._conn() as conn:
             conn.execute("BEGIN")
             try:
-                rows = conn.execute(_PUBLIC_JSON_SQL, (limit, offset)).fetchall()
+                rows = conn.execute(_PUBLIC_JSON_SQL, (path, limit, offset)).fetchall()
                 total = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
             finally:
                 conn.execute("COMMIT")
@@ -386,17 +268,17 @@ class Store:
         attributes: dict[str, Any],
         key: str,
         annotations: dict[str, str],
-        context: WriteContext = WriteContext(),
+        context: WriteContext = NO_CONTEXT,
     ) -> StoredUser:
         key_hash = hash_key(key, self.scrypt_n)
         at = now()
         user = StoredUser(api_user, attributes, annotations, key_hash, at, at, at, new_version())
         try:
             with self._write() as conn:
-                _check_fence(conn, context)
+                check_fence(conn, context.lease_token)
                 self._insert(conn, user)
                 fields = sorted(_flat(attributes)) + ["api_key"] + (["annotations"] if annotations else [])
-                _log(conn, context, "create", user.api_user, fields)
+                record(conn, context, "create", user.api_user, fields)
         except sqlite3.IntegrityError as exc:
             raise DuplicateUser(api_user) from exc
         return user
@@ -405,7 +287,7 @@ class Store:
         self,
         api_user: str,
         change: Callable[[StoredUser], Replacement],
-        context: WriteContext = WriteContext(),
+        context: WriteContext = NO_CONTEXT,
         if_match: Callable[[str], bool] | None = None,
     ) -> StoredUser:
         """Read, change and write one user in one transaction. `change` may raise to abort;
@@ -417,7 +299,7 @@ class Store:
             current = StoredUser.from_row(row)
             if if_match is not None and not if_match(current.version):
                 raise VersionMismatch(api_user)
-            _check_fence(conn, context)
+            check_fence(conn, context.lease_token)
             new = _apply(current, change(current))
             if new != current:
                 conn.execute(
@@ -434,13 +316,13 @@ class Store:
                     ),
                 )
                 action, fields = describe_update(current, new)
-                _log(conn, context, action, current.api_user, fields)
+                record(conn, context, action, current.api_user, fields)
         return new
 
     def delete(
         self,
         api_user: str,
-        context: WriteContext = WriteContext(),
+        context: WriteContext = NO_CONTEXT,
         if_match: Callable[[str], bool] | None = None,
     ) -> bool:
         with self._write() as conn:
@@ -451,9 +333,9 @@ class Store:
                 return False
             if if_match is not None and not if_match(row["version"]):
                 raise VersionMismatch(api_user)
-            _check_fence(conn, context)
+            check_fence(conn, context.lease_token)
             conn.execute("DELETE FROM users WHERE api_user = ?", (api_user,))
-            _log(conn, context, "delete", row["api_user"], [])
+            record(conn, context, "delete", row["api_user"], [])
             return True
 
     def seed(self, users: Iterable[tuple[str, dict[str, Any]]], key: str) -> int:
@@ -501,18 +383,16 @@ class Store:
             request.process_started,
         )
         with self._write() as conn:
-            current = _current_lease(conn, name)
+            current = current_lease(conn, name)
             if current is not None:
                 raise LeaseHeld(current)
-            conn.execute(
-                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _lease_row(lease)
-            )
+            conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", lease_row(lease))
         return lease
 
     def renew_lease(self, name: str, token: str, request: LeaseRequest) -> Lease:
         """Extend the current lease that `token` names; LeaseHeld (someone else has it) or NoLease."""
         with self._write() as conn:
-            current = _current_lease(conn, name)
+            current = current_lease(conn, name)
             if current is None:
                 raise NoLease(name)
             if not hmac.compare_digest(current.token, token):
@@ -531,29 +411,34 @@ class Store:
     def force_release_lease(self, name: str, context: WriteContext) -> Lease | None:
         """Remove any lease of `name` (expired or not) and log it; the lease that was broken."""
         with self._write() as conn:
-            current = _current_lease(conn, name)
+            current = current_lease(conn, name)
             removed = conn.execute("DELETE FROM leases WHERE name = ?", (name,)).rowcount
             if removed:
-                _log(conn, context, "lease_force", None, [name])
+                record(conn, context, "lease_force", None, [name])
         return current
 
     def get_lease(self, name: str) -> Lease | None:
         with self._conn() as conn:
-            return _current_lease(conn, name)
+            return current_lease(conn, name)
 
     # Operation log
 
-    def operations(self, since: str | None, api_user: str | None, limit: int) -> list[dict[str, Any]]:
-        """Newest first."""
+    def operations(
+        self, since: str | None, api_user: str | None, limit: int, actor: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; with `actor`, only the operations that API user made."""
         query = "SELECT * FROM operations WHERE at >= ?"
         args: list[Any] = [since or ""]
         if api_user is not None:
             query += " AND api_user = ? COLLATE NOCASE"
             args.append(api_user)
+        if actor is not None:
+            query += " AND actor_api_user = ? COLLATE NOCASE"
+            args.append(actor)
         query += " ORDER BY id DESC LIMIT ?"
         with self._conn() as conn:
             rows = conn.execute(query, (*args, limit)).fetchall()
-        return [_operation(row) for row in rows]
+        return [operation_json(row) for row in rows]
 
     # Credentials
 
@@ -653,70 +538,16 @@ def _flat(attributes: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _check_fence(conn: sqlite3.Connection, context: WriteContext) -> None:
-    """A write made under a lease is refused once that lease is no longer current (expired, broken
-    or taken over), checked in the write's own transaction so no write slips in after the loss."""
-    if context.lease_token is None:
-        return
-    row = conn.execute(
-        "SELECT 1 FROM leases WHERE token = ? AND expires_at > ?", (context.lease_token, now())
-    ).fetchone()
-    if row is None:
-        raise LeaseLost()
-
-
-def _log(
-    conn: sqlite3.Connection, context: WriteContext, action: str, api_user: str | None, fields: list[str]
-) -> None:
-    at = now()
-    conn.execute(
-        "INSERT INTO operations (at, actor_api_user, actor, commit_id, run, source, action, "
-        "api_user, fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            at,
-            context.actor_api_user,
-            context.actor,
-            context.commit,
-            context.run,
-            context.source,
-            action,
-            api_user,
-            json.dumps(fields),
-        ),
-    )
-    # Pruning as we write keeps the log bounded without a scheduler; the index makes it cheap.
-    conn.execute("DELETE FROM operations WHERE at < ?", (stamp(datetime.now(UTC) - RETENTION),))
-
-
-def _operation(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "at": row["at"],
-        "actor_api_user": row["actor_api_user"],
-        "actor": row["actor"],
-        "commit": row["commit_id"],
-        "run": row["run"],
-        "source": row["source"],
-        "action": row["action"],
-        "api_user": row["api_user"],
-        "fields": json.loads(row["fields"]),
-    }
-
-
-def _current_lease(conn: sqlite3.Connection, name: str) -> Lease | None:
-    row = conn.execute("SELECT * FROM leases WHERE name = ? AND expires_at > ?", (name, now())).fetchone()
-    return Lease(**dict(row)) if row else None
-
-
-def _lease_row(lease: Lease) -> tuple[Any, ...]:
-    return (
-        lease.name,
-        lease.holder,
-        lease.host,
-        lease.pid,
-        lease.command,
-        lease.token,
-        lease.acquired_at,
-        lease.expires_at,
-        lease.process_started,
-    )
+def _private(path: Path) -> None:
+    """Create the database owner-only (SQLite gives its -wal and -shm files the database's mode),
+    and take group and other rights from one an older version made 0644."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, DB_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, DB_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists() and side.stat().st_mode & 0o077:
+            side.chmod(DB_MODE)

@@ -13,7 +13,7 @@ export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
 SERVICE_PID=""
 if [ -f "$DEMO/env.sh" ] && [ -f "$DEMO/demo.env" ]; then
   set -a; . "$DEMO/demo.env"; . "$DEMO/env.sh"; set +a
-  RECONCILER_SERVICE_ADMIN_KEY="$RECONCILER_API_KEY" reconciler service run \
+  RECONCILER_SERVICE_ADMIN_KEY="$RECONCILER_API_KEY" reconciler-service run \
     --db "$DEMO/service.db" --port "$DEMO_PORT" --smtp-port "$RECONCILER_RELAY_PORT" \
     --admin-user "$RECONCILER_API_USER" >> "$DEMO/service.log" 2>&1 &
   SERVICE_PID=$!

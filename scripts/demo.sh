@@ -59,7 +59,7 @@ trap 'exit 143' TERM
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 rm -rf "$DEMO"/service.db* "$DEMO/mail"   # every demo starts from an empty service and gateway
-RECONCILER_SERVICE_ADMIN_KEY="$RECONCILER_API_KEY" "$BIN/reconciler" service run \
+RECONCILER_SERVICE_ADMIN_KEY="$RECONCILER_API_KEY" "$BIN/reconciler-service" run \
   --db "$DEMO/service.db" --port "$PORT" --smtp-port "$SMTP_PORT" --admin-user "$RECONCILER_API_USER" \
   > "$DEMO/service.log" 2>&1 &
 SERVICE_PID=$!

@@ -66,6 +66,7 @@ def user_checkout() -> Iterator[tuple[Path, Path]]:
         for args in (
             ["--require-hashes", "-r", str(clone / "requirements/lock.txt")],
             ["--no-deps", "--no-build-isolation", "-e", str(clone)],
+            ["--no-deps", "--no-build-isolation", "-e", str(clone / "reconciler_service")],
         ):
             done = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=600, check=False)
             assert done.returncode == 0, done.stderr[-3000:]

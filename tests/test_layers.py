@@ -70,17 +70,27 @@ def test_a_planted_violation_fails_lint_imports(
     assert f"reconciler.{module.removesuffix('.py').replace('/', '.')} -> {planted}" in run.stdout
 
 
+def test_a_planted_import_of_the_tool_in_the_service_fails_lint_imports(tmp_path: Path) -> None:
+    root = _copy_tree(tmp_path)
+    target = root / "reconciler_service" / "app.py"
+    target.write_text(target.read_text() + "\nimport reconciler.model  # planted by the test\n")
+    run = _lint_imports(root)
+    assert run.returncode != 0, run.stdout
+    broken = [text for text in run.stdout.splitlines() if text.endswith("BROKEN")]
+    assert any(text.startswith("The embedded service never imports the tool") for text in broken), run.stdout
+    assert "reconciler_service.app -> reconciler.model" in run.stdout
+
+
 def _loaded_by(verb: str) -> set[str]:
-    """Modules loaded by building the click command of `verb` (and its subcommands but `service
-    run`, which loads the embedded service on purpose) in a fresh interpreter."""
+    """Modules loaded by building the click command of `verb` (and its subcommands) in a fresh
+    interpreter."""
     code = "\n".join(
         [
             "import sys",
             "from reconciler.cli import group",
             f"command = group.get_command(None, {verb!r})",
             "for name in getattr(command, 'list_commands', lambda ctx: [])(None):",
-            "    if name != 'run':",
-            "        command.get_command(None, name)",
+            "    command.get_command(None, name)",
             "print(*sys.modules)",
         ]
     )

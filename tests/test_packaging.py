@@ -1,6 +1,7 @@
 """What `pip install .` gives a CI runner or a gateway: the core only (no embedded service, no age,
 no hashing), a working `validate`, and a clear "install the extra" error where an extra is needed.
-Also: the committed locks satisfy pyproject.toml, so `make setup` installs what pyproject asks for."""
+Also: the committed locks satisfy pyproject.toml and the embedded service's own
+reconciler_service/pyproject.toml, so `make setup` installs what both ask for."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import reconciler
 
 REPO = Path(reconciler.__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+SERVICE_PYPROJECT = tomllib.loads((REPO / "reconciler_service/pyproject.toml").read_text())
 OPTIONAL = {"werkzeug", "aiosmtpd", "atpublic", "attrs", "pyrage", "argon2-cffi", "bcrypt"}
 # Building a venv takes ~30 s on an idle machine; allow for a loaded one.
 pytestmark = pytest.mark.timeout(300)
@@ -34,8 +36,7 @@ def core_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(REPO / name, src / name)
-    for package in ("reconciler", "reconciler_service"):
-        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "reconciler", src / "reconciler", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, timeout=120)
     install = [str(tmp / "venv/bin/python"), "-m", "pip", "install", "--quiet", str(src)]
     done = subprocess.run(install, capture_output=True, text=True, timeout=600, check=False)
@@ -72,6 +73,16 @@ def test_a_plain_install_holds_no_service_age_or_hashing_packages(core_bin: Path
     installed = _installed(core_bin)
     assert "reconciler" in installed
     assert OPTIONAL & installed == set()
+    assert not (core_bin / "reconciler-service").exists()
+
+
+def test_the_tool_ships_the_contract_the_service_serves(core_bin: Path) -> None:
+    """The OpenAPI document travels with the http backend (docs/contract.md)."""
+    code = (
+        "from importlib import resources; print(resources.files('reconciler.backend.http') / 'openapi.json')"
+    )
+    run = subprocess.run([str(core_bin / "python"), "-c", code], capture_output=True, text=True, check=True)
+    assert Path(run.stdout.strip()).read_bytes() == (REPO / "reconciler_service/openapi.json").read_bytes()
 
 
 def test_validate_works_on_a_plain_install(core_bin: Path, tmp_path: Path) -> None:
@@ -84,7 +95,6 @@ def test_validate_works_on_a_plain_install(core_bin: Path, tmp_path: Path) -> No
     ("args", "extra"),
     [
         (["secret", "encrypt", "--recipient", "age1qqqq"], "age"),
-        (["service", "run", "--db", "svc.db", "--admin-user", "a@example.com"], "service"),
         (["render", "--users", "users", "--mail-dir", "mail", "--no-reload"], "mail"),
     ],
 )
@@ -118,7 +128,7 @@ def _requirements(*extras: str) -> list[Requirement]:
 
 @pytest.mark.parametrize(
     ("lock", "extras"),
-    [("lock.txt", ("age", "mail", "service", "test")), ("action.txt", ("age",))],
+    [("lock.txt", ("age", "mail", "test")), ("action.txt", ("age",))],
 )
 def test_the_lock_satisfies_pyproject(lock: str, extras: tuple[str, ...]) -> None:
     """A dependency edited in pyproject.toml without `make lock` fails here, not in someone's venv."""
@@ -130,3 +140,18 @@ def test_the_lock_satisfies_pyproject(lock: str, extras: tuple[str, ...]) -> Non
     ]
     assert stale == [], f"requirements/{lock} is out of date: run `make lock`"
     assert "--hash=sha256:" in (REPO / "requirements" / lock).read_text()
+
+
+def test_the_lock_pins_every_dependency_of_the_embedded_service() -> None:
+    """`make setup` installs reconciler_service with --no-deps: what it needs must come from the lock."""
+    pins = _pins(REPO / "requirements/lock.txt")
+    wanted = [*SERVICE_PYPROJECT["build-system"]["requires"], *SERVICE_PYPROJECT["project"]["dependencies"]]
+    stale = [
+        str(r)
+        for r in map(Requirement, wanted)
+        if canonicalize_name(r.name) not in pins or pins[canonicalize_name(r.name)] not in r.specifier
+    ]
+    assert stale == [], (
+        "requirements/lock.txt lacks a dependency of reconciler_service: add it to the test extra"
+    )
+    assert SERVICE_PYPROJECT["project"]["scripts"] == {"reconciler-service": "reconciler_service.cli:main"}

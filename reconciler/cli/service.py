@@ -1,9 +1,8 @@
-"""`service run` (the embedded service, loaded from the separate reconciler_service package),
-`service messages` and `live`."""
+"""`service messages` (what the embedded service's relay accepted, over HTTP) and `live`. The
+embedded service itself is its own distribution with its own command, `reconciler-service run`."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -13,50 +12,20 @@ from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import emit_json, format_option, users_option
 from reconciler.cli.table import aligned, printable
 from reconciler.config import load_settings
-from reconciler.errors import ConfigError, ExitCode
+from reconciler.errors import ExitCode
 from reconciler.model import LiveUser
 from reconciler.output import live_to_json, messages_to_json
 
-SERVICE_EXTRA_HINT = "the embedded service is not installed: pip install 'reconciler[service]'"
 
-
-class ServiceGroup(click.Group):
-    """`run` lives in the reconciler_service package (an optional extra); the tool never imports it
-    at module level, so `pip install reconciler` works without werkzeug and aiosmtpd."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "run"])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name != "run":
-            return super().get_command(ctx, cmd_name)
-        try:
-            module = importlib.import_module("reconciler_service.cli")
-        except ModuleNotFoundError as exc:
-            if not (exc.name or "").startswith(("reconciler_service", "werkzeug", "aiosmtpd")):
-                raise
-            return _missing_service(exc.name or "")
-        command: click.Command = module.run
-        return command
-
-
-def _missing_service(missing: str) -> click.Command:
-    @click.command("run", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def run() -> int:
-        """The embedded service (not installed)."""
-        raise ConfigError(f"{SERVICE_EXTRA_HINT} (missing module {missing})")
-
-    return run
-
-
-@click.group("service", cls=ServiceGroup)
+@click.group("service")
 def service() -> None:
-    """The embedded service: the API-users HTTP API (and SMTP relay) on loopback.
+    """Talk to the embedded service (run it with `reconciler-service run`, docs/contract.md).
 
     \b
     Example:
-      RECONCILER_SERVICE_ADMIN_KEY=... reconciler service run --db svc.db \\
+      RECONCILER_SERVICE_ADMIN_KEY=... reconciler-service run --db svc.db \\
           --admin-user admin@example.com --smtp-port 2525
+      reconciler service messages --format json
     """
 
 

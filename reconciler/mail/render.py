@@ -25,7 +25,7 @@ from reconciler.mail.hashing import CountingHasher, Hasher, hash_all
 from reconciler.model import UserSpec
 from reconciler.secrets import KEY_RE, ApiKey, fingerprint
 
-# Pinned file names under the mail directory (DESIGN.md), plus our own state file.
+# Pinned file names under the mail directory (docs/mail.md), plus our own state file.
 PASSWD = "dovecot/users.passwd"  # noqa: S105 (a file name)
 SENDER_LOGIN_MAPS = "postfix/sender_login_maps"
 SASL_PASSWD = "postfix/sasl_passwd"  # noqa: S105 (a file name)

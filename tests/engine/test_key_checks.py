@@ -19,7 +19,7 @@ READER = "reader@example.com"
 
 def _declare_reader(repo: Repo) -> None:
     """The read-only API user is declared in users/ like any other (else apply deletes it)."""
-    repo.write(READER, access={"http_api": True, "smtp": False})
+    repo.write(READER, operation=True, access={"http_api": True, "smtp": False})
 
 
 def _read_only_env(repo: Repo) -> dict[str, str]:

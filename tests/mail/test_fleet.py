@@ -15,13 +15,16 @@ from reconciler.state import AuditLog
 from tests.engine.conftest import Repo, Result
 from tests.fixtures.service import RunningService, new_key
 
-GATEWAY_USER = "gw@example.com"
+
+def _gateway_user(name: str) -> str:
+    """Each gateway reports with its own `normal` API user, bound to its name (docs/contract.md)."""
+    return f"gw-{name}@example.com"
 
 
 def _render(repo: Repo, checkout: Path, name: str) -> Result:
     env = repo.env() | {
-        "RECONCILER_API_USER": GATEWAY_USER,
-        "RECONCILER_API_KEY": repo.keys[GATEWAY_USER],
+        "RECONCILER_API_USER": _gateway_user(name),
+        "RECONCILER_API_KEY": repo.keys[_gateway_user(name)],
         "RECONCILER_GATEWAY_NAME": name,
         "RECONCILER_MAIL_DIR": str(checkout / "mail"),
         "RECONCILER_MAIL_FILE_GROUP": "root",
@@ -53,9 +56,13 @@ def repo(tmp_path: Path, service: RunningService) -> Repo:
 
 
 def test_two_gateways_report_and_status_shows_the_one_behind(repo: Repo, tmp_path: Path) -> None:
-    repo.write(GATEWAY_USER, access={"http_api": True})  # a normal user: reporting needs no admin
+    for name in ("mx1", "mx2"):  # normal users: reporting needs no admin, only the binding
+        repo.write(_gateway_user(name), access={"http_api": True})
     repo.write("app@example.com", access={"smtp": True})
     assert repo.run("apply", "--auto-approve").code == 0
+    with repo.service.client() as admin:  # an admin binds each gateway's user to its name
+        for name in ("mx1", "mx2"):
+            admin.update_user(_gateway_user(name), {}, annotations={"reconciler/gateway": name})
     _commit(repo, "app")
     mx1, mx2 = _checkout(repo, tmp_path / "mx1"), _checkout(repo, tmp_path / "mx2")
     assert _render(repo, mx1, "mx1").code == 0

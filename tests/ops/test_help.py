@@ -10,7 +10,7 @@ from tests.ops.conftest import Repo
 
 @pytest.mark.parametrize(
     "command",
-    [[verb] for verb in sorted(VERBS)] + [["secret", "encrypt"], ["service", "run"], ["service", "messages"]],
+    [[verb] for verb in sorted(VERBS)] + [["secret", "encrypt"], ["service", "messages"]],
 )
 def test_help_has_an_example(repo: Repo, command: list[str]) -> None:
     shown = repo.run(*command, "--help")

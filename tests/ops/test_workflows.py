@@ -418,7 +418,7 @@ def test_the_plan_job_plans_the_prs_users_as_a_read_only_user(repo: Repo, tmp_pa
     """plan.yml's steps after the checkouts, for real: keep only the PR's users/, then the action
     with the read-only credential and no user key, as the workflow maps them."""
     reader = "reader@example.com"
-    repo.write(reader, access={"http_api": True, "smtp": False})
+    repo.write(reader, operation=True, access={"http_api": True, "smtp": False})
     repo.write("a@example.com", access={"smtp": True})
     assert repo.run("apply", "--auto-approve").code == 0
     workspace = tmp_path / "workspace"

@@ -20,6 +20,14 @@ def test_openapi_document_is_served_and_is_the_packaged_one(service: RunningServ
     assert packaged["openapi"].startswith("3.1")
 
 
+def test_the_service_serves_the_same_contract_the_http_backend_ships() -> None:
+    """Two distributions, one contract: the service's copy of openapi.json is the tool's, byte for
+    byte (docs/contract.md). Edit reconciler/backend/http/openapi.json, then copy it over."""
+    served = resources.files("reconciler_service").joinpath("openapi.json").read_bytes()
+    shipped = resources.files("reconciler.backend.http").joinpath("openapi.json").read_bytes()
+    assert served == shipped
+
+
 def test_create_returns_user_without_key(service: RunningService) -> None:
     key = new_key()
     body = {"api_user": "app@example.com", "api_key": key, **attrs(annotations={"team": "x"})}
@@ -146,7 +154,7 @@ class TestAuth:
         assert response.headers["WWW-Authenticate"].startswith("Basic")
 
     def test_normal_user_may_read_but_change_nothing(self, service: RunningService) -> None:
-        key = create(service, "reader@example.com")
+        key = create(service, "reader@example.com", operation=True)
         create(service, "victim@example.com")
         me = ("reader@example.com", key)
         assert raw(service, "GET", "/api_users", auth=me).status_code == 200
@@ -225,6 +233,18 @@ def test_list_page_json_equals_the_user_objects(service: RunningService) -> None
     for user in listed:
         assert user == raw(service, "GET", f"/api_users/{user['api_user']}").json()
     assert len(listed) == 3
+
+
+def test_list_page_json_hides_what_get_hides_from_a_reader(service: RunningService) -> None:
+    """For a non-admin the SQL leaves out the admin-only annotation (roles.py): the same answer as GET."""
+    notes = {"reconciler/key-fingerprint": "hmac-sha256:x", "reconciler/key-source": "age-sha256:y", "k": "v"}
+    create(service, "a@example.com", annotations=notes)
+    reader = ("reader@example.com", create(service, "reader@example.com", operation=True))
+    listed = raw(service, "GET", "/api_users", auth=reader).json()["api_users"]
+    for user in listed:
+        assert user == raw(service, "GET", f"/api_users/{user['api_user']}", auth=reader).json()
+    (a,) = (u for u in listed if u["api_user"] == "a@example.com")
+    assert a["annotations"] == {"reconciler/key-source": "age-sha256:y", "k": "v"}
 
 
 @pytest.mark.parametrize(

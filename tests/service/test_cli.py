@@ -1,4 +1,5 @@
-"""`reconciler service run` as a real subprocess, and `reconciler live` against it."""
+"""`reconciler-service run` (the embedded service's own command) as a real subprocess, and
+`reconciler live` against it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from reconciler_service.server import free_port
 from tests.fixtures.service import RunningService, new_key
 
 RECONCILER = str(Path(sys.executable).with_name("reconciler"))
+SERVICE = str(Path(sys.executable).with_name("reconciler-service"))
 
 
 @dataclass
@@ -40,12 +42,12 @@ class Subprocess:
 
 
 def spawn(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], str, str, str]:
-    """Start `reconciler service run`, wait for its ready line; (process, url, admin key, line)."""
+    """Start `reconciler-service run`, wait for its ready line; (process, url, admin key, line)."""
     key, port = new_key(), free_port()
     env = {**os.environ, "RECONCILER_SERVICE_ADMIN_KEY": key}
     args = ["--db", str(tmp_path / "s.sqlite"), "--port", str(port), *extra]
     proc = subprocess.Popen(
-        [RECONCILER, "service", "run", *args, "--admin-user", "root@example.com"],
+        [SERVICE, "run", *args, "--admin-user", "root@example.com"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -114,7 +116,7 @@ def test_live_with_bad_key_fails_with_exit_1(served: Subprocess, tmp_path: Path)
 def test_admin_key_comes_only_from_the_environment(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RECONCILER_SERVICE_ADMIN_KEY"}
     out = subprocess.run(
-        [RECONCILER, "service", "run", "--db", str(tmp_path / "s.sqlite"), "--admin-user", "a@example.com"],
+        [SERVICE, "run", "--db", str(tmp_path / "s.sqlite"), "--admin-user", "a@example.com"],
         env=env,
         capture_output=True,
         text=True,
@@ -162,3 +164,24 @@ def test_prefork_workers_share_the_port_and_database_and_stop_together(tmp_path:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_tool_has_no_service_run_any_more(tmp_path: Path) -> None:
+    """The service is its own distribution: `reconciler service run` was renamed (CHANGELOG)."""
+    out = subprocess.run(
+        [RECONCILER, "service", "run", "--db", str(tmp_path / "s.sqlite"), "--admin-user", "a@example.com"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=20,
+    )
+    assert out.returncode != 0
+    assert "No such command 'run'" in out.stderr
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_the_service_command_explains_itself_with_an_example() -> None:
+    shown = subprocess.run([SERVICE, "run", "--help"], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0
+    assert "reconciler-service run" in shown.stdout.split("Example:")[1]
+    assert "RECONCILER_SERVICE_ADMIN_KEY" in shown.stdout

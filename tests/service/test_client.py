@@ -85,7 +85,7 @@ def test_bad_credentials_are_auth_error(service: RunningService) -> None:
 
 
 def test_normal_user_client_gets_auth_error_on_writes(service: RunningService) -> None:
-    key = create(service, "reader@example.com")
+    key = create(service, "reader@example.com", operation=True)
     with service.client("reader@example.com", key) as client:
         assert len(client.list_users()) == 2
         with pytest.raises(AuthError) as caught:

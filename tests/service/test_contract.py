@@ -27,10 +27,7 @@ CHECKS = [
 schema = schemathesis.openapi.from_dict(
     json.loads(resources.files("reconciler_service").joinpath("openapi.json").read_text())
 )
-
-
-@schema.parametrize()
-@settings(
+SETTINGS = settings(
     max_examples=25,
     deadline=None,
     suppress_health_check=[
@@ -39,7 +36,27 @@ schema = schemathesis.openapi.from_dict(
         HealthCheck.filter_too_much,
     ],
 )
+NORMAL = "plain@example.com"
+
+
+@schema.parametrize()
+@SETTINGS
 def test_service_conforms_to_its_contract(case: Any, service: RunningService) -> None:
     session = requests.Session()
     session.auth = (service.admin_user, service.admin_key)
+    case.call_and_validate(base_url=service.base_url, session=session, checks=CHECKS)
+
+
+@schema.parametrize()
+@SETTINGS
+def test_service_conforms_to_its_contract_for_a_normal_user(case: Any, service: RunningService) -> None:
+    """The refusals and the narrowed answers of the roles (docs/contract.md) conform too."""
+    key = "plainKey123"
+    body = {"api_user": NORMAL, "api_key": key, "role": "normal", "access": {"http_api": True}}
+    created = requests.post(
+        service.base_url + "/api_users", json=body, auth=(service.admin_user, service.admin_key), timeout=10
+    )
+    assert created.status_code in (201, 409), created.text
+    session = requests.Session()
+    session.auth = (NORMAL, key)
     case.call_and_validate(base_url=service.base_url, session=session, checks=CHECKS)

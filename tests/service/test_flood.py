@@ -1,4 +1,4 @@
-"""The embedded service under a flood of bad logins, run as a real `reconciler service run` process
+"""The embedded service under a flood of bad logins, run as a real `reconciler-service run` process
 with its real (slow, on purpose) key hash: key checks are bounded, a legitimate client is still
 served quickly, memory stays bounded, and a failed login takes as long for an unknown name as for
 a known one."""

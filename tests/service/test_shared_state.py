@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from reconciler_service.store import stamp
+from reconciler_service.clock import stamp
 from tests.fixtures.service import RunningService, new_key
 from tests.service.conftest import create, raw
 

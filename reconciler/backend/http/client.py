@@ -175,7 +175,7 @@ class ServiceClient:
         return messages
 
     def list_gateways(self) -> list[dict[str, Any]]:
-        """Every mail gateway's last report (DESIGN.md "Gateways"), with `reported_at`."""
+        """Every mail gateway's last report (docs/contract.md, "Gateway reports"), with `reported_at`."""
         body = _json(self._call("GET", "/gateways"))
         gateways = body.get("gateways") if isinstance(body, dict) else None
         if not isinstance(gateways, list) or not all(isinstance(g, dict) for g in gateways):

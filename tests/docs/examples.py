@@ -143,6 +143,8 @@ SETUP: dict[str, str] = {
 
 
 def not_run(example: Example) -> str | None:
+    if re.search(r"\s\[--", example.command):
+        return "a usage synopsis ([--optional] parts), not an example"
     return next((why for start, why in NOT_RUN.items() if example.command.startswith(start)), None)
 
 

@@ -111,6 +111,8 @@ NOT_RUN: dict[str, str] = {
     "read -rs RECONCILER_API_KEY": "a person types the key",
     "cd users-repo && git pull": "your users repository's clone and its remote",
     ".venv/bin/pytest": "the test suite itself",
+    # curl exits 0 on a 4xx: run here it would pass whatever the service said.
+    'curl -u "$ADMIN:$ADMIN_KEY"': "binds a gateway user (gateway-mx1@example.com) the demo's users/ lacks",
 }
 
 # (text in an example, what the test runs instead, why)

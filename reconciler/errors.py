@@ -147,6 +147,11 @@ class StateError(ReconcilerError):
     """The local state directory (audit log, local locks) cannot be used; names the path and why."""
 
 
+class StateConflict(ReconcilerError):
+    """The state store moved since this run read it (another run wrote it first): its
+    compare-and-swap lost, so nothing of this run's state was written. Run again."""
+
+
 class MailServerError(ReconcilerError):
     """Rendering, validating, installing or reloading the mail server failed."""
 

@@ -77,6 +77,15 @@ class Capabilities:
     def observable_fields(self) -> frozenset[str]:
         return self.fields if self.observable is None else self.observable
 
+    def unsupported(self, declared: Mapping[str, Any]) -> list[str]:
+        """The declared paths (path -> declared value) this backend cannot store: outside
+        `fields`, unless fixed to exactly the declared value. Sorted, for stable messages."""
+        return sorted(
+            path
+            for path, value in declared.items()
+            if path not in self.fields and not (path in self.fixed and self.fixed[path] == value)
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "fields": sorted(self.fields),

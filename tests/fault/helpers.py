@@ -3,12 +3,13 @@ what a run left behind (the audit log, the lock)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,37 @@ def _var(api_user: str) -> str:
 
 def intents_since(read: AuditRead, ids_before: Collection[object]) -> list[dict[str, Any]]:
     return [e for e in read.entries if e.get("event") == "intent" and e.get("id") not in ids_before]
+
+
+FAULT_MIX: dict[str, Any] = {"rate_5xx": 0.20, "rate_429": 0.05, "rate_drop": 0.05, "latency_ms": 5}
+"""docs/reliability.md: 20 % 503, 5 % 429 (Retry-After: 1), 5 % answers lost after the work, 5 ms."""
+
+
+def write_fleet(repo: DiskRepo, count: int) -> None:
+    """The admin and `count` users of every shape (admins, SMTP senders, own-data-only, zones)."""
+    repo.write_admin()
+    for i in range(count):
+        smtp = i % 3 == 0
+        repo.write(
+            f"app{i:03d}@example.com",
+            role="admin" if i % 50 == 0 else "normal",
+            operation=i % 2 == 0,
+            access={"http_api": True, "smtp": smtp, "own_data_only": i % 5 == 0},
+            timezone=["UTC", "Asia/Tokyo", "Europe/Paris"][i % 3],
+            description=f"application {i}",
+            **({"smtp_senders": [f"app{i:03d}@example.com", f"@app{i:03d}.example.com"]} if smtp else {}),
+        )
+
+
+@contextlib.contextmanager
+def busy_cpus(count: int | None = None) -> Iterator[int]:
+    """`count` (default: every CPU) busy loops in child processes, as a shared CI runner is busy;
+    each is killed by its own pid on the way out."""
+    count = os.cpu_count() or 1 if count is None else count
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield count
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()

@@ -1,5 +1,6 @@
 """300 users applied to a service that answers 20 % of requests 503, 5 % 429 (Retry-After), loses
-5 % of answers after doing the work, and answers slowly: at most 3 runs converge, with no user lost,
+5 % of answers after doing the work, and answers slowly, while every CPU of the machine is busy:
+ONE run converges (retries are bounded by a deadline per change, not a count), with no user lost,
 none duplicated, no field wrong, and every key proven by logging in with it."""
 
 from __future__ import annotations
@@ -8,45 +9,33 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 
-from tests.fault.helpers import DiskRepo
+from tests.fault.helpers import FAULT_MIX, DiskRepo, busy_cpus, write_fleet
 from tests.fixtures.service import RunningService
 
 USERS = 300
-MAX_RUNS = 3
 
 
-def test_300_users_converge_under_faults_in_at_most_3_runs(
+@pytest.mark.timeout(300)
+def test_300_users_converge_under_faults_in_one_run_while_every_cpu_is_busy(
     tmp_path: Path, start_service: Callable[..., RunningService]
 ) -> None:
     service = start_service(smtp=False)
     repo = DiskRepo(tmp_path, service)
-    repo.write_admin()
-    for i in range(USERS):
-        smtp = i % 3 == 0
-        repo.write(
-            f"app{i:03d}@example.com",
-            role="admin" if i % 50 == 0 else "normal",
-            operation=i % 2 == 0,
-            access={"http_api": True, "smtp": smtp, "own_data_only": i % 5 == 0},
-            timezone=["UTC", "Asia/Tokyo", "Europe/Paris"][i % 3],
-            description=f"application {i}",
-            **({"smtp_senders": [f"app{i:03d}@example.com", f"@app{i:03d}.example.com"]} if smtp else {}),
-        )
-    faults = service.faults
-    faults.rate_5xx, faults.rate_429, faults.rate_drop, faults.latency_ms = 0.20, 0.05, 0.05, 5
-    faults.seed = 7
-    runs, started = 0, time.monotonic()
-    while runs < MAX_RUNS:
-        runs += 1
-        # A later run breaks the lease a dropped PUT answer may have orphaned (it expires in 60 s).
-        unlock = ["--force-unlock"] if runs > 1 else []
-        if repo.run("apply", "--auto-approve", *unlock, timeout=180).returncode == 0:
-            break
-    faults.rate_5xx = faults.rate_429 = faults.rate_drop = faults.latency_ms = 0
-    print(f"\n{USERS} users under faults: converged in {runs} run(s), {time.monotonic() - started:.1f} s")
-    assert repo.run("plan", "--detailed-exitcode").returncode == 0, "not converged"
+    write_fleet(repo, USERS)
+    for name, value in FAULT_MIX.items():
+        setattr(service.faults, name, value)
+    started = time.monotonic()
+    with busy_cpus() as busy:
+        done = repo.run("apply", "--auto-approve", timeout=240)
+    service.faults.rate_5xx = service.faults.rate_429 = service.faults.rate_drop = 0
+    service.faults.latency_ms = 0
+    print(f"\n{USERS} users under faults, {busy} CPUs busy: one run, {time.monotonic() - started:.1f} s")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    planned = repo.run("plan", "--detailed-exitcode")
+    assert planned.returncode == 0, "not converged in one run:\n" + planned.stdout[-3000:]
     _assert_live_equals_files(repo)
     _assert_every_key_logs_in(repo)
 
@@ -72,5 +61,11 @@ def _assert_live_equals_files(repo: DiskRepo) -> None:
 def _assert_every_key_logs_in(repo: DiskRepo) -> None:
     with requests.Session() as session:
         for name, key in repo.keys.items():
-            answer = session.get(f"{repo.service.base_url}/api_users/{name}", auth=(name, key), timeout=10)
+            for _ in range(10):  # the service sheds key checks with 503 + Retry-After when CPUs are short
+                answer = session.get(
+                    f"{repo.service.base_url}/api_users/{name}", auth=(name, key), timeout=10
+                )
+                if answer.status_code != 503:
+                    break
+                time.sleep(float(answer.headers.get("Retry-After", "1")))
             assert answer.status_code == 200, (name, answer.status_code)

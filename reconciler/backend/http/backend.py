@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from reconciler.backend.base import (
 )
 from reconciler.backend.http.client import ServiceClient
 from reconciler.config import Settings
+from reconciler.errors import NotFound
 from reconciler.model import Lease, LiveUser, Operation
 from reconciler.secrets import ApiKey
 
@@ -73,7 +75,9 @@ class _Users:
         return self._client.update_user(api_user, {"locked": False}, if_match=if_match)
 
     def delete(self, api_user: str, *, if_match: str | None = None) -> None:
-        self._client.delete_user(api_user, if_match=if_match)
+        # The seam's contract (base.py): deleting a user that is already gone is success.
+        with contextlib.suppress(NotFound):
+            self._client.delete_user(api_user, if_match=if_match)
 
 
 class _Leases:

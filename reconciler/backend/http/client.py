@@ -4,11 +4,12 @@ What it does against production networks:
 - one `requests.Session` whose connection pool is as large as the engine's concurrency, so it can
   be shared by a thread pool;
 - connect and read timeouts on every call;
-- retries through urllib3's `Retry` (backoff, Retry-After honoured) for idempotent calls on network
-  errors and 429/502/503/504; a POST is retried only on 429/503, which the service sends before
-  doing anything;
-- a create whose response was lost is settled by reading the user back, never by a blind retry;
-  so is a conditional update (If-Match) whose retry finds the version its own first attempt made;
+- retries bounded by a deadline per change, not a count (retry.py): idempotent calls on network
+  errors and 429/502/503/504; a POST only on 429/503, which the service sends before doing
+  anything, and on errors that prove it was never sent; the backoff honours Retry-After;
+- a create whose response was lost is settled by reading the user back (a read retried like any
+  other), then sent again only if it did not land, never blindly; so is a conditional update
+  (If-Match) whose retry finds the version its own first attempt made;
 - writes carry the run's lease token and X-Reconciler-* headers; once the lease is lost (a write
   answered `lease_lost`, or the renewal failed) no further write is sent;
 - a lost answer to the PATCH that changes the reconciler's own key is settled with the new key;
@@ -23,6 +24,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -30,9 +32,10 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from reconciler.backend.http import probe
+from reconciler.backend.http.retry import Deadlines, RetryPolicy, retry_after, sleep_within
 from reconciler.config import Settings, service_api_key
 from reconciler.errors import (
     AuthError,
@@ -56,17 +59,16 @@ MAX_DETAIL = 300  # characters of a response body quoted in an error message
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 POST_RETRY_STATUSES = frozenset({429, 503})  # answered before the service did anything
 AMBIGUOUS_STATUSES = frozenset({502, 504})  # a gateway gave up: the request may have been applied
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 
 
-class _Retry(Retry):
-    """urllib3's Retry, plus: a POST is retried on 429/503 only, and never after a network error
-    once it may have been sent (POST is left out of `allowed_methods`, so read errors raise)."""
+@dataclass(frozen=True)
+class _Sent:
+    """A request's final answer; `after_lost`: an earlier attempt's answer was lost, so the first
+    attempt may be what this answer sees (a 404 after a DELETE, a 412 after a PATCH)."""
 
-    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
-        if method.upper() == "POST":
-            return status_code in POST_RETRY_STATUSES
-        return super().is_retry(method, status_code, has_retry_after)
+    response: requests.Response
+    after_lost: bool
+    retries: int
 
 
 class _Page(BaseModel):
@@ -101,11 +103,12 @@ class ServiceClient:
         *,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
-        retries: int = 5,
+        retries: int | None = None,
         concurrency: int = 8,
         ca_bundle: str | None = None,
         allow_insecure_http: bool = False,
         backoff_factor: float = 0.1,
+        change_deadline: float = 60.0,
     ) -> None:
         self.base_url = _checked_url(base_url, allow_insecure_http)
         self.api_user = api_user
@@ -113,14 +116,9 @@ class ServiceClient:
         self.timeout = (connect_timeout, read_timeout)
         self.concurrency = concurrency
         self._answered = False  # the first answer of a wrong base URL is a 404: say so
-        self.session = _session(
-            api_user,
-            api_key,
-            retries=retries,
-            concurrency=concurrency,
-            ca_bundle=ca_bundle,
-            backoff_factor=backoff_factor,
-        )
+        self.policy = RetryPolicy(change_deadline, retries, backoff_factor)
+        self._deadlines = Deadlines(change_deadline)
+        self.session = _session(api_user, api_key, concurrency=concurrency, ca_bundle=ca_bundle)
         self._lease_lost = threading.Event()
         self._lease_lost_reason = ""
 
@@ -139,6 +137,7 @@ class ServiceClient:
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             retries=settings.retries,
+            change_deadline=settings.change_deadline,
             concurrency=settings.concurrency,
             ca_bundle=settings.ca_bundle,
             allow_insecure_http=settings.allow_insecure_http,
@@ -192,10 +191,18 @@ class ServiceClient:
         self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]
     ) -> LiveUser:
         body = {**attributes, "api_user": api_user, "api_key": api_key.reveal(), "annotations": annotations}
-        try:
-            return _live(self._write("POST", "/api_users", json=body, ambiguous_raises=True))
-        except _Ambiguous as lost:
-            log.warning("POST /api_users for %s: %s; settling by reading it back", api_user, lost.reason)
+        with self._deadlines.change():
+            try:
+                return _live(self._write("POST", "/api_users", json=body, ambiguous_raises=True).response)
+            except _Ambiguous as lost:
+                log.warning("POST /api_users for %s: %s; settling by reading it back", api_user, lost.reason)
+            except Conflict:
+                # The seam's contract: a create that finds the user it intended (sent again after
+                # an answer lost in an earlier run) is done; anything else stays a conflict. The
+                # key cannot be read back: only a recorded fingerprint (an annotation) proves it.
+                if not annotations:
+                    raise
+                log.info("POST /api_users for %s: it exists; comparing it with what was sent", api_user)
             return self._settle_create(api_user, attributes, annotations, body)
 
     def update_user(
@@ -215,24 +222,26 @@ class ServiceClient:
         if annotations:
             body["annotations"] = annotations
         path = _user_path(api_user)
-        try:
-            response = self._write("PATCH", path, json=body, headers=_if_match(if_match), tolerate=412)
-        except AuthError as exc:
-            if api_key is None or api_user.lower() != self.api_user.lower() or exc.status != 401:
-                raise
-            return self._settle_own_key(api_user, changes, annotations, api_key, exc)
-        if response.status_code == 412:
-            return self._settle_conditional(api_user, changes, annotations, response)
-        return _live(response)
+        with self._deadlines.change():
+            try:
+                sent = self._write("PATCH", path, json=body, headers=_if_match(if_match), tolerate=412)
+            except AuthError as exc:
+                if api_key is None or api_user.lower() != self.api_user.lower() or exc.status != 401:
+                    raise
+                return self._settle_own_key(api_user, changes, annotations, api_key, exc)
+            if sent.response.status_code == 412:
+                return self._settle_conditional(api_user, changes, annotations, sent)
+            return _live(sent.response)
 
     def delete_user(self, api_user: str, if_match: str | None = None) -> None:
         path = _user_path(api_user)
-        response = self._write("DELETE", path, headers=_if_match(if_match), tolerate=(404, 412))
-        if response.status_code == 412:
-            raise self._error("DELETE", path, response)
+        with self._deadlines.change():
+            sent = self._write("DELETE", path, headers=_if_match(if_match), tolerate=(404, 412))
+        if sent.response.status_code == 412:
+            raise self._error("DELETE", path, sent.response)
         # A retried DELETE whose first answer was lost finds the user already gone: that is done.
-        if response.status_code == 404 and not _retried_after_lost_answer(response):
-            raise self._error("DELETE", path, response)
+        if sent.response.status_code == 404 and not sent.after_lost:
+            raise self._error("DELETE", path, sent.response)
 
     # Shared state (contract 2.1): run headers, leases, the operation log
 
@@ -352,29 +361,37 @@ class ServiceClient:
     def _settle_create(
         self, api_user: str, attributes: dict[str, Any], annotations: dict[str, str], body: dict[str, Any]
     ) -> LiveUser:
-        found = self.get_user(api_user)
-        if found is None:
+        while True:
+            found = self.get_user(api_user)  # retried like any read, within the change's deadline
+            if found is not None:
+                break
             # It did not happen, so sending it again cannot create it twice; a late landing of the
-            # first attempt would answer 409, which we settle the same way.
+            # first attempt answers 409, and a lost answer again is settled the same way.
             try:
-                return _live(self._write("POST", "/api_users", json=body))
-            except Conflict:
-                found = self.get_user(api_user)
-        if found is not None and _matches(found, attributes, annotations):
+                return _live(self._write("POST", "/api_users", json=body, ambiguous_raises=True).response)
+            except (_Ambiguous, Conflict) as again:
+                if isinstance(again, Conflict) and again.code == "lease_lost":
+                    raise
+                if self._deadlines.expired():
+                    raise ServiceUnavailable(
+                        f"POST /api_users: {api_user} not settled within {self.policy.deadline:g} s "
+                        "(RECONCILER_CHANGE_DEADLINE)"
+                    ) from None
+        if _matches(found, attributes, annotations):
             return found
         raise Conflict(
-            f"POST /api_users: the answer was lost and {api_user} now differs from what was sent; "
-            "run the plan again",
+            f"POST /api_users: {api_user} already exists and differs from what was sent (someone "
+            "else made it, or changed it after an answer was lost); run the plan again",
             status=409,
             code="ambiguous_create",
         )
 
-    def _write(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _write(self, method: str, path: str, **kwargs: Any) -> _Sent:
         """A write to a user: not sent once the lease is lost; a `lease_lost` answer loses it."""
         if self.lease_lost is not None:
             raise LeaseLost(f"{method} {path}: not sent: {self.lease_lost}", code="lease_lost")
         try:
-            return self._call(method, path, **kwargs)
+            return self._send(method, path, **kwargs)
         except Conflict as exc:
             if exc.code != "lease_lost":
                 raise
@@ -386,15 +403,15 @@ class ServiceClient:
         api_user: str,
         changes: dict[str, Any],
         annotations: dict[str, str | None] | None,
-        response: requests.Response,
+        sent: _Sent,
     ) -> LiveUser:
         """A 412 is final, unless it answers our own retry after a lost answer: then the first
         attempt may be what moved the version, which reading the user back tells."""
-        if _retried_after_lost_answer(response):
+        if sent.after_lost:
             found = self.get_user(api_user)
             if found is not None and _patch_landed(found, changes, annotations):
                 return found
-        raise self._error("PATCH", _user_path(api_user), response)
+        raise self._error("PATCH", _user_path(api_user), sent.response)
 
     def _settle_own_key(
         self,
@@ -436,16 +453,57 @@ class ServiceClient:
         tolerate: int | tuple[int, ...] = 0,
         **kwargs: Any,
     ) -> requests.Response:
+        sent = self._send(method, path, ambiguous_raises=ambiguous_raises, tolerate=tolerate, **kwargs)
+        return sent.response
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        ambiguous_raises: bool = False,
+        tolerate: int | tuple[int, ...] = 0,
+        **kwargs: Any,
+    ) -> _Sent:
+        """One request, retried within the deadline of the change (retry.py). `ambiguous_raises`:
+        a POST that may have been applied without its answer raises _Ambiguous, to be settled."""
         if not self._answered:
             probe.refuse_if_nothing_listens(self.base_url, self.api_user)
         started = time.perf_counter()
+        retries, lost = 0, False
+        with self._deadlines.change():
+            while True:
+                try:
+                    response = self._request(method, path, kwargs)
+                except requests.RequestException as exc:
+                    log.debug("%s %s -> %s after %.1f ms", method, path, _cause_name(exc), _ms(started))
+                    sent = not _never_sent(exc)
+                    if sent and method == "POST" and ambiguous_raises:
+                        raise _Ambiguous(type(exc).__name__) from None
+                    final = isinstance(exc, requests.exceptions.SSLError) or (sent and method == "POST")
+                    if final or not self._pause(retries, None):
+                        raise self._unreachable(method, path, exc) from None
+                    lost = lost or sent
+                else:
+                    status = response.status_code
+                    if ambiguous_raises and status in AMBIGUOUS_STATUSES:
+                        raise _Ambiguous(f"HTTP {status}")
+                    wait = retry_after(response.headers.get("Retry-After"))
+                    if not _retryable(method, status) or not self._pause(retries, wait):
+                        break
+                    lost = lost or status in AMBIGUOUS_STATUSES
+                    response.close()
+                retries += 1
+        first, self._answered = not self._answered, True
+        _log_request(method, path, kwargs.get("params"), response, started, retries=retries)
+        tolerated = tolerate if isinstance(tolerate, tuple) else (tolerate,)
+        if response.status_code >= 400 and response.status_code not in tolerated:
+            raise self._error(method, path, response, first=first)
+        return _Sent(response, lost, retries)
+
+    def _request(self, method: str, path: str, kwargs: dict[str, Any]) -> requests.Response:
         try:
-            response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            log.debug("%s %s -> %s after %.1f ms", method, path, _cause_name(exc), _ms(started))
-            if ambiguous_raises and not _never_sent(exc):
-                raise _Ambiguous(type(exc).__name__) from None
-            raise self._unreachable(method, path, exc) from None
+            return self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
         except ValueError as exc:  # UnicodeError is one: e.g. a credential HTTP Basic cannot encode
             # Raised while preparing the request, so nothing was sent. The text of the exception
             # may quote the credential: only its class is named.
@@ -453,14 +511,10 @@ class ServiceClient:
                 f"{method} {path}: the request cannot be sent ({type(exc).__name__}); check that "
                 "RECONCILER_API_USER and RECONCILER_API_KEY are plain ASCII"
             ) from None
-        first, self._answered = not self._answered, True
-        _log_request(method, path, kwargs.get("params"), response, started)
-        if ambiguous_raises and response.status_code in AMBIGUOUS_STATUSES:
-            raise _Ambiguous(f"HTTP {response.status_code}")
-        tolerated = tolerate if isinstance(tolerate, tuple) else (tolerate,)
-        if response.status_code >= 400 and response.status_code not in tolerated:
-            raise self._error(method, path, response, first=first)
-        return response
+
+    def _pause(self, retries: int, wait: float | None) -> bool:
+        """Sleep before the next retry; False when the deadline (or RECONCILER_RETRIES) is spent."""
+        return self.policy.allows(retries) and sleep_within(self._deadlines, self.policy.delay(retries, wait))
 
     def _unreachable(self, method: str, path: str, exc: requests.RequestException) -> ServiceError:
         # The exception text may carry URLs and internals; its class and cause name are enough.
@@ -508,31 +562,11 @@ _ERROR_CLASSES: dict[int, type[ServiceError]] = {
 
 
 def _session(
-    api_user: str,
-    api_key: SecretStr,
-    *,
-    retries: int,
-    concurrency: int,
-    ca_bundle: str | None,
-    backoff_factor: float,
+    api_user: str, api_key: SecretStr, *, concurrency: int, ca_bundle: str | None
 ) -> requests.Session:
-    retry = _Retry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        other=0,
-        allowed_methods=IDEMPOTENT,
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=backoff_factor,
-        backoff_max=10,
-        backoff_jitter=backoff_factor / 2,
-        respect_retry_after_header=True,
-        retry_after_max=60,
-        raise_on_status=False,  # the last answer is mapped to our errors, with its body
-    )
+    # No retries inside urllib3: ServiceClient._send retries within the change's deadline.
     # The engine applies changes from a thread pool of `concurrency` workers.
-    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(concurrency, 1), max_retries=retry)
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(concurrency, 1), max_retries=0)
     session = requests.Session()
     session.mount("https://", adapter)
     session.mount("http://", adapter)
@@ -541,6 +575,12 @@ def _session(
     session.trust_env = False  # no proxy or .netrc surprises: the settings say where the service is
     session.headers.update({"Accept": "application/json", "User-Agent": "reconciler"})
     return session
+
+
+def _retryable(method: str, status: int) -> bool:
+    """A POST only when the service answered before doing anything (429/503); the others on any
+    status a retry may cure."""
+    return status in (POST_RETRY_STATUSES if method == "POST" else RETRY_STATUSES)
 
 
 def _checked_url(url: str, allow_insecure_http: bool) -> str:
@@ -657,15 +697,9 @@ def _error_detail(response: requests.Response) -> tuple[str | None, str]:
     return code, text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL] + "... (truncated)"
 
 
-def _retried_after_lost_answer(response: requests.Response) -> bool:
-    retries = getattr(response.raw, "retries", None)
-    history = getattr(retries, "history", ())
-    return any(h.error is not None or h.status in AMBIGUOUS_STATUSES for h in history)
-
-
 def _never_sent(exc: requests.RequestException) -> bool:
     """True when the request cannot have reached the service (the connection was never made)."""
-    return any(type(e).__name__ in {"NewConnectionError", "ConnectTimeoutError"} for e in _chain(exc))
+    return any(isinstance(e, (NewConnectionError, ConnectTimeoutError)) for e in _chain(exc))
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -691,13 +725,14 @@ def _cause_name(exc: BaseException) -> str:
     return type(chain[-1]).__name__
 
 
-def _log_request(method: str, path: str, params: Any, response: requests.Response, started: float) -> None:
+def _log_request(
+    method: str, path: str, params: Any, response: requests.Response, started: float, *, retries: int
+) -> None:
     """One debug line per request: method, path (with its paging query), status, time and how many
     times urllib3 retried it. Never a header or a body: they carry the credentials and keys."""
     if not log.isEnabledFor(logging.DEBUG):
         return
     query = "?" + "&".join(f"{k}={v}" for k, v in params.items()) if isinstance(params, dict) else ""
-    retries = len(getattr(getattr(response.raw, "retries", None), "history", ()) or ())
     log.debug(
         "%s %s%s -> %d in %.1f ms (retries: %d)",
         method,

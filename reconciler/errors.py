@@ -106,10 +106,6 @@ class LeaseLost(ServiceError):
     """The run's lease on the service is gone (expired, broken, renewal failed): no write starts."""
 
 
-class LeasesUnsupported(ServiceError):
-    """The service has no /leases (a contract 2.0 service): the local lock is all there is."""
-
-
 class UnsafePlan(ReconcilerError):
     """A safety guard refused the plan; the message gives numbers and the narrow override."""
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.apply import Outcome
+from reconciler.executor import Outcome
 from reconciler.importer import ImportedFile
 from reconciler.model import COMPARED_FIELDS, Lease, LiveUser, Operation
 from reconciler.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, SkippedKey

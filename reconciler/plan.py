@@ -122,6 +122,19 @@ class Guards:
 
 
 @dataclass(frozen=True)
+class Shape:
+    """What the backend holds, for the diff: `compared` the paths it stores and can read back,
+    `sent` those it stores (None: all); `key_replace` when a new key means a new user."""
+
+    compared: frozenset[str] | None = None
+    sent: frozenset[str] | None = None
+    key_replace: bool = False
+
+
+REPLACE_NOTE = " (replace: this backend deletes and re-creates the user to change its key)"
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
     desired_digest: str
@@ -160,10 +173,13 @@ def make_plan(
     guards: Guards = Guards(),
     targets: Sequence[str] = (),
     keys: KeyInputs | None = None,
+    shape: Shape | None = None,
 ) -> Plan:
     """Diff declared users against live ones. Key checks use `keys` (or, the older form,
     `fingerprints` alone): a user whose declared key is neither readable here nor an age
-    ciphertext is listed in `skipped_keys` with the reason, never silently passed."""
+    ciphertext is listed in `skipped_keys` with the reason, never silently passed. `shape` is what
+    the backend stores and can read back (reconciler.supported), and how it changes a key."""
+    shape = shape or Shape()
     inputs = keys if keys is not None else KeyInputs(fingerprints=fingerprints or {})
     live_by_name = {u.api_user.lower(): u for u in live}
     desired_by_name = {u.api_user.lower(): u for u in desired}
@@ -173,10 +189,10 @@ def make_plan(
     for name, spec in desired_by_name.items():
         current = live_by_name.get(name)
         if current is None:
-            changes.append(_create(spec))
+            changes.append(_create(spec, shape))
             continue
         check = _key_check(current, inputs, name)
-        changes.extend(_update(spec, current, check.reason))
+        changes.extend(_update(spec, current, check.reason, shape))
         if not targeted(spec.api_user, targets):
             continue
         if check.checked:
@@ -210,20 +226,25 @@ def targeted(api_user: str, targets: Sequence[str]) -> bool:
     return not targets or any(fnmatchcase(api_user.lower(), t.lower()) for t in targets)
 
 
-def _create(spec: UserSpec) -> Change:
+def _create(spec: UserSpec, shape: Shape) -> Change:
     # Unset optional fields (description, smtp_senders) are left to the service's defaults.
     fields = tuple(
-        FieldChange(path, None, value) for path, value in _attributes(spec).items() if value is not None
+        FieldChange(path, None, value)
+        for path, value in _attributes(spec).items()
+        if value is not None and (shape.sent is None or path in shape.sent)
     )
     return Change(Action.CREATE, spec.api_user, fields, key_change=True, key_reason="new user")
 
 
-def _update(spec: UserSpec, live: LiveUser, reason: str | None) -> list[Change]:
+def _update(spec: UserSpec, live: LiveUser, reason: str | None, shape: Shape) -> list[Change]:
     diffs = [
         FieldChange(path, old, new)
         for path in declared_paths(spec)
-        if (old := _live_value(live, path)) != (new := _spec_value(spec, path))
+        if (shape.compared is None or path in shape.compared)
+        and (old := _live_value(live, path)) != (new := _spec_value(spec, path))
     ]
+    if reason is not None and shape.key_replace:
+        reason += REPLACE_NOTE
     diffs += _dependent_changes(live, diffs)
     diffs.sort(key=lambda d: COMPARED_FIELDS.index(d.field))
     lock = next((d for d in diffs if d.field == "locked"), None)

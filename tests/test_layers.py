@@ -51,9 +51,13 @@ def test_the_real_tree_keeps_every_import_contract() -> None:
     [
         ("plan.py", "import requests", "The pure core imports no I/O library"),
         ("mail/render.py", "import subprocess", "The pure core imports no I/O library"),
-        ("apply.py", "import urllib3", "Only backends speak HTTP"),
-        ("engine.py", "import click", "Only the CLI prints"),
-        ("state.py", "import reconciler_service.store", "The tool never imports the embedded service"),
+        ("executor.py", "import urllib3", "Only backends speak HTTP"),
+        ("workflows/planning.py", "import click", "Only the CLI prints"),
+        ("run/audit.py", "import reconciler_service.store", "The tool never imports the embedded service"),
+        ("cli/show.py", "import reconciler.backend.registry", "The CLI never imports a backend"),
+        ("run/lock.py", "import reconciler.workflows.context", "Layers: cli > workflows > run > backend"),
+        ("backend/memory.py", "import reconciler.run.audit", "Layers: cli > workflows > run > backend"),
+        ("plan.py", "import reconciler.workflows.keys", "The core imports none of the layers above it"),
     ],
 )
 def test_a_planted_violation_fails_lint_imports(

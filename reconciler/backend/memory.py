@@ -69,13 +69,15 @@ class _Record:
 class MemoryAccount:
     """The data of one account. Every method holds the account's lock, so connections may be
     shared by apply's worker threads. `fail_writes_for` (lowercased api_users) makes their writes
-    fail, as a service that refuses one change mid-run."""
+    fail, as a service that refuses one change mid-run; `ignore_writes_for` makes updates to them
+    answer success and change nothing, as a service that silently drops a change."""
 
     users: dict[str, _Record] = field(default_factory=dict)
     operations: list[Operation] = field(default_factory=list)
     leases: dict[str, Lease] = field(default_factory=dict)
     gateways: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail_writes_for: set[str] = field(default_factory=set)
+    ignore_writes_for: set[str] = field(default_factory=set)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _next_version: int = 0
 
@@ -303,6 +305,8 @@ class _Users:
                 raise NotFound(f"{api_user}: no such API user", status=404)
             self._check_version(api_user, record, if_match)
             self.conn.check_write(api_user)
+            if api_user.lower() in self.account.ignore_writes_for:
+                return self.conn.live(record)
             now = datetime.now(UTC)
             record.attributes = _merge(record.attributes, changes)
             if annotations and self.conn.capabilities.annotations:

@@ -28,9 +28,9 @@ from reconciler.errors import ExitCode, Terminated
 VERBS: dict[str, str] = {
     "validate": "validate",
     "schema": "validate",
-    "plan": "engine",
-    "apply": "engine",
-    "reconcile": "engine",
+    "plan": "changes",
+    "apply": "changes",
+    "reconcile": "changes",
     "render": "mail",
     "live": "service",
     "service": "service",
@@ -40,6 +40,7 @@ VERBS: dict[str, str] = {
     "secret": "ops",
     "completion": "ops",
     "show": "show",
+    "backends": "backends",
 }
 
 

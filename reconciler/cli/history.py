@@ -3,12 +3,11 @@ run and commit of the reconciler, or via the API (the console) without one."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from pathlib import Path
 
 import click
 
-from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import (
     Duration,
     complete_api_users,
@@ -16,12 +15,13 @@ from reconciler.cli.common import (
     format_option,
     users_option,
 )
-from reconciler.cli.table import aligned, printable
-from reconciler.config import load_settings
-from reconciler.errors import ExitCode, ReconcilerError
+from reconciler.errors import ExitCode
 from reconciler.model import Operation
 from reconciler.output import history_to_json
 from reconciler.plan import SERVICE_ITSELF
+from reconciler.tables import aligned, printable
+from reconciler.workflows.context import SilentReporter, open_run
+from reconciler.workflows.history import history as read_history
 
 
 @click.command()
@@ -54,15 +54,8 @@ def history(users_dir: Path, api_user: str | None, since: float, limit: int, fmt
     Example:
       reconciler history --api-user billing@example.com --since 30d
     """
-    settings = load_settings(users_dir)
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=since)
-    with ServiceClient.from_settings(settings) as client:
-        operations = client.operations(since=start, api_user=api_user, limit=limit)
-    if operations is None:
-        raise ReconcilerError(
-            f"the service at {settings.api_url} keeps no operation log (404 on /operations): it predates "
-            "contract 2.1; only this checkout's .reconciler/audit.jsonl is there (`reconciler status`)"
-        )
+    with open_run(users_dir, SilentReporter()) as run:
+        start, operations = read_history(run, since=since, api_user=api_user, limit=limit)
     if fmt == "json":
         emit_json(history_to_json(start, operations))
     elif not operations:

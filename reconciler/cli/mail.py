@@ -6,7 +6,6 @@ step after applying to the service.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
@@ -14,14 +13,12 @@ import click
 from reconciler.cli.common import emit_json, format_option, users_option
 from reconciler.cli.progress import Progress
 from reconciler.cli.reports import mail_report_json, progress_hasher
-from reconciler.config import load_settings
-from reconciler.desired import load_users
 from reconciler.errors import ExitCode
-from reconciler.gateway import run_recorded
-from reconciler.mail import MailReport, keys_for_mail, reflect
-from reconciler.mail.checks import notice, preflight
-from reconciler.mail.reflect import mail_dir_from, removed_on_failure
-from reconciler.workflow import mail_lock
+from reconciler.mail import MailReport
+from reconciler.mail.checks import notice
+from reconciler.workflows.context import SilentReporter, open_run
+from reconciler.workflows.rendering import RenderOptions
+from reconciler.workflows.rendering import render as render_mail
 
 templates_option = click.option(
     "--templates",
@@ -73,41 +70,10 @@ def render(
       reconciler render --users users --mail-dir /etc/reconciler/mail
       RECONCILER_MAIL_DIR=/etc/reconciler/mail reconciler render --users users
     """
-    settings = load_settings(users_dir)
-    target = mail_dir_from(settings, mail_dir)  # --mail-dir, else RECONCILER_MAIL_DIR, else an error
-    if not check:  # what reconcile checks before its first write, checked before this one's
-        preflight(settings, target, reload=not no_reload, what="written")
-    # --check writes nothing, like `plan`: it needs no lock (and may run where the state dir is
-    # read-only).
-    lock = (
-        contextlib.nullcontext()
-        if check
-        else mail_lock(users_dir, settings, target, "render", force=force_unlock)
-    )
-    with removed_on_failure(target), lock, Progress("Hashing keys") as bar:
-        desired = load_users(users_dir)
-
-        def run() -> MailReport:
-            keys = keys_for_mail(desired)
-            return reflect(
-                desired.users,
-                keys,
-                settings,
-                reload=not no_reload,
-                check=check,
-                mail_dir=target,
-                templates_dir=templates_dir,
-                hasher=None if check else progress_hasher(settings.hash_scheme, bar),
-            )
-
-        # --check changes nothing, so there is nothing to record or report.
-        report = (
-            run()
-            if check
-            else run_recorded(
-                run, desired=desired, users_dir=users_dir, settings=settings, mail_dir=target, warn=_warn
-            )
-        )
+    options = RenderOptions(mail_dir, not no_reload, check, force_unlock, templates_dir)
+    with open_run(users_dir, _WarningsOnly()) as run, Progress("Hashing keys") as bar:
+        scheme = run.settings.hash_scheme
+        report = render_mail(run, options, lambda: progress_hasher(scheme, bar))
     if fmt == "json":
         for warning in report.warnings:
             _warn(warning)
@@ -121,6 +87,13 @@ def render(
 
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
+
+
+class _WarningsOnly(SilentReporter):
+    """The Reporter of `render`: only warnings (a gateway report that failed) reach it."""
+
+    def warning(self, message: str) -> None:
+        _warn(message)
 
 
 def show_mail_report(report: MailReport) -> None:

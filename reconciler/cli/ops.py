@@ -3,19 +3,15 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sys
-import tempfile
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 from click.shell_completion import get_completion_class
 
-from reconciler import agekeys, engine, gateway, importer
-from reconciler.backend.http.client import ServiceClient
+from reconciler import agekeys
 from reconciler.cli import keys
 from reconciler.cli.common import (
     complete_api_users,
@@ -26,30 +22,15 @@ from reconciler.cli.common import (
 )
 from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
-from reconciler.cli.table import aligned, printable
-from reconciler.config import Settings, load_settings
-from reconciler.desired import load_users
-from reconciler.errors import ExitCode, NotFound, ReconcilerError, ValidationFailed
-from reconciler.output import (
-    import_to_json,
-    lease_to_json,
-    plan_summary_json,
-    status_to_json,
-    summary_line,
-)
-from reconciler.plan import targeted
+from reconciler.config import Settings
+from reconciler.errors import ExitCode
+from reconciler.importer import ImportedFile
+from reconciler.output import import_to_json, status_to_json
 from reconciler.secrets import check_key
-from reconciler.state import (
-    LEASE_NAME,
-    STALE_AFTER,
-    AuditLog,
-    LockInfo,
-    commits_between,
-    lock_path,
-    read_lock,
-)
+from reconciler.workflows.adopt import adopt
+from reconciler.workflows.context import SilentReporter, open_run
+from reconciler.workflows.status import AUDIT_ENTRIES, overview
 
-AUDIT_ENTRIES = 10
 PROGRESS_MIN = 20  # fewer files are written before a progress line could be read
 
 # --- import ---------------------------------------------------------------------------------------
@@ -82,17 +63,10 @@ def import_(users_dir: Path, force: bool, targets: tuple[str, ...], fmt: str) ->
       reconciler import --users users && git add users && reconciler plan
       reconciler import --target 'billing*' --format json
     """
-    settings = load_settings(users_dir)
-    with ServiceClient.from_settings(settings) as client:
-        live = [u for u in client.list_users() if targeted(u.api_user, targets)]
-    users_dir.mkdir(parents=True, exist_ok=True)
-    valid, refused = importer.importable(live)
-    files = importer.import_users(valid, _existing_files(users_dir))
-    results: list[str] = []
-    with Progress("Importing", len(files), enabled=None if len(files) >= PROGRESS_MIN else False) as bar:
-        for imported in files:
-            results.append(_import_one(users_dir, imported, force))
-            bar.advance()
+    with open_run(users_dir, SilentReporter()) as run:
+        adopted = adopt(run, targets, force=force, progress=_import_progress)
+        settings = run.settings
+    files, results, refused = adopted.files, adopted.results, adopted.refused
     if fmt == "json":
         emit_json(import_to_json(users_dir, files, results, refused, settings.api_user))
         return ExitCode.ERROR if refused else ExitCode.OK
@@ -111,44 +85,14 @@ def import_(users_dir: Path, force: bool, targets: tuple[str, ...], fmt: str) ->
     return ExitCode.OK
 
 
-def _existing_files(users_dir: Path) -> dict[str, str]:
-    # Symlinks are refused by `validate`; never follow one to write somewhere else.
-    paths = [p for p in users_dir.glob("*" + importer.SUFFIX) if p.is_file() and not p.is_symlink()]
-    return {p.name: p.read_text(encoding="utf-8") for p in paths}
-
-
-def _import_one(users_dir: Path, imported: importer.ImportedFile, force: bool) -> str:
-    if not imported.changed:
-        return "unchanged"
-    if imported.existing and not force:
-        return "kept"
-    _write_atomically(_target(users_dir, imported.file_name), imported.text)
-    return "updated" if imported.existing else "created"
-
-
-def _target(users_dir: Path, file_name: str) -> Path:
-    """`users_dir / file_name`, refused unless it is a file directly inside users_dir."""
-    path = users_dir / file_name
-    if path.resolve().parent != users_dir.resolve() or path.name != file_name:
-        raise ReconcilerError(f"refusing to write {file_name!r}: it is outside {users_dir}")
-    return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # A reader (an editor, a concurrent validate) sees the old file or the new one, never half.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".import-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@contextlib.contextmanager
+def _import_progress(total: int) -> Iterator[Callable[[], None]]:
+    with Progress("Importing", total, enabled=None if total >= PROGRESS_MIN else False) as bar:
+        yield bar.advance
 
 
 def _import_summary(
-    users_dir: Path, files: list[importer.ImportedFile], results: list[str], force: bool, settings: Settings
+    users_dir: Path, files: list[ImportedFile], results: list[str], force: bool, settings: Settings
 ) -> None:
     kept = [f for f in files if f.existing and f.changed and not force]
     written = sum(r in ("created", "updated") for r in results)
@@ -186,14 +130,6 @@ def _import_summary(
 # --- status ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Section:
-    lines: tuple[str, ...]
-    ok: bool = True
-    # The same facts for `--format json`: a top-level key of the status document (status_to_json).
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 @click.command()
 @users_option
 @click.option(
@@ -216,195 +152,14 @@ def status(users_dir: Path, entries: int, fmt: str) -> int:
       reconciler status --users users --entries 20
       reconciler status --format json | jq .drift
     """
-    settings = load_settings(users_dir)
-    state_dir = users_dir.parent / settings.state_dir
-    sections = [
-        _drift_section(users_dir, settings),
-        _lease_section(settings),
-        _lock_section(state_dir, settings.api_url),
-        _gateways_section(users_dir, settings),
-        _audit_section(state_dir, entries),
-    ]
-    ok = all(s.ok for s in sections)
+    with open_run(users_dir, SilentReporter()) as run:
+        ok, sections = overview(run, entries)
     if fmt == "json":
         emit_json(status_to_json(ok, [s.data for s in sections]))
     else:
         for section in sections:
             click.echo("\n".join(section.lines))
     return ExitCode.OK if ok else ExitCode.ERROR
-
-
-def _drift_section(users_dir: Path, settings: Settings) -> _Section:
-    desired_json: dict[str, Any] = {"ok": False, "users_dir": str(users_dir), "users": None, "problems": 0}
-    live_json: dict[str, Any] = {"ok": None, "service": settings.api_url, "users": None, "error": None}
-    drift_json: dict[str, Any] = {
-        "checked": False,
-        "drift": None,
-        "summary": None,
-        "changes": [],
-        "notes": [],
-    }
-    data = {"desired": desired_json, "live": live_json, "drift": drift_json}
-    try:
-        desired = load_users(users_dir)
-    except ValidationFailed as exc:
-        desired_json["problems"] = len(exc.problems)
-        return _Section(
-            (f"Desired: INVALID, {len(exc.problems)} problem(s); run `reconciler validate`",), False, data
-        )
-    desired_json.update(ok=True, users=len(desired.users))
-    lines = [f"Desired: {len(desired.users)} user(s) in {users_dir}"]
-    try:
-        with ServiceClient.from_settings(settings) as client:
-            live = client.list_users()
-    except ReconcilerError as exc:
-        live_json.update(ok=False, error=str(exc))
-        return _Section((*lines, f"Live:    UNAVAILABLE: {exc}"), False, data)
-    live_json.update(ok=True, users=len(live))
-    lines.append(f"Live:    {len(live)} user(s) on {settings.api_url}")
-    resolved = engine.resolve_keys(desired)
-    if resolved.unusable:
-        drift_json["notes"] = [f"unusable key: {p}" for p in resolved.unusable]
-        bad = [f"Keys:    UNUSABLE: {p}" for p in resolved.unusable]
-        return _Section((*lines, *bad, "         `reconciler plan` fails until these are fixed"), False, data)
-    plan = engine.compute_plan(
-        desired, live, resolved, settings=settings, guards=engine.guards_from(settings)
-    )
-    drift_json.update(
-        checked=True,
-        drift=bool(plan.changes),
-        summary=plan_summary_json(plan),
-        changes=[{"action": c.action.value, "api_user": c.api_user} for c in plan.changes],
-        notes=list(plan.notes),
-    )
-    drift = "no" if not plan.changes else "YES: " + summary_line(plan) + " Run `reconciler plan`."
-    lines.append(f"Drift:   {drift}")
-    lines += [f"Note:    {note}" for note in plan.notes]
-    return _Section(tuple(lines), data=data)
-
-
-def gateway_status(users_dir: Path, settings: Settings) -> tuple[list[dict[str, Any]], bool]:
-    """Every gateway's last report with `behind` against this checkout's users/ (for text and
-    JSON); False when the service cannot be asked."""
-    try:
-        digest: str | None = load_users(users_dir).digest
-    except ValidationFailed:
-        digest = None  # then only a failed last render counts as behind
-    try:
-        with ServiceClient.from_settings(settings) as client:
-            reports = client.list_gateways()
-        return gateway.with_behind(reports, digest, lambda c: commits_between(users_dir, c)), True
-    except NotFound:
-        return [], True  # a service without gateway reports: nothing has reported
-    except ReconcilerError:
-        return [], False
-
-
-def _gateways_section(users_dir: Path, settings: Settings) -> _Section:
-    rows, ok = gateway_status(users_dir, settings)
-    if not ok:
-        return _Section(("Gateways: UNAVAILABLE (the service cannot be asked)",), False, {"gateways": []})
-    return _Section(tuple(gateway.text_lines(rows)), data={"gateways": rows})
-
-
-def _lease_section(settings: Settings) -> _Section:
-    """The service's lease (contract 2.1): who runs apply/reconcile anywhere right now."""
-    try:
-        with ServiceClient.from_settings(settings) as client:
-            lease = client.get_lease(LEASE_NAME)
-    except ReconcilerError as exc:
-        data = {"lease": lease_to_json(LEASE_NAME, None, error=str(exc))}
-        return _Section((f"Lease:   UNAVAILABLE: {exc}",), False, data)
-    data = {"lease": lease_to_json(LEASE_NAME, lease)}
-    if lease is None:
-        return _Section((f"Lease:   '{LEASE_NAME}' on the service is free",), data=data)
-    expires = lease.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return _Section(
-        (f"Lease:   '{LEASE_NAME}' held by {lease.describe()}, expires {expires} unless renewed",), data=data
-    )
-
-
-def _lock_section(state_dir: Path, service: str) -> _Section:
-    """The service's lock and any other lock in the state dir (a gateway's mail-directory lock)."""
-    paths = sorted(
-        p for p in {lock_path(state_dir, service), *state_dir.glob("reconcile-*.lock")} if p.exists()
-    )
-    lines = [_describe_lock(path) for path in paths]
-    return _Section(tuple(lines) or ("Lock:    free",), data={"locks": [_lock_json(p) for p in paths]})
-
-
-def _lock_json(path: Path) -> dict[str, Any]:
-    info = read_lock(path)
-    if info is None:
-        return {"file": str(path), "readable": False, "stale": True}
-    age = _age(info)
-    return {
-        "file": str(path),
-        "readable": True,
-        **asdict(info),
-        "stale": age is None or age > STALE_AFTER,
-    }
-
-
-def _describe_lock(path: Path) -> str:
-    info = read_lock(path)
-    if info is None:
-        return f"Lock:    {path} exists but is unreadable (a crashed run); the next run takes it over"
-    return f"Lock:    {info.service} held by {info.describe()}{_lock_age(info)}\n         file {path}"
-
-
-def _age(info: LockInfo) -> timedelta | None:
-    try:
-        return datetime.now(UTC) - datetime.fromisoformat(info.started_at)
-    except ValueError:
-        return None
-
-
-def _lock_age(info: LockInfo) -> str:
-    age = _age(info)
-    if age is None:
-        return ""
-    minutes = int(age.total_seconds() // 60)
-    stale = "; STALE, the next run takes it over" if age > STALE_AFTER else ""
-    return f", {minutes} min ago{stale}"
-
-
-def _audit_section(state_dir: Path, count: int) -> _Section:
-    log = AuditLog(state_dir, {})
-    read = log.read()
-    # A line cut off by a crash is reported and skipped; the lines around it still count.
-    damaged = [f"  line {n} of {log.path} is not JSON (cut off by a crash?); skipped" for n in read.damaged]
-    unknown = read.unsettled()
-    notes = [f"  {len(unknown)} change(s) with outcome unknown: the next plan or apply settles them"]
-    tail = read.shown()[-count:]
-    data: dict[str, Any] = {
-        "file": str(log.path),
-        "ok": True,
-        "entries": tail,
-        "outcome_unknown": len(unknown),
-        "damaged_lines": read.damaged,
-    }
-    if not tail:
-        return _Section((f"Audit:   no entries in {log.path}", *damaged), data={"audit": data})
-    table = aligned(("WHEN", "BY", "ACTION", "API USER", "OUTCOME"), [_audit_row(e) for e in tail])
-    lines = (f"Audit:   last {len(tail)} of {log.path}", *(printable("  " + line) for line in table))
-    return _Section((*lines, *(notes if unknown else []), *damaged), data={"audit": data})
-
-
-def _audit_row(entry: dict[str, Any]) -> tuple[str, str, str, str, str]:
-    """One row per audit entry; a mail-step entry names its mail directory where a change names its
-    API user, and what it changed."""
-    when = str(entry.get("time", "?"))[:19].replace("T", " ")
-    action = str(entry.get("action", "?")) + (" +key" if entry.get("key_change") else "")
-    outcome = str(entry.get("outcome", "?"))
-    if entry.get("action") == "mail":
-        subject = f"mail dir {entry.get('mail_dir', '?')}"
-        changed = entry.get("changed")
-        outcome += f" ({len(changed)} file(s) changed)" if isinstance(changed, list) else ""
-    else:
-        subject = str(entry.get("api_user", "?"))
-    outcome += f" ({entry['detail']})" if entry.get("detail") else ""
-    return when, str(entry.get("actor", "-")), action, subject, outcome
 
 
 # --- secret ---------------------------------------------------------------------------------------

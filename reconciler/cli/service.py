@@ -8,13 +8,13 @@ from typing import Any
 
 import click
 
-from reconciler.backend.http.client import ServiceClient
 from reconciler.cli.common import emit_json, format_option, users_option
-from reconciler.cli.table import aligned, printable
-from reconciler.config import load_settings
 from reconciler.errors import ExitCode
 from reconciler.model import LiveUser
 from reconciler.output import live_to_json, messages_to_json
+from reconciler.tables import aligned, printable
+from reconciler.workflows.context import SilentReporter, open_run
+from reconciler.workflows.live import live_users, relay_messages
 
 
 @click.group("service")
@@ -43,8 +43,8 @@ def messages(*, users_dir: Path, fmt: str) -> int:
       reconciler service messages
       reconciler service messages --format json | jq .total
     """
-    with ServiceClient.from_settings(load_settings(users_dir)) as client:
-        found = client.relay_messages()
+    with open_run(users_dir, SilentReporter()) as run:
+        found = relay_messages(run)
     if fmt == "json":
         emit_json(messages_to_json(found))
     elif not found:
@@ -70,8 +70,8 @@ def live(*, users_dir: Path, fmt: str) -> int:
     Example:
       reconciler live --format json | jq '.api_users[] | select(.locked) | .api_user'
     """
-    with ServiceClient.from_settings(load_settings(users_dir)) as client:
-        users = client.list_users()
+    with open_run(users_dir, SilentReporter()) as run:
+        users = live_users(run)
     if fmt == "json":
         emit_json(live_to_json(users))
     else:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from reconciler.cli.common import format_option, styler
-from reconciler.errors import ExitCode, ReconcilerError
-from reconciler.output import plan_from_json, render_json, render_markdown, render_text
-from reconciler.plan import Plan
+from reconciler.errors import ExitCode
+from reconciler.output import render_json, render_markdown, render_text
+from reconciler.workflows.saved import load_saved_plan
 
 
 @click.command()
@@ -26,7 +25,7 @@ def show(plan_file: Path, fmt: str) -> int:
     Example:
       reconciler plan --out plan.json && reconciler show plan.json --format markdown
     """
-    saved = read_saved_plan(plan_file)
+    saved = load_saved_plan(plan_file)
     if fmt == "json":
         click.echo(render_json(saved), nl=False)
     elif fmt == "markdown":
@@ -34,13 +33,6 @@ def show(plan_file: Path, fmt: str) -> int:
     else:
         click.echo(render_text(saved, styler()), nl=False)
     return ExitCode.OK
-
-
-def read_saved_plan(path: Path) -> Plan:
-    try:
-        return plan_from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ReconcilerError(f"{path} is not a saved plan: {type(exc).__name__}: {exc}") from None
 
 
 COMMANDS = (show,)

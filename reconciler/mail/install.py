@@ -1,5 +1,5 @@
 """The install sequence of the mail step; the effects themselves live by job in commands.py
-(subprocesses), files.py (the files on disk), smoke.py (smoke checks) and state.py (what the mail
+(subprocesses), files.py (the files on disk), smoke.py (smoke checks) and served.py (what the mail
 directory remembers). The rendered files arrive already checked for structure (verify.py). Order:
 
 1. compare the rendered files with the disk; stop here when nothing differs (no reload);
@@ -36,8 +36,8 @@ from reconciler.mail.checks import Skipped, skipped_steps
 from reconciler.mail.commands import CommandFailed, run, wait_for_exit
 from reconciler.mail.files import OnDisk, Staged, changed_files
 from reconciler.mail.render import RenderedFile
+from reconciler.mail.served import SECRET_FILE, hash_state_secret, read_previous
 from reconciler.mail.smoke import AuthProbe, SmokeFailed, smoke_dovecot_auth, smoke_ehlo
-from reconciler.mail.state import SECRET_FILE, fingerprint_secret, read_previous
 
 # The pieces moved to commands/files/smoke/state; these names stay importable from here.
 __all__ = [
@@ -48,7 +48,7 @@ __all__ = [
     "RolledBack",
     "SmokeFailed",
     "changed_files",
-    "fingerprint_secret",
+    "hash_state_secret",
     "install",
     "read_previous",
     "run",

@@ -12,7 +12,7 @@ from reconciler.config import Settings
 from reconciler.desired import DesiredState
 from reconciler.errors import MailServerError
 from reconciler.mail.hashing import Hasher, PendingHasher, make_hasher
-from reconciler.mail.install import AuthProbe, changed_files, fingerprint_secret, install, read_previous
+from reconciler.mail.install import AuthProbe, changed_files, hash_state_secret, install, read_previous
 from reconciler.mail.render import (
     MAIL_SERVER_FILES,
     Rendered,
@@ -153,7 +153,7 @@ def _render(
         keys,
         settings,
         read_previous(mail_dir),
-        secret=fingerprint_secret(mail_dir, settings, create=not check),
+        secret=hash_state_secret(mail_dir, settings, create=not check),
         hasher=hasher,
         templates=templates,
     )

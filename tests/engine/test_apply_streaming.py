@@ -7,7 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from reconciler.apply import NOT_STARTED, Hooks, KeyMaterial, Outcome, Status, apply_plan
+from reconciler.backend.http import HttpBackend
+from reconciler.executor import NOT_STARTED, Hooks, KeyMaterial, Outcome, Status, apply_plan
 from reconciler.plan import Action, Change, FieldChange, Plan
 from tests.fixtures.service import RunningService
 
@@ -28,7 +29,7 @@ def _updates(service: RunningService, count: int) -> Plan:
 
 def _apply(service: RunningService, plan: Plan, hooks: Hooks) -> list[Outcome]:
     with service.client() as client:
-        return apply_plan(plan, client, KeyMaterial({}, {}), concurrency=2, hooks=hooks)
+        return apply_plan(plan, HttpBackend(client), KeyMaterial({}, {}), concurrency=2, hooks=hooks)
 
 
 def test_each_outcome_is_reported_before_the_phase_ends(start_service: Callable[..., RunningService]) -> None:

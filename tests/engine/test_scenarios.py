@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import LockHeld
+from reconciler.run.lock import lock_path, reconcile_lock
 from reconciler.secrets import ApiKey
-from reconciler.state import lock_path, reconcile_lock
 from tests.engine.conftest import Repo
 from tests.fixtures.service import new_key
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import requests
 
+from reconciler.backend.http import HttpBackend
 from reconciler.errors import LeaseLost
-from reconciler.state import LEASE_NAME, run_lock
+from reconciler.run.lease import LEASE_NAME, run_lock
 from tests.engine.conftest import Repo, Result
 from tests.engine.markdown import render_html
 from tests.fixtures.service import RunningService, new_key
@@ -135,7 +136,11 @@ def test_a_run_whose_lease_is_broken_starts_no_new_write_and_exits_1_saying_so(r
     env = repo.env() | {"RECONCILER_CONCURRENCY": "1"}
     with _in_background(lambda: repo.run("apply", "--auto-approve", env=env)) as results:
         _wait_for(
-            lambda: any(o["action"] == "update" for o in _operations(repo.service, api_user="u0@example.com"))
+            # The run's own first write (seeding's key-time update of u0 carries no timezone).
+            lambda: any(
+                o["action"] == "update" and "timezone" in o["fields"]
+                for o in _operations(repo.service, api_user="u0@example.com")
+            )
         )
         _http(repo.service, "DELETE", "/leases/reconcile?force=true")
         broken_at = datetime.now(UTC)
@@ -337,7 +342,7 @@ def test_a_rerun_after_a_rotation_that_died_continues_with_the_declared_key(repo
 def test_a_failed_renewal_loses_the_lease_so_no_write_starts(repo: Repo, tmp_path: Path) -> None:
     with (
         repo.service.client() as client,
-        run_lock(client, tmp_path / "state", repo.service.base_url, "apply", ttl=3) as held,
+        run_lock(HttpBackend(client), tmp_path / "state", repo.service.base_url, "apply", ttl=3) as held,
     ):
         assert held.kind == "lease" and client.lease_lost is None
         _http(repo.service, "DELETE", "/leases/reconcile?force=true")  # someone broke it

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from reconciler.state import AuditLog, AuditRead
+from reconciler.run.audit import AuditLog, AuditRead
 from tests.fixtures.service import RunningService, new_key
 
 RECONCILER = str(Path(sys.executable).with_name("reconciler"))

@@ -19,7 +19,7 @@ import pytest
 
 from reconciler.errors import LockHeld
 from reconciler.run.liveness import holder_gone, process_identity
-from reconciler.state import LockInfo, lock_path, reconcile_lock
+from reconciler.run.lock import LockInfo, lock_path, reconcile_lock
 from tests.fault.helpers import DiskRepo, intents_since
 from tests.fixtures.service import RunningService
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state import AuditLog
+from reconciler.run.audit import AuditLog
 from tests.engine.conftest import Repo, Result
 from tests.fixtures.service import RunningService, new_key
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.mail import default_templates_dir
-from reconciler.state import AuditLog
+from reconciler.run.audit import AuditLog
 from tests.fixtures.cli import run_main
 from tests.fixtures.mail import MailSandbox, settle_dovecot
 

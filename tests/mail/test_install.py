@@ -15,16 +15,16 @@ import pytest
 from reconciler.config import Settings
 from reconciler.errors import LockHeld, MailServerError
 from reconciler.mail import PASSWD, SASL_PASSWD, AuthProbe, RenderedFile, SmokeFailed, install
+from reconciler.run.lock import reconcile_lock
 from reconciler.secrets import ApiKey
-from reconciler.state import reconcile_lock
-from reconciler.workflow import mail_lock_scope
+from reconciler.workflows.mailstep import mail_lock_scope
 from tests.fixtures.cli import CliResult, run_main
 from tests.fixtures.workflow import run_mail_step
 
 # The module, not the function of the same name that reconciler.mail exports.
 commands_module = importlib.import_module("reconciler.mail.commands")
 smoke_module = importlib.import_module("reconciler.mail.smoke")
-state_module = importlib.import_module("reconciler.mail.state")
+state_module = importlib.import_module("reconciler.mail.served")
 KEY = "Key12345"
 
 
@@ -168,7 +168,7 @@ def test_render_force_unlock_takes_over_and_releases(
         calls.append(mail_dir)
         raise MailServerError("stop here")
 
-    monkeypatch.setattr("reconciler.cli.mail.reflect", fake_reflect)
+    monkeypatch.setattr("reconciler.workflows.rendering.reflect", fake_reflect)
     mail_dir = tmp_path / "mail"
     with _hold_mail_lock(repo, mail_dir):
         result = run_render(repo, mail_dir, "--force-unlock")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import load_settings
+from reconciler.config import Settings, load_settings
 from reconciler.desired import load_users
 from reconciler.errors import MailServerError
 from reconciler.mail import (
@@ -22,7 +22,8 @@ from reconciler.mail import (
     preview,
 )
 from reconciler.mail.reflect import keys_for_mail
-from reconciler.workflow import Loaded, mail_preview
+from reconciler.workflows.context import Run, SilentReporter
+from reconciler.workflows.mailstep import mail_preview
 from tests.fixtures.cli import CliResult, run_main
 from tests.fixtures.workflow import run_mail_step
 
@@ -88,11 +89,11 @@ def test_plan_preview_honours_templates_dir_in_reconciler_yaml(
     assert run_mail_step(repo, mail_dir, reload=False) == 0  # the default templates
     config = repo.parent / "reconciler.yaml"
     config.write_text(f"mail_dir: {mail_dir}\n")
-    assert mail_preview(Loaded(load_settings(repo), load_users(repo), repo)) == ()
+    assert mail_preview(_run(load_settings(repo), repo)) == ()
     config.write_text(f"mail_dir: {mail_dir}\ntemplates_dir: {custom_templates}\n")
     settings = load_settings(repo)
     assert settings.templates_dir == str(custom_templates)
-    assert mail_preview(Loaded(settings, load_users(repo), repo)) == (SENDER_LOGIN_MAPS,)
+    assert mail_preview(_run(settings, repo)) == (SENDER_LOGIN_MAPS,)
 
 
 def test_an_explicit_templates_dir_wins_over_the_setting(
@@ -173,4 +174,8 @@ def test_plan_shows_nothing_when_only_the_state_file_differs(repo: Path, tmp_pat
     # Bookkeeping only (say, written by an older version): the mail server's files are current.
     state.write_text(state.read_text().replace("{", "{ ", 1))
     (repo.parent / "reconciler.yaml").write_text(f"mail_dir: {mail_dir}\n")
-    assert mail_preview(Loaded(load_settings(repo), load_users(repo), repo)) == ()
+    assert mail_preview(_run(load_settings(repo), repo)) == ()
+
+
+def _run(settings: Settings, users_dir: Path) -> Run:
+    return Run(settings, users_dir, SilentReporter())

@@ -183,8 +183,8 @@ def test_import_refuses_api_users_that_are_not_email_addresses(empty_repo: Repo,
 
 
 def test_imported_paths_must_stay_in_users(tmp_path: Path) -> None:
-    from reconciler.cli.ops import _target
     from reconciler.errors import ReconcilerError
+    from reconciler.workflows.adopt import _target
 
     users = tmp_path / "users"
     users.mkdir()

@@ -8,7 +8,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.state import lock_path, reconcile_lock
+from reconciler.run.lock import lock_path, reconcile_lock
 from tests.ops.conftest import Repo
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ from reconciler.backend.base import (
 )
 from reconciler.backend.http.client import ServiceClient
 from reconciler.config import Settings
-from reconciler.errors import NotFound
+from reconciler.errors import AuthError, NotFound
 from reconciler.model import Lease, LiveUser, Operation
 from reconciler.secrets import ApiKey
 
@@ -115,24 +117,55 @@ class _Gateways:
         self._client = client
 
     def list(self) -> list[dict[str, Any]]:
-        return self._client.list_gateways()
+        try:
+            return self._client.list_gateways()
+        except NotFound:
+            return []  # a service that predates gateway reports: nothing has reported
 
     def report(self, name: str, report: dict[str, Any]) -> None:
         self._client.report_gateway(name, report)
 
 
 class HttpBackend:
+    """The seam over one `ServiceClient`. A contract 2.0 service has no leases and no operation
+    log: that is found out here, once, by one request (`GET /operations?limit=1`, 404 there), the
+    first time anything reads `capabilities`, and nowhere else."""
+
     name = "http-v2"
 
-    def __init__(self, client: ServiceClient, capabilities: Capabilities = CAPABILITIES) -> None:
+    def __init__(self, client: ServiceClient, capabilities: Capabilities | None = None) -> None:
         self.client = client
-        self.capabilities = capabilities
-        self.users: Users = _Users(client)
-        self.leases: Leases | None = _Leases(client) if capabilities.leases else None
-        self.operation_log: OperationLog | None = (
-            _OperationLog(client) if capabilities.operation_log else None
-        )
-        self.gateways: GatewayReports | None = _Gateways(client) if capabilities.gateway_reports else None
+        self._capabilities = capabilities
+        self._users = _Users(client)
+        self._lock = threading.Lock()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        with self._lock:
+            if self._capabilities is None:
+                found = _discover(self.client)
+                if found is None:
+                    return CAPABILITIES  # undecided: asked again once the key works
+                self._capabilities = found
+            return self._capabilities
+
+    @property
+    def users(self) -> Users:
+        return self._users
+
+    @property
+    def leases(self) -> Leases | None:
+        return _Leases(self.client) if self.capabilities.leases else None
+
+    @property
+    def operation_log(self) -> OperationLog | None:
+        return _OperationLog(self.client) if self.capabilities.operation_log else None
+
+    @property
+    def gateways(self) -> GatewayReports | None:
+        # Not part of what is discovered: asking would cost a gateway's render one more request.
+        declared = self._capabilities or CAPABILITIES
+        return _Gateways(self.client) if declared.gateway_reports else None
 
     def identify(self, identity: RunIdentity) -> None:
         self.client.set_run_headers(identity.actor, identity.commit, identity.run)
@@ -158,6 +191,23 @@ class HttpBackend:
 
     def __repr__(self) -> str:
         return f"HttpBackend({self.client!r})"
+
+
+def _discover(client: ServiceClient) -> Capabilities | None:
+    """Contract 2.1 (leases, operation log) or 2.0 (neither): one request. A user who may not read
+    the log (403) still talks to a 2.1 service. A refused key (401: the reconciler's own key was
+    rotated by a run that lost the answer, settled right after) decides nothing: None."""
+    try:
+        has_log = client.operations(limit=1) is not None
+    except AuthError as exc:
+        if exc.status == 401:
+            return None
+        if exc.status != 403:
+            raise
+        has_log = True
+    if has_log:
+        return CAPABILITIES
+    return replace(CAPABILITIES, leases=False, operation_log=False)
 
 
 class _Factory:

@@ -43,7 +43,6 @@ from reconciler.errors import (
     ConfigError,
     Conflict,
     LeaseLost,
-    LeasesUnsupported,
     LockHeld,
     NotFound,
     ServiceError,
@@ -253,11 +252,10 @@ class ServiceClient:
         self.session.headers.update({k: _header_safe(v) for k, v in headers.items()})
 
     def acquire_lease(self, name: str, request: dict[str, Any]) -> Lease:
-        """201 -> our lease (with token); 409 -> LockHeld naming the holder; 404 -> LeasesUnsupported."""
+        """201 -> our lease (with token); 409 -> LockHeld naming the holder. Whether the service has
+        leases at all is the backend's capabilities (backend.py), asked before this is called."""
         path = _lease_path(name)
-        response = self._call("PUT", path, json=request, tolerate=(404, 405, 409))
-        if response.status_code in (404, 405):
-            raise LeasesUnsupported(f"PUT {path}: the service has no leases (HTTP {response.status_code})")
+        response = self._call("PUT", path, json=request, tolerate=409)
         if response.status_code == 409:
             held = _lease(response)
             raise LockHeld(f"another run holds the service lease '{name}': {held.describe()}", held)

@@ -1,12 +1,19 @@
-"""The pure parts of reconciler/gateway.py: who is behind, waiting for the fleet, the audit entry."""
+"""The pure parts of reconciler/workflows/gateways.py: who is behind, waiting for the fleet, the
+audit entry."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from reconciler.gateway import Rendered, audit_entry, laggards, wait_for_gateways, with_behind
 from reconciler.mail import MailReport
+from reconciler.workflows.gateways import (
+    MailStepRecord,
+    audit_entry,
+    laggards,
+    wait_for_gateways,
+    with_behind,
+)
 
 NEW, OLD = "n" * 64, "o" * 64
 
@@ -41,7 +48,7 @@ def test_wait_returns_at_once_when_all_serve_the_digest_and_names_laggards_at_th
 
 def test_the_audit_entry_holds_names_and_counts_only() -> None:
     mail = MailReport(Path("/m"), ("postfix/sasl_passwd",), ("postfix",), ("EHLO ok",), 2, 5)
-    entry = audit_entry(Rendered("ok", mail), Path("/m"), NEW)
+    entry = audit_entry(MailStepRecord("ok", mail), Path("/m"), NEW)
     assert entry == {
         "action": "mail",
         "mail_dir": "/m",
@@ -54,5 +61,5 @@ def test_the_audit_entry_holds_names_and_counts_only() -> None:
         "smoke_checks": ["EHLO ok"],
         "warnings": [],
     }
-    failed = audit_entry(Rendered("rolled_back", None, "smoke check failed"), Path("/m"), NEW)
+    failed = audit_entry(MailStepRecord("rolled_back", None, "smoke check failed"), Path("/m"), NEW)
     assert (failed["outcome"], failed["detail"]) == ("rolled_back", "smoke check failed")

@@ -1,7 +1,7 @@
 """Benchmarks for issue 4: planning 10,000 declared users against a 10,000-user service, and
 applying 1,000 changes against a service with 20 ms injected latency.
 
-    .venv/bin/python benchmarks/engine.py [--users 10000] [--changes 1000] [--latency-ms 20]
+    .venv/bin/python benchmarks/plan_apply.py [--users 10000] [--changes 1000] [--latency-ms 20]
 
 The service runs as a separate `reconciler-service run` process (as in production, the client does
 not share a GIL with the server). Users are seeded straight into its SQLite file, already carrying
@@ -26,17 +26,20 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from reconciler.apply import KeyMaterial, apply_plan, failed
+from reconciler.backend.http import HttpBackend
 from reconciler.backend.http.client import ServiceClient
 from reconciler.config import Settings
 from reconciler.desired import load_users
-from reconciler.engine import compute_plan, fingerprint_secret, fingerprints_of, guards_from, resolve_keys
+from reconciler.executor import KeyMaterial, apply_plan, failed
 from reconciler.model import UserAttributes
 from reconciler.output import render_text
 from reconciler.plan import FINGERPRINT_ANNOTATION, KEY_UPDATED_ANNOTATION, Action
+from reconciler.run.audit import AuditLog
 from reconciler.secrets import ApiKey
-from reconciler.state import AuditLog
-from reconciler.workflow import execute
+from reconciler.workflows.applying import execute
+from reconciler.workflows.context import Run, SilentReporter
+from reconciler.workflows.keys import fingerprints_of, key_fingerprint_secret, resolve_keys
+from reconciler.workflows.planning import compute_plan, guards_from
 from reconciler_service.clock import now
 from reconciler_service.keys import FAST_SCRYPT_N, hash_key
 from reconciler_service.store import Store, StoredUser
@@ -157,7 +160,7 @@ def bench_plan(root: Path, count: int) -> list[tuple[str, float, str]]:
     names = [f"user{i:05d}@example.com" for i in range(count - 1)]
     write_users(root / "users", names, "Asia/Tokyo")
     settings = Settings(api_user=ADMIN, api_key=SecretStr(ADMIN_KEY))
-    seed(root / "service.db", root / "users", fingerprint_secret(settings))
+    seed(root / "service.db", root / "users", key_fingerprint_secret(settings))
     rows = []
     with running_service(root / "service.db") as svc:
         env = os.environ | {
@@ -201,22 +204,17 @@ def _plan_breakdown(users_dir: Path, svc: Service, env: dict[str, str]) -> list[
     ]
 
 
-@contextlib.contextmanager
-def _quiet_progress(total: int) -> Iterator[Callable[[Any], None]]:
-    yield lambda _outcome: None
-
-
 def bench_apply(
     root: Path, changes: int, latency_ms: float, concurrency: int, *, audited: bool = False
 ) -> list[tuple[str, float, str]]:
     """Apply `changes` one-field updates; with `audited`, the way the CLI does it: an fsynced intent
-    line in the audit log before each write and an outcome line after it (workflow.execute)."""
+    line in the audit log before each write and an outcome line after it (workflows.applying.execute)."""
     names = [f"app{i:05d}@example.com" for i in range(changes)]
     root = root / ("audited" if audited else "bare")
     users_dir = root / "apply-users"
     write_users(users_dir, names, "Asia/Tokyo")
     settings = Settings(api_user=ADMIN, api_key=SecretStr(ADMIN_KEY), concurrency=concurrency)
-    seed(root / "apply.db", users_dir, fingerprint_secret(settings))
+    seed(root / "apply.db", users_dir, key_fingerprint_secret(settings))
     write_users(users_dir, names, "UTC")  # every user changes one field
     ideal = changes * latency_ms / 1000 / concurrency
     with running_service(root / "apply.db", "--latency-ms", str(latency_ms)) as svc:
@@ -230,13 +228,13 @@ def bench_apply(
             )
             assert plan.count(Action.UPDATE) == changes, plan.count(Action.UPDATE)
             start = time.perf_counter()
+            backend = HttpBackend(client)
             if audited:
-                reporter: Any = type("Quiet", (), {"progress": staticmethod(_quiet_progress)})()
+                run = Run(settings, users_dir, SilentReporter(), backend_opener=lambda _settings: backend)
                 audit = AuditLog(root / "state", {"actor": "bench"})
-                material = KeyMaterial({}, {})
-                outcomes = execute(plan, client, material, settings=settings, audit=audit, reporter=reporter)
+                outcomes = execute(run, plan, KeyMaterial({}, {}), audit=audit)
             else:
-                outcomes = apply_plan(plan, client, KeyMaterial({}, {}), concurrency=concurrency)
+                outcomes = apply_plan(plan, backend, KeyMaterial({}, {}), concurrency=concurrency)
             elapsed = time.perf_counter() - start
     assert not failed(outcomes)
     target = 1.25 * ideal

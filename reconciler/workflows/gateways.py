@@ -3,8 +3,8 @@ and a gateway named by RECONCILER_GATEWAY_NAME reports what it serves to the ser
 (`PUT /gateways/{name}`, docs/contract.md "Gateway reports"), so `status` can show which gateways
 lag behind and `reconcile --wait-gateways` can wait for them.
 
-The pure parts (the report body, who is behind) are separate from the effects (audit, HTTP), which
-go through reconciler.state.AuditLog and reconciler.backend.http.client.ServiceClient.
+The pure parts (the report body, who is behind) are separate from the effects, which go through
+the run: its audit log (reconciler.run.audit) and its backend's gateway reports.
 """
 
 from __future__ import annotations
@@ -17,20 +17,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import reconciler
-from reconciler.backend.http.client import ServiceClient
-from reconciler.config import Settings
-from reconciler.desired import DesiredState
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, ValidationFailed
 from reconciler.mail import MailReport
 from reconciler.mail.install import RolledBack
-from reconciler.mail.state import read_served
-from reconciler.state import AuditLog, git_commit
+from reconciler.mail.served import read_served
+from reconciler.run.audit import AuditLog
+from reconciler.run.git import commits_between
+from reconciler.workflows.context import Run
 
 Result = Literal["ok", "failed", "rolled_back"]
 
 
 @dataclass(frozen=True)
-class Rendered:
+class MailStepRecord:
     """One run of the mail step, as the audit log and the service hear about it."""
 
     result: Result
@@ -38,33 +37,15 @@ class Rendered:
     error: str | None = None
 
 
-def run_recorded(
-    render: Callable[[], MailReport],
-    *,
-    desired: DesiredState,
-    users_dir: Path,
-    settings: Settings,
-    mail_dir: Path,
-    warn: Callable[[str], None],
-) -> MailReport:
+def run_recorded(run: Run, render: Callable[[], MailReport], *, mail_dir: Path) -> MailReport:
     """Run the mail step; whatever happens, write its outcome to the audit log and (for a named
-    gateway) report it to the service. A failure is re-raised after both."""
+    gateway) report it to the backend. A failure is re-raised after both."""
     try:
         report = render()
     except ReconcilerError as exc:
-        failure = Rendered(_failure(exc), None, str(exc))
-        _record(
-            failure, desired=desired, users_dir=users_dir, settings=settings, mail_dir=mail_dir, warn=warn
-        )
+        _record(run, MailStepRecord(_failure(exc), None, str(exc)), mail_dir)
         raise
-    _record(
-        Rendered("ok", report),
-        desired=desired,
-        users_dir=users_dir,
-        settings=settings,
-        mail_dir=mail_dir,
-        warn=warn,
-    )
+    _record(run, MailStepRecord("ok", report), mail_dir)
     return report
 
 
@@ -72,31 +53,29 @@ def _failure(exc: ReconcilerError) -> Result:
     return "rolled_back" if isinstance(exc, RolledBack) else "failed"
 
 
-def _record(
-    run: Rendered,
-    *,
-    desired: DesiredState,
-    users_dir: Path,
-    settings: Settings,
-    mail_dir: Path,
-    warn: Callable[[str], None],
-) -> None:
-    commit = git_commit(users_dir)
-    audit = AuditLog(users_dir.parent / settings.state_dir, {"commit": commit})
-    audit.write(**audit_entry(run, mail_dir, desired.digest))
-    if settings.gateway_name is None:
+def _record(run: Run, step: MailStepRecord, mail_dir: Path) -> None:
+    commit = run.identity.commit
+    digest = run.desired.digest
+    audit = AuditLog(run.state_dir, {"commit": commit})
+    audit.write(**audit_entry(step, mail_dir, digest))
+    name = run.settings.gateway_name
+    if name is None:
         return
-    users = run.report.users if run.report is not None else len(read_served(mail_dir))
-    body = report_body(run.result, commit=commit, digest=desired.digest, smtp_users=users)
+    users = step.report.users if step.report is not None else len(read_served(mail_dir))
+    body = report_body(step.result, commit=commit, digest=digest, smtp_users=users)
     try:
-        with ServiceClient.from_settings(settings) as client:
-            client.report_gateway(settings.gateway_name, body)
+        reports = run.backend.gateways
+        if reports is None:
+            backend = run.backend.name
+            run.reporter.warning(f"gateway {name} is not reported: the {backend} backend keeps no reports")
+            return
+        reports.report(name, body)
     except ReconcilerError as exc:
         # The gateway serves what it rendered either way; the fleet view is only stale.
-        warn(f"could not report gateway {settings.gateway_name} to the service: {exc}")
+        run.reporter.warning(f"could not report gateway {name} to the service: {exc}")
 
 
-def audit_entry(run: Rendered, mail_dir: Path, digest: str) -> dict[str, Any]:
+def audit_entry(run: MailStepRecord, mail_dir: Path, digest: str) -> dict[str, Any]:
     """Names and counts only: never a key or a hash."""
     entry: dict[str, Any] = {
         "action": "mail",
@@ -194,3 +173,26 @@ def text_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             f"digest {str(row['desired_digest'])[:12]}, reported {row['reported_at']}"
         )
     return lines
+
+
+def gateway_status(run: Run) -> tuple[list[dict[str, Any]], bool]:
+    """Every gateway's last report with `behind` against this checkout's users/ (for text and
+    JSON); False when the backend cannot be asked."""
+    try:
+        digest: str | None = run.desired.digest
+    except ValidationFailed:
+        digest = None  # then only a failed last render counts as behind
+    try:
+        reports = run.backend.gateways
+        found = reports.list() if reports is not None else []
+    except ReconcilerError:
+        return [], False
+    return with_behind(found, digest, lambda c: commits_between(run.users_dir, c)), True
+
+
+def wait_for_run_gateways(run: Run, timeout: float) -> list[str]:
+    """`--wait-gateways`: the gateways still behind this users/ after `timeout` seconds."""
+    reports = run.backend.gateways
+    if reports is None:
+        return []
+    return wait_for_gateways(reports.list, run.desired.digest, timeout)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state import AUDIT_FILE, AuditLog
+from reconciler.run.audit import AUDIT_FILE, AuditLog
 from tests.desired.helpers import run
 
 

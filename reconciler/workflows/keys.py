@@ -1,8 +1,6 @@
-"""Glue between the pure core and the gateways: load what a command needs, compute a plan.
-
-Each step takes its gateway (users dir, client, environment) as an argument, so the CLI stays a
-few lines per command and tests can drive the same functions.
-"""
+"""The keys of a run: resolving the declared keys (RECONCILER_API_KEY is only the reconciler's
+own), their keyed fingerprints and the secret behind them, age key-source digests, and the key
+material apply sends."""
 
 from __future__ import annotations
 
@@ -12,12 +10,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from reconciler.apply import KeyMaterial, needs_keys
 from reconciler.config import Settings, service_api_key
 from reconciler.desired import DesiredState
-from reconciler.errors import Problem, ReconcilerError, StalePlan, UnsafePlan
-from reconciler.model import KeyRef, LiveUser
-from reconciler.plan import Guards, KeyInputs, Plan, make_plan, targeted
+from reconciler.errors import Problem, ReconcilerError
+from reconciler.executor import KeyMaterial, needs_keys
+from reconciler.model import KeyRef
+from reconciler.plan import KeyInputs, Plan, targeted
 from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint, resolve_all
 
 KEY_SOURCE_PREFIX = "age-sha256:"
@@ -27,7 +25,7 @@ ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
 OWN_KEY_ENV = "RECONCILER_API_KEY"  # always the key of RECONCILER_API_USER
 
 
-def fingerprint_secret(settings: Settings) -> bytes:
+def key_fingerprint_secret(settings: Settings) -> bytes:
     """The secret behind keyed fingerprints: RECONCILER_FINGERPRINT_SECRET, or else derived from
     the reconciler's own API key, which CI holds anyway and a pull request from a fork does not."""
     if settings.fingerprint_secret is not None:
@@ -158,39 +156,6 @@ def fingerprints_of(keys: Mapping[str, ApiKey], secret: bytes) -> dict[str, str]
     return {name.lower(): f"{fingerprint(key, secret)};sid={sid}" for name, key in keys.items()}
 
 
-def guards_from(
-    settings: Settings, allow_deletes: int | None = None, allow_locks: int | None = None
-) -> Guards:
-    return Guards(
-        max_deletes=settings.max_deletes,
-        max_change_percent=settings.max_change_percent,
-        allow_deletes=allow_deletes,
-        allow_locks=allow_locks,
-        self_user=settings.api_user,
-    )
-
-
-def compute_plan(
-    desired: DesiredState,
-    live: list[LiveUser],
-    resolved: ResolvedKeys,
-    *,
-    settings: Settings,
-    guards: Guards,
-    targets: tuple[str, ...] = (),
-) -> Plan:
-    """The plan; key checks are skipped (and listed) for users whose keys are not available here."""
-    secret = fingerprint_secret(settings) if resolved.keys else None
-    return make_plan(
-        desired.users,
-        live,
-        desired_digest=desired.digest,
-        guards=guards,
-        targets=targets,
-        keys=key_inputs(desired, resolved, secret),
-    )
-
-
 def key_material(
     plan: Plan, resolved: ResolvedKeys, settings: Settings, desired: DesiredState
 ) -> KeyMaterial:
@@ -199,7 +164,7 @@ def key_material(
     nothing is applied otherwise."""
     needed = set(needs_keys(plan))
     keys = {name.lower(): key for name, key in resolved.keys.items() if name.lower() in needed}
-    fingerprints = fingerprints_of(keys, fingerprint_secret(settings))
+    fingerprints = fingerprints_of(keys, key_fingerprint_secret(settings))
     return KeyMaterial(keys, fingerprints, key_sources(desired, needed))
 
 
@@ -208,52 +173,3 @@ def key_sources(desired: DesiredState, names: set[str]) -> dict[str, str | None]
     stale one) for a key that is not age-encrypted any more."""
     ciphertexts = {u.api_user.lower(): u.api_key.age for u in desired.users}
     return {name: key_source(ciphertexts[name] or "") for name in names if name in ciphertexts}
-
-
-def check_not_stale(saved: Plan, fresh: Plan) -> None:
-    """A saved plan is applied only if neither the desired files nor the live users moved."""
-    moved: list[str] = []
-    if saved.desired_digest != fresh.desired_digest:
-        users = _replanned(saved, fresh)
-        moved.append(
-            f"the files in users/ changed; the plan now differs for {_names(users)}"
-            if users
-            else "the files in users/ changed (the same changes would be planned: a comment or formatting)"
-        )
-    before, after = saved.live_versions, fresh.live_versions
-    changed = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
-    if changed:
-        moved.append(f"live users changed since the plan: {_names(changed)}")
-    if moved:
-        raise StalePlan("the saved plan is stale: " + "; ".join(moved) + ". Run `reconciler plan` again.")
-
-
-def unmatched_targets(desired: DesiredState, live: Iterable[LiveUser], targets: tuple[str, ...]) -> list[str]:
-    """A note per --target pattern that matches no API user in users/ nor on the service: a typo
-    there would otherwise read as "no changes"."""
-    names = [u.api_user for u in desired.users] + [u.api_user for u in live]
-    return [
-        f"--target {pattern!r} matches no API user in users/ or on the service"
-        for pattern in targets
-        if not any(targeted(name, (pattern,)) for name in names)
-    ]
-
-
-def _replanned(saved: Plan, fresh: Plan) -> list[str]:
-    """The users whose planned change is not the same any more (versions are compared apart)."""
-    before = {c.api_user.lower(): c for c in saved.changes}
-    after = {c.api_user.lower(): c for c in fresh.changes}
-    return sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
-
-
-def _names(names: list[str]) -> str:
-    return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-
-
-def refuse_missing_users_dir(users_dir: Path) -> None:
-    if not users_dir.is_dir():
-        raise UnsafePlan(
-            f"the users directory {users_dir} does not exist: refusing to treat it as 'no users' "
-            "(which would delete everyone on the service). Run from the users repository or any "
-            "directory below it (the nearest one upwards with reconciler.yaml or users/), or pass --users DIR"
-        )

@@ -25,7 +25,7 @@ def read_previous(mail_dir: Path) -> dict[str, HashEntry]:
         return {}
 
 
-def fingerprint_secret(mail_dir: Path, settings: Settings, *, create: bool) -> bytes:
+def hash_state_secret(mail_dir: Path, settings: Settings, *, create: bool) -> bytes:
     """The HMAC secret for key fingerprints: the setting, else a random one kept in the mail dir.
     Without `create` (check/preview, which write nothing) a missing file gives a throwaway secret,
     which makes every user look changed - true, since there is no state to compare with either."""

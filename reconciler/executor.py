@@ -1,7 +1,8 @@
-"""Executing a Plan through the service client: phase by phase, bounded concurrency, an outcome
-for every change, reported the moment it completes (progress, outcome table and audit move with
-the run, not once per phase). Access is removed last: locks and deletes run only when everything before them
-succeeded, so a half-finished run never leaves fewer ways in than it found."""
+"""Executing a Plan through a backend's users (the seam's `Users`): phase by phase, bounded
+concurrency, an outcome for every change, reported the moment it completes (progress, outcome
+table and audit move with the run, not once per phase). Access is removed last: locks and deletes
+run only when everything before them succeeded, so a half-finished run never leaves fewer ways in
+than it found."""
 
 from __future__ import annotations
 
@@ -29,25 +30,45 @@ from reconciler.plan import (
 from reconciler.secrets import ApiKey
 
 
-class Client(Protocol):
-    """What apply needs from reconciler.backend.http.client.ServiceClient."""
+class Writer(Protocol):
+    """What apply needs of a backend: its `users` (the seam's `Users` protocol, structurally, so
+    the core imports no backend) and `use_api_key` for the reconciler's own key."""
 
-    def create_user(
+    @property
+    def users(self) -> UserWrites: ...
+
+    def use_api_key(self, api_key: ApiKey) -> None: ...
+
+
+class UserWrites(Protocol):
+    def create(
         self, api_user: str, attributes: dict[str, Any], api_key: ApiKey, annotations: dict[str, str]
     ) -> LiveUser: ...
 
-    def update_user(
+    def update(
         self,
         api_user: str,
         changes: dict[str, Any],
-        api_key: ApiKey | None = None,
+        *,
         annotations: dict[str, str | None] | None = None,
         if_match: str | None = None,
     ) -> LiveUser: ...
 
-    def delete_user(self, api_user: str, if_match: str | None = None) -> None: ...
+    def set_key(
+        self,
+        api_user: str,
+        api_key: ApiKey,
+        *,
+        changes: dict[str, Any] | None = None,
+        annotations: dict[str, str | None] | None = None,
+        if_match: str | None = None,
+    ) -> LiveUser: ...
 
-    def use_api_key(self, api_key: ApiKey) -> None: ...
+    def lock(self, api_user: str, *, if_match: str | None = None) -> LiveUser: ...
+
+    def unlock(self, api_user: str, *, if_match: str | None = None) -> LiveUser: ...
+
+    def delete(self, api_user: str, *, if_match: str | None = None) -> None: ...
 
 
 class Status(StrEnum):
@@ -112,7 +133,7 @@ class Hooks:
 
 def apply_plan(
     plan: Plan,
-    client: Client,
+    backend: Writer,
     material: KeyMaterial,
     *,
     concurrency: int = 8,
@@ -121,7 +142,7 @@ def apply_plan(
     hooks: Hooks | None = None,
 ) -> list[Outcome]:
     """Apply phase by phase, reporting each outcome as it completes. A key change of `self_user`
-    (the API user the client authenticates as) runs last of all, and the client switches to the
+    (the API user the backend authenticates as) runs last of all, and the backend switches to the
     new key right after it: every other request of the run still holds the old one."""
     hooks = hooks or Hooks()
     if on_outcome is not None:
@@ -130,7 +151,7 @@ def apply_plan(
     # The version each user has now: the plan's, then the one our own writes made (an update and a
     # lock of one user are two writes; the second must not mistake the first for someone else's).
     versions = {c.api_user.lower(): c.version for c in plan.changes if c.version}
-    run = _Run(client, material, hooks, _Workers(concurrency), versions)
+    run = _Run(backend, material, hooks, _Workers(concurrency), versions)
     try:
         for phase in PHASES:
             batch = [c for c in plan.by_action(phase) if c is not own_key_change]
@@ -147,7 +168,7 @@ def apply_plan(
 
 @dataclass
 class _Run:
-    client: Client
+    backend: Writer
     material: KeyMaterial
     hooks: Hooks
     workers: _Workers
@@ -171,7 +192,7 @@ class _Run:
             intent = self.hooks.on_start(change) if self.hooks.on_start else None
         except Exception as exc:  # no intent recorded: the change must not be sent
             return Outcome(change, Status.FAILED, f"not sent: the audit log failed ({type(exc).__name__})")
-        return replace(_run(change, self.client, self.material, self.versions, own=own), intent=intent)
+        return replace(_run(change, self.backend, self.material, self.versions, own=own), intent=intent)
 
     def skip(self, batch: Sequence[Change], why: str) -> None:
         for change in batch:
@@ -231,10 +252,10 @@ def _own_key_change(plan: Plan, self_user: str | None) -> Change | None:
 
 
 def _run(
-    change: Change, client: Client, material: KeyMaterial, versions: dict[str, str], *, own: bool = False
+    change: Change, backend: Writer, material: KeyMaterial, versions: dict[str, str], *, own: bool = False
 ) -> Outcome:
     try:
-        _execute(change, client, material, versions, own=own)
+        _execute(change, backend, material, versions, own=own)
     except ChangedSincePlan:
         return Outcome(change, Status.CHANGED, CHANGED_DETAIL)
     except LeaseLost as exc:
@@ -253,23 +274,26 @@ CHANGED_DETAIL = (
 
 
 def _execute(
-    change: Change, client: Client, material: KeyMaterial, versions: dict[str, str], *, own: bool = False
+    change: Change, backend: Writer, material: KeyMaterial, versions: dict[str, str], *, own: bool = False
 ) -> None:
     name = change.api_user
     seen = versions.get(name.lower())  # sent as If-Match: only the state the plan showed is changed
+    users = backend.users
     if change.action is Action.CREATE:
         key, _ = material.for_user(name)
         notes = {k: v for k, v in material.annotations(name).items() if v is not None}
-        created = client.create_user(name, change.new_values(), key, notes)
-        _remember(versions, _record_key_time(client, created))
+        created = users.create(name, change.new_values(), key, notes)
+        _remember(versions, _record_key_time(backend, created))
     elif change.action is Action.UPDATE:
-        _remember(versions, _update(change, client, material, seen, own=own))
-    elif change.action in (Action.LOCK, Action.UNLOCK):
-        _remember(versions, client.update_user(name, {"locked": change.action is Action.LOCK}, if_match=seen))
+        _remember(versions, _update(change, backend, material, seen, own=own))
+    elif change.action is Action.LOCK:
+        _remember(versions, users.lock(name, if_match=seen))
+    elif change.action is Action.UNLOCK:
+        _remember(versions, users.unlock(name, if_match=seen))
     else:
         # Already gone is the desired outcome, e.g. on a rerun after a lost response.
         with contextlib.suppress(NotFound):
-            client.delete_user(name, if_match=seen)
+            users.delete(name, if_match=seen)
 
 
 def _remember(versions: dict[str, str], user: LiveUser) -> None:
@@ -278,24 +302,26 @@ def _remember(versions: dict[str, str], user: LiveUser) -> None:
 
 
 def _update(
-    change: Change, client: Client, material: KeyMaterial, seen: str | None, *, own: bool = False
+    change: Change, backend: Writer, material: KeyMaterial, seen: str | None, *, own: bool = False
 ) -> LiveUser:
     if not change.key_change:
-        return client.update_user(change.api_user, change.new_values(), if_match=seen)
+        return backend.users.update(change.api_user, change.new_values(), if_match=seen)
     key, _ = material.for_user(change.api_user)
     notes = material.annotations(change.api_user)
-    updated = client.update_user(change.api_user, change.new_values(), key, notes, if_match=seen)
+    updated = backend.users.set_key(
+        change.api_user, key, changes=change.new_values(), annotations=notes, if_match=seen
+    )
     if own:
-        client.use_api_key(key)
-    return _record_key_time(client, updated)
+        backend.use_api_key(key)
+    return _record_key_time(backend, updated)
 
 
-def _record_key_time(client: Client, user: LiveUser) -> LiveUser:
+def _record_key_time(backend: Writer, user: LiveUser) -> LiveUser:
     """Record the service's own key_updated_at: comparing against it later tells a key changed in
     the console apart from ours exactly, with no clock-skew guesswork."""
     stamp = user.key_updated_at.isoformat() if user.key_updated_at else None
     notes: dict[str, str | None] = {KEY_UPDATED_ANNOTATION: stamp}
-    return client.update_user(user.api_user, {}, annotations=notes, if_match=user.version)
+    return backend.users.update(user.api_user, {}, annotations=notes, if_match=user.version)
 
 
 def needs_keys(plan: Plan) -> list[str]:

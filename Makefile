@@ -13,7 +13,7 @@ UV_LOCK := requirements/uv.txt
 UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) pyproject.toml requirements/build.in
 
-.PHONY: setup test lint imports typecheck pytest demo bench clean mail-packages lock actionlint
+.PHONY: setup test lint imports typecheck pytest demo shell bench clean mail-packages lock actionlint
 
 setup: $(STAMP)
 
@@ -60,6 +60,10 @@ test: lint typecheck pytest
 
 demo: setup
 	if [ "$(BACKEND)" = cmc-console ]; then scripts/demo-cmc.sh; else scripts/demo.sh; fi
+
+# A shell with the venv's reconciler on PATH; after `make demo`, its service runs again meanwhile.
+shell: setup
+	@scripts/demo-shell.sh
 
 bench: setup
 	$(BIN)/python benchmarks/validate.py

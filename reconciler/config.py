@@ -6,7 +6,9 @@ the tests need no configuration file.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,8 +39,37 @@ DEFAULT_API_URL = "http://127.0.0.1:8725/api/v2"
 ENVIRONMENT = "(environment)"  # the `file` of problems that come from RECONCILER_* variables
 MAX_SETTING_LENGTH = 4096  # PATH_MAX: the longest a path setting can usefully be
 _BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+# RECONCILER_* variables read elsewhere than Settings (reconciler.logs, the age identity, the
+# embedded service's first admin, the read-only plan credential of the workflows, click completion).
+OTHER_VARIABLES = frozenset(
+    {
+        "RECONCILER_AGE_IDENTITY",
+        "RECONCILER_AGE_IDENTITY_FILE",
+        "RECONCILER_LOG",
+        "RECONCILER_DEBUG",
+        "RECONCILER_ACTOR",
+        "RECONCILER_SERVICE_ADMIN_KEY",
+        "RECONCILER_READONLY_API_USER",
+        "RECONCILER_READONLY_API_KEY",
+    }
+)
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 Percent = Annotated[float, Field(ge=0, le=100)]
+# Settings that name a file, a directory or a command on this machine: `~` is expanded in each.
+PATH_SETTINGS = (
+    "ca_bundle",
+    "state_dir",
+    "mail_dir",
+    "templates_dir",
+    "postfix_config_dir",
+    "dovecot_config",
+    "postfix_command",
+    "postconf_command",
+    "doveconf_command",
+    "doveadm_command",
+)
 
 
 class Settings(BaseModel):
@@ -147,6 +178,12 @@ class Settings(BaseModel):
             )
         return value
 
+    @field_validator(*PATH_SETTINGS)
+    @classmethod
+    def _home(cls, value: str | None) -> str | None:
+        # `~/mail` means the same here as in a shell, and as in a key's from_file.
+        return os.path.expanduser(value) if value is not None and value.startswith("~") else value
+
     @field_validator("api_key")
     @classmethod
     def _valid_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -191,6 +228,7 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
     """Settings from `reconciler.yaml` beside `users_dir`, then the environment on top. Every
     problem of the file and the environment is reported at once, located."""
     environ = os.environ if env is None else env
+    _warn_unknown(environ)
     config_path = users_dir.parent / CONFIG_FILE
     doc = load_mapping(config_path) if config_path.is_file() else YamlMapping({})
     problems = _literal_key(str(config_path), doc)
@@ -228,6 +266,37 @@ def base_dir(settings: Settings) -> Path:
     """Where relative local paths (state_dir, fingerprint_secret_file) start: the directory that
     holds users/ and reconciler.yaml; the current directory for settings not loaded from one."""
     return settings._base_dir if settings._base_dir is not None else Path()
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest directory, from `start` upwards, that holds reconciler.yaml or users/ (as git
+    finds .git), so the commands work from users/ itself or any directory below the project."""
+    for directory in (start, *start.parents):
+        if (directory / CONFIG_FILE).is_file() or (directory / "users").is_dir():
+            return directory
+    return None
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning per RECONCILER_* variable nothing reads (a typo is otherwise silently ignored,
+    while the same typo in reconciler.yaml is an error), with the setting it probably meant. A
+    name ending in _KEY may be a user's key that a users/ file reads with from_env: never reported."""
+    known = {env_name(name) for name in Settings.model_fields} | OTHER_VARIABLES
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known or name.endswith("_KEY"):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else " (README.md, section Configuration, lists them)"
+        warnings.append(f"unknown variable {name} is ignored{hint}")
+    return warnings
+
+
+def _warn_unknown(env: Mapping[str, str]) -> None:
+    for warning in unknown_variables(env):
+        if warning not in _warned:  # settings are loaded more than once by some commands
+            _warned.add(warning)
+            log.warning("%s", warning)
 
 
 def service_api_key(settings: Settings) -> SecretStr | None:

@@ -372,6 +372,16 @@ def live_to_json(users: Sequence[LiveUser]) -> dict[str, Any]:
     }
 
 
+def messages_to_json(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """`service messages --format json` (docs/schemas/messages.schema.json)."""
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": True,
+        "total": len(messages),
+        "messages": [dict(m) for m in messages],
+    }
+
+
 def status_to_json(ok: bool, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The status document: each section of `status` adds its top-level keys."""
     document: dict[str, Any] = {"format_version": OUTPUT_FORMAT_VERSION, "ok": ok}

@@ -12,6 +12,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from reconciler import agekeys, fpsecret
+from reconciler.cli import keys
 from reconciler.cli.common import (
     complete_api_users,
     emit_json,
@@ -72,7 +73,7 @@ def import_(users_dir: Path, force: bool, targets: tuple[str, ...], fmt: str) ->
         return ExitCode.ERROR if refused else ExitCode.OK
     for imported, result in zip(files, results, strict=True):
         out(f"{result:<10} {users_dir / imported.file_name}")  # a live name
-    _import_summary(users_dir, files, force, settings)
+    _import_summary(users_dir, files, results, force, settings)
     if refused:
         # Quoted with repr: the names come from the service and may hold newlines or escapes.
         err(
@@ -91,9 +92,18 @@ def _import_progress(total: int) -> Iterator[Callable[[], None]]:
         yield bar.advance
 
 
-def _import_summary(users_dir: Path, files: list[ImportedFile], force: bool, settings: Settings) -> None:
+def _import_summary(
+    users_dir: Path, files: list[ImportedFile], results: list[str], force: bool, settings: Settings
+) -> None:
     kept = [f for f in files if f.existing and f.changed and not force]
-    click.echo(f"\n{len(files)} live user(s) imported into {users_dir}.")
+    written = sum(r in ("created", "updated") for r in results)
+    counts = ", ".join(
+        f"{results.count(r)} {r}" for r in ("created", "updated", "unchanged", "kept") if r in results
+    )
+    click.echo(
+        f"\n{len(files)} live user(s) on the service; wrote {written} file(s) in {users_dir}"
+        + (f" ({counts})." if counts else ".")
+    )
     if kept:
         click.echo(
             f"{len(kept)} existing file(s) differ from the service and were kept; run again with "
@@ -162,12 +172,12 @@ def secret() -> None:
     repo encrypted with age (encrypt).
 
     plan/apply decrypt them with RECONCILER_AGE_IDENTITY (the identity itself) or
-    RECONCILER_AGE_IDENTITY_FILE (a file made by age-keygen).
+    RECONCILER_AGE_IDENTITY_FILE (a file made by `secret keygen` or age-keygen).
 
     \b
     Example:
-      age-keygen -o ci.agekey    # once; its public key is the --recipient
-      reconciler secret encrypt --recipient age1...
+      reconciler secret keygen -o ci.agekey > ci.recipient   # once; its public key is the recipient
+      reconciler secret generate --stdout | reconciler secret encrypt -r "$(cat ci.recipient)"
     """
 
 
@@ -191,6 +201,10 @@ def init(users_dir: Path) -> int:
     click.echo(str(path))
     note(("created " if created else "kept the existing ") + f"fingerprint secret {path} (mode 0600)")
     return ExitCode.OK
+
+
+secret.add_command(keys.keygen)
+secret.add_command(keys.generate)
 
 
 @secret.command("encrypt")

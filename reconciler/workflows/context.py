@@ -227,5 +227,6 @@ def refuse_missing_users_dir(users_dir: Path) -> None:
     if not users_dir.is_dir():
         raise UnsafePlan(
             f"the users directory {users_dir} does not exist: refusing to treat it as 'no users' "
-            "(which would delete everyone on the service)"
+            "(which would delete everyone on the service). Run from the users repository or any "
+            "directory below it (the nearest one upwards with reconciler.yaml or users/), or pass --users DIR"
         )

@@ -59,11 +59,11 @@ def test_live_plan_and_apply_authenticate_with_the_ref(
 
     repo.write("a@example.com", access={"http_api": True})
     env |= {repo.var("a@example.com"): repo.keys["a@example.com"]}
-    assert repo.run("plan", env=env).code == 2
+    assert repo.run("plan", "--detailed-exitcode", env=env).code == 2
     applied = repo.run("apply", "--auto-approve", env=env)
     assert applied.code == 0, applied.output
     assert "a@example.com" in repo.live()
-    assert repo.run("plan", env=env).code == 0
+    assert repo.run("plan", "--detailed-exitcode", env=env).code == 0
     for secret in env.values():
         if secret.startswith("AGE-SECRET-KEY-"):
             assert secret not in listed.output + applied.output

@@ -379,6 +379,7 @@ def _on_call_overrides(tmp: Path, **inputs: str) -> tuple[int, str, str]:
     """The on-call workflow's step that turns allow_deletes / allow_locks into the action's args."""
     job = _load(ROOT / ".github" / "workflows" / "on-call.yml")["jobs"]["reconcile"]
     step = next(s for s in job["steps"] if s.get("id") == "overrides")
+    inputs = {"DRY_RUN": "false", **inputs}
     assert set(step["env"]) == set(inputs)
     output = tmp / "output"
     output.write_text("")
@@ -399,6 +400,9 @@ def test_on_call_passes_the_narrow_overrides_to_the_action(tmp_path: Path) -> No
     assert (code, output) == (0, "args=--allow-deletes 5 --allow-locks 4\n")
     code, output, _ = _on_call_overrides(tmp_path, ALLOW_DELETES="", ALLOW_LOCKS="")
     assert (code, output) == (0, "args=\n")
+    # A dry run plans what reconcile would need: a key this job cannot read fails it (exit 1).
+    code, output, _ = _on_call_overrides(tmp_path, ALLOW_DELETES="", ALLOW_LOCKS="", DRY_RUN="true")
+    assert (code, output) == (0, "args=--require-keys\n")
 
 
 @pytest.mark.parametrize("value", ["5 --force-unlock", "-1", "five", "*"])

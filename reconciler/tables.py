@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reconciler.safetext import terminal
+
 
 def aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     table = [list(header), *(list(r) for r in rows)]
@@ -16,5 +18,6 @@ def aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def printable(text: str) -> str:
-    """Names and values from the service or a log: nothing in them may move the cursor."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+    """Names and values from the service or a log: nothing in them may move the cursor or pass for
+    a workflow command; escaped as every other output is (reconciler/safetext.py)."""
+    return terminal(text)

@@ -74,7 +74,7 @@ def test_without_a_secret_a_plan_says_keys_cannot_be_compared_and_apply_records_
 ) -> None:
     repo.write("app@example.com", access={"http_api": True})
     env = _without_secret_env(repo)
-    planned = repo.run("plan", env=env)
+    planned = repo.run("plan", "--detailed-exitcode", env=env)
     assert planned.code == 2, planned.output  # the create is pending
     assert "keys cannot be compared" in planned.stdout
     assert "reconciler secret init" in planned.stdout

@@ -91,7 +91,7 @@ def test_no_field_of_a_user_file_forges_a_workflow_command_in_any_format(
 
 def test_a_description_with_workflow_commands_still_reads_as_itself_in_the_markdown_plan(repo: Repo) -> None:
     _write(repo, "description", PAYLOAD)
-    shown = repo.run("plan", "--format", "markdown")
+    shown = repo.run("plan", "--detailed-exitcode", "--format", "markdown")
     assert shown.code == 2, shown.output
     assert "title=PWNED]forged" in shown.stdout  # shown, with only its marker defused
 

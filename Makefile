@@ -9,11 +9,11 @@ ACTION_LOCK := requirements/action.txt
 MAIL_STAMP := .reconciler-mail-packages
 # `make lock` only: uv resolves; installs use pip with --require-hashes and need no uv.
 LOCK_VENV := .venv-lock
-UV_VERSION := 0.13.9
+UV_LOCK := requirements/uv.txt
 UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) pyproject.toml requirements/build.in
 
-.PHONY: setup test lint imports typecheck pytest demo bench clean mail-packages lock actionlint
+.PHONY: setup test lint imports typecheck pytest demo shell bench clean mail-packages lock actionlint
 
 setup: $(STAMP)
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml reconciler_service/pyproject.toml $(LOCK)
 # `make lock UPGRADE=1` moves every pin to the newest release allowed.
 lock:
 	test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) && \
-		$(LOCK_VENV)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'; }
+		$(LOCK_VENV)/bin/python -m pip install --quiet --require-hashes -r $(UV_LOCK); }
 	$(UV_COMPILE) --extra test -o $(LOCK)
 	$(UV_COMPILE) --extra age -o $(ACTION_LOCK)
 
@@ -60,6 +60,10 @@ test: lint typecheck pytest
 
 demo: setup
 	if [ "$(BACKEND)" = cmc-console ]; then scripts/demo-cmc.sh; else scripts/demo.sh; fi
+
+# A shell with the venv's reconciler on PATH; after `make demo`, its service runs again meanwhile.
+shell: setup
+	@scripts/demo-shell.sh
 
 bench: setup
 	$(BIN)/python benchmarks/validate.py

@@ -19,11 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from pydantic import SecretStr
-
-from reconciler.config import Settings
-from reconciler.workflows.keys import key_fingerprint_secret
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import plan_apply as bench
 
@@ -46,14 +41,14 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="reconciler-ab-"))
     bench.write_users(root / "users", [f"user{i:05d}@example.com" for i in range(9999)], "Asia/Tokyo")
-    secret = key_fingerprint_secret(Settings(api_user=bench.ADMIN, api_key=SecretStr(bench.ADMIN_KEY)))
-    bench.seed(root / "service.db", root / "users", secret)
+    bench.seed(root / "service.db", root / "users", bench.FP_SECRET.encode())
     sides: dict[str, list[tuple[float, float]]] = {"this": [], "base": []}
     with bench.running_service(root / "service.db") as svc:
         env = os.environ | {
             "RECONCILER_API_URL": svc.url,
             "RECONCILER_API_USER": bench.ADMIN,
             "RECONCILER_API_KEY": bench.ADMIN_KEY,
+            "RECONCILER_FINGERPRINT_SECRET": bench.FP_SECRET,
             "ADMIN_KEY": bench.ADMIN_KEY,
             "USER_KEY": bench.USER_KEY,
         }

@@ -38,7 +38,7 @@ from reconciler.run.audit import AuditLog
 from reconciler.secrets import ApiKey
 from reconciler.workflows.applying import execute
 from reconciler.workflows.context import Run, SilentReporter
-from reconciler.workflows.keys import fingerprints_of, key_fingerprint_secret, resolve_keys
+from reconciler.workflows.keys import fingerprints_of, resolve_keys
 from reconciler.workflows.planning import compute_plan, guards_from
 from reconciler_service.clock import now
 from reconciler_service.keys import FAST_SCRYPT_N, hash_key
@@ -46,6 +46,7 @@ from reconciler_service.store import Store, StoredUser
 
 ADMIN = "admin@example.com"
 ADMIN_KEY = "benchAdminKey2026"
+FP_SECRET = "bench-fingerprint-secret-0123456789abcdef"  # noqa: S105 (a test value, independent of every key)
 USER_KEY = "benchUserKey2026"
 BIN = Path(sys.executable).parent
 
@@ -159,14 +160,14 @@ def cli_seconds(args: list[str], cwd: Path, env: dict[str, str], runs: int = 3) 
 def bench_plan(root: Path, count: int) -> list[tuple[str, float, str]]:
     names = [f"user{i:05d}@example.com" for i in range(count - 1)]
     write_users(root / "users", names, "Asia/Tokyo")
-    settings = Settings(api_user=ADMIN, api_key=SecretStr(ADMIN_KEY))
-    seed(root / "service.db", root / "users", key_fingerprint_secret(settings))
+    seed(root / "service.db", root / "users", FP_SECRET.encode())
     rows = []
     with running_service(root / "service.db") as svc:
         env = os.environ | {
             "RECONCILER_API_URL": svc.url,
             "RECONCILER_API_USER": ADMIN,
             "RECONCILER_API_KEY": ADMIN_KEY,
+            "RECONCILER_FINGERPRINT_SECRET": FP_SECRET,
             "ADMIN_KEY": ADMIN_KEY,
             "USER_KEY": USER_KEY,
         }
@@ -213,8 +214,13 @@ def bench_apply(
     root = root / ("audited" if audited else "bare")
     users_dir = root / "apply-users"
     write_users(users_dir, names, "Asia/Tokyo")
-    settings = Settings(api_user=ADMIN, api_key=SecretStr(ADMIN_KEY), concurrency=concurrency)
-    seed(root / "apply.db", users_dir, key_fingerprint_secret(settings))
+    settings = Settings(
+        api_user=ADMIN,
+        api_key=SecretStr(ADMIN_KEY),
+        concurrency=concurrency,
+        fingerprint_secret=SecretStr(FP_SECRET),
+    )
+    seed(root / "apply.db", users_dir, FP_SECRET.encode())
     write_users(users_dir, names, "UTC")  # every user changes one field
     ideal = changes * latency_ms / 1000 / concurrency
     with running_service(root / "apply.db", "--latency-ms", str(latency_ms)) as svc:

@@ -134,6 +134,11 @@ def normalize_armor(armored: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def new_identity() -> Identity:
+    """A fresh X25519 identity (what age-keygen makes)."""
+    return _pyrage().x25519.Identity.generate()
+
+
 def parse_recipients(texts: Sequence[str]) -> list[Any]:
     """`age1...` public keys. A rejected one is named by its position, never quoted: the usual
     mistake is pasting the identity (AGE-SECRET-KEY-1...) itself, which must not reach a terminal,

@@ -6,6 +6,9 @@ the tests need no configuration file.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,8 +39,37 @@ DEFAULT_API_URL = "http://127.0.0.1:8725/api/v2"
 ENVIRONMENT = "(environment)"  # the `file` of problems that come from RECONCILER_* variables
 MAX_SETTING_LENGTH = 4096  # PATH_MAX: the longest a path setting can usefully be
 _BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+# RECONCILER_* variables read elsewhere than Settings (reconciler.logs, the age identity, the
+# embedded service's first admin, the read-only plan credential of the workflows, click completion).
+OTHER_VARIABLES = frozenset(
+    {
+        "RECONCILER_AGE_IDENTITY",
+        "RECONCILER_AGE_IDENTITY_FILE",
+        "RECONCILER_LOG",
+        "RECONCILER_DEBUG",
+        "RECONCILER_ACTOR",
+        "RECONCILER_SERVICE_ADMIN_KEY",
+        "RECONCILER_READONLY_API_USER",
+        "RECONCILER_READONLY_API_KEY",
+    }
+)
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 Percent = Annotated[float, Field(ge=0, le=100)]
+# Settings that name a file, a directory or a command on this machine: `~` is expanded in each.
+PATH_SETTINGS = (
+    "ca_bundle",
+    "state_dir",
+    "mail_dir",
+    "templates_dir",
+    "postfix_config_dir",
+    "dovecot_config",
+    "postfix_command",
+    "postconf_command",
+    "doveconf_command",
+    "doveadm_command",
+)
 
 
 class Settings(BaseModel):
@@ -59,14 +91,17 @@ class Settings(BaseModel):
     change_deadline: Annotated[float, Field(gt=0, le=3600)] = 60.0
     retries: Annotated[int, Field(ge=0, le=20)] | None = None
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
-    # Keyed fingerprints of keys; when unset it is derived from the reconciler's own API key.
+    # Keyed fingerprints of keys (reconciler/fpsecret.py): never derived from an API key. Only from
+    # RECONCILER_FINGERPRINT_SECRET, or a file (default <state_dir>/fingerprint.secret beside users/).
     fingerprint_secret: SecretStr | None = None
+    fingerprint_secret_file: str | None = None
 
     # Where `api_key_ref` was declared, for `service_api_key` (not settings: neither env nor YAML).
     _config_file: Path | None = PrivateAttr(default=None)
     _ref_line: int | None = PrivateAttr(default=None)
     _env: Mapping[str, str] | None = PrivateAttr(default=None)
     _resolved_key: SecretStr | None = PrivateAttr(default=None)
+    _base_dir: Path | None = PrivateAttr(default=None)  # the directory of users/ and reconciler.yaml
 
     # The backend (reconciler/backend/registry.py) and where state lives that the backend cannot keep
     backend: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")] = "http-v2"
@@ -74,8 +109,11 @@ class Settings(BaseModel):
     unsupported_fields: Literal["refuse", "note"] = "refuse"
     # local: the state directory; git: a ref in the users repository, updated by compare-and-swap push.
     state_store: Literal["local", "git"] = "local"
-    state_ref: str = "refs/reconciler/state"
-    state_remote: str = "origin"
+    # Both reach git's command line (reconciler/run/store.py): never a leading "-" (an option).
+    state_ref: Annotated[str, Field(pattern=r"^refs/[A-Za-z0-9][A-Za-z0-9._/-]{0,200}$")] = (
+        "refs/reconciler/state"
+    )
+    state_remote: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./~@][^\s]{0,1000}$")] = "origin"
 
     # Mailgun (reconciler/backend/mailgun/)
     mailgun_region: Literal["us", "eu"] = "us"
@@ -110,6 +148,9 @@ class Settings(BaseModel):
     templates_dir: str | None = None  # Jinja templates of the mail files; unset = the packaged ones
     relay_host: str = "127.0.0.1"
     relay_port: Annotated[int, Field(ge=1, le=65535)] = 2525
+    # SMTP AUTH to a relay that is not on loopback only after STARTTLS, unless this is set (a relay
+    # reached over a network that is encrypted otherwise, e.g. a VPN; docs/mail.md "TLS").
+    allow_insecure_relay: StrictBool = False
     hash_scheme: Literal["ARGON2ID", "BLF-CRYPT"] = "ARGON2ID"
     postfix_config_dir: str | None = None
     dovecot_config: str | None = None
@@ -136,6 +177,12 @@ class Settings(BaseModel):
                 f"must be one line of at most {MAX_SETTING_LENGTH} printable characters",
             )
         return value
+
+    @field_validator(*PATH_SETTINGS)
+    @classmethod
+    def _home(cls, value: str | None) -> str | None:
+        # `~/mail` means the same here as in a shell, and as in a key's from_file.
+        return os.path.expanduser(value) if value is not None and value.startswith("~") else value
 
     @field_validator("api_key")
     @classmethod
@@ -181,6 +228,7 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
     """Settings from `reconciler.yaml` beside `users_dir`, then the environment on top. Every
     problem of the file and the environment is reported at once, located."""
     environ = os.environ if env is None else env
+    _warn_unknown(environ)
     config_path = users_dir.parent / CONFIG_FILE
     doc = load_mapping(config_path) if config_path.is_file() else YamlMapping({})
     problems = _literal_key(str(config_path), doc)
@@ -193,6 +241,7 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
         problems += [_locate(str(config_path), doc, from_env, err) for err in exc.errors()]
     if problems:
         raise ValidationFailed(sorted(problems, key=lambda p: (p.file, p.line or 0, p.field or "")))
+    settings._base_dir = users_dir.parent
     if settings.api_key_ref is not None:
         # Resolved later, and only by commands that talk to the service (see service_api_key).
         settings._config_file = config_path
@@ -201,6 +250,53 @@ def load_settings(users_dir: Path, env: Mapping[str, str] | None = None) -> Sett
         settings._ref_line = where[0] if where else None
         settings._env = env
     return settings
+
+
+def is_loopback_host(host: str) -> bool:
+    """Only `localhost` and loopback addresses: any other name may resolve elsewhere tomorrow."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def base_dir(settings: Settings) -> Path:
+    """Where relative local paths (state_dir, fingerprint_secret_file) start: the directory that
+    holds users/ and reconciler.yaml; the current directory for settings not loaded from one."""
+    return settings._base_dir if settings._base_dir is not None else Path()
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest directory, from `start` upwards, that holds reconciler.yaml or users/ (as git
+    finds .git), so the commands work from users/ itself or any directory below the project."""
+    for directory in (start, *start.parents):
+        if (directory / CONFIG_FILE).is_file() or (directory / "users").is_dir():
+            return directory
+    return None
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning per RECONCILER_* variable nothing reads (a typo is otherwise silently ignored,
+    while the same typo in reconciler.yaml is an error), with the setting it probably meant. A
+    name ending in _KEY may be a user's key that a users/ file reads with from_env: never reported."""
+    known = {env_name(name) for name in Settings.model_fields} | OTHER_VARIABLES
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known or name.endswith("_KEY"):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else " (README.md, section Configuration, lists them)"
+        warnings.append(f"unknown variable {name} is ignored{hint}")
+    return warnings
+
+
+def _warn_unknown(env: Mapping[str, str]) -> None:
+    for warning in unknown_variables(env):
+        if warning not in _warned:  # settings are loaded more than once by some commands
+            _warned.add(warning)
+            log.warning("%s", warning)
 
 
 def service_api_key(settings: Settings) -> SecretStr | None:

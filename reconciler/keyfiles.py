@@ -28,6 +28,10 @@ def read_key_file(path: Path, limit: int = MAX_KEY_FILE_BYTES, label: str = "key
         fd = os.open(path, flags)
     except FileNotFoundError:
         raise SecretUnavailable(f"{label} {path} does not exist") from None
+    except PermissionError:
+        # Like a missing file: the key is not here for this user (a plan run by someone who may
+        # not read /run/secrets); apply, which needs it, fails on it all the same.
+        raise SecretUnavailable(f"cannot read {label} {path}: permission denied") from None
     except ValueError:
         raise SecretError(f"{label} path contains a NUL character") from None
     except OSError as exc:

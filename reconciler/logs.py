@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 
 from reconciler.errors import ConfigError
+from reconciler.safetext import terminal
 
 ENV_VAR = "RECONCILER_LOG"
 LEVELS: dict[str, int] = {
@@ -47,7 +48,8 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(self.format(record) + "\n")
+            # Records quote names and answers from the service: shown escaped like every message.
+            sys.stderr.write(terminal(self.format(record), keep="\n\t") + "\n")
             sys.stderr.flush()  # a log line must be out before the output that follows it
         except (OSError, ValueError):
             self.handleError(record)

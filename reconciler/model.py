@@ -344,6 +344,7 @@ class Lease(BaseModel):
     acquired_at: datetime
     expires_at: datetime
     token: SecretStr | None = None  # it fences writes: never printed
+    process_started: str = ""  # the holder's process identity (reconciler.run.liveness); "" from older runs
 
     def describe(self) -> str:
         since = self.acquired_at.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -16,7 +16,7 @@ from reconciler.executor import Outcome
 from reconciler.importer import ImportedFile
 from reconciler.model import COMPARED_FIELDS, Lease, LiveUser, Operation
 from reconciler.plan import SENSITIVE, Action, Change, Drift, FieldChange, Plan, SkippedKey
-from reconciler.safetext import json_text, md_code, md_text, terminal
+from reconciler.safetext import defuse_commands, json_text, md_code, md_text, terminal
 
 FORMAT_VERSION = 1
 MARKDOWN_MARKER = "<!-- reconciler-plan -->"
@@ -86,7 +86,7 @@ def render_text(plan: Plan, style: Styler = _plain) -> str:
     lines.extend(_text_key_checks(plan, style))
     lines.extend(f"Note: {terminal(note)}" for note in plan.notes)
     lines.extend(style(f"Refused: {terminal(reason)}", "red") for reason in plan.refusals)
-    return "\n".join(lines) + "\n"
+    return defuse_commands("\n".join(lines)) + "\n"  # a last pass over the whole, as for Markdown
 
 
 def _text_key_checks(plan: Plan, style: Styler) -> list[str]:
@@ -162,7 +162,9 @@ def render_markdown(plan: Plan) -> str:
     out += _md_key_checks(plan.skipped_keys, plan.keys_checked)
     if plan.notes:
         out += [""] + [f"> {md_text(note)}" for note in plan.notes]
-    return "\n".join(out) + "\n"
+    # The action prints this file into a privileged job's log, where `##[` anywhere in a line and
+    # `::` at its start are workflow commands: a code span shows a value as is, so defuse the whole.
+    return defuse_commands("\n".join(out)) + "\n"
 
 
 MD_OPEN_ROWS = 10  # more skipped key checks than this are folded away (every PR plan has them)
@@ -367,6 +369,16 @@ def live_to_json(users: Sequence[LiveUser]) -> dict[str, Any]:
         "ok": True,
         "total": len(users),
         "api_users": [u.model_dump(mode="json") for u in users],
+    }
+
+
+def messages_to_json(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """`service messages --format json` (docs/schemas/messages.schema.json)."""
+    return {
+        "format_version": OUTPUT_FORMAT_VERSION,
+        "ok": True,
+        "total": len(messages),
+        "messages": [dict(m) for m in messages],
     }
 
 

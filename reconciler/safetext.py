@@ -55,8 +55,19 @@ def defuse_commands(text: str) -> str:
 
 def json_text(document: str) -> str:
     """JSON text (from json.dumps) that the runner cannot take for an old-style `##[` command:
-    `##[` can only occur inside a string there, where `\\u0023` reads back the same."""
-    return document.replace(_OLD_COMMAND, "\\u0023#[")
+    `##[` can only occur inside a string there, where `\\u0023` reads back the same. Control and
+    format characters that json.dumps leaves raw (DEL, C1 such as CSI, bidi overrides) can only be
+    inside strings too, and are written as `\\u` escapes, which read back the same."""
+    shown = "".join(_json_escaped(ch) if _unsafe(ch, "\n") else ch for ch in document)
+    return shown.replace(_OLD_COMMAND, "\\u0023#[")
+
+
+def _json_escaped(ch: str) -> str:
+    code = ord(ch)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    high, low = divmod(code - 0x10000, 0x400)
+    return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
 
 
 # --- GitHub annotations ---------------------------------------------------------------------------

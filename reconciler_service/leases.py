@@ -42,6 +42,7 @@ class Lease:
     token: str
     acquired_at: str
     expires_at: str
+    process_started: str = ""  # opaque to the service: the holder's process identity on its host
 
     def public(self, *, with_token: bool = False) -> dict[str, Any]:
         data = {
@@ -52,6 +53,7 @@ class Lease:
             "command": self.command,
             "acquired_at": self.acquired_at,
             "expires_at": self.expires_at,
+            "process_started": self.process_started,
         }
         return {**data, "token": self.token} if with_token else data
 
@@ -63,6 +65,7 @@ class LeaseRequest:
     pid: int
     command: str
     ttl_seconds: int
+    process_started: str = ""
 
 
 def current_lease(conn: sqlite3.Connection, name: str) -> Lease | None:
@@ -91,4 +94,5 @@ def lease_row(lease: Lease) -> tuple[Any, ...]:
         lease.token,
         lease.acquired_at,
         lease.expires_at,
+        lease.process_started,
     )

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS leases (
     command TEXT NOT NULL,
     token TEXT NOT NULL,
     acquired_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL
+    expires_at TEXT NOT NULL,
+    process_started TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS operations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -192,6 +193,9 @@ class Store:
             columns = {row["name"] for row in conn.execute("PRAGMA table_info(users)")}
             if "version" not in columns:  # a database made before contract 2.1
                 conn.execute("ALTER TABLE users ADD COLUMN version TEXT NOT NULL DEFAULT ''")
+            leases = {row["name"] for row in conn.execute("PRAGMA table_info(leases)")}
+            if "process_started" not in leases:  # a database made before leases recorded it
+                conn.execute("ALTER TABLE leases ADD COLUMN process_started TEXT NOT NULL DEFAULT ''")
         # Checked against for unknown names, so a failed login costs the same whether or not the
         # name exists: timing must not tell an attacker which API users there are.
         self._dummy_hash = hash_key(secrets.token_urlsafe(16), self.scrypt_n)
@@ -376,12 +380,13 @@ class Store:
             secrets.token_urlsafe(24),
             stamp(moment),
             stamp(moment + timedelta(seconds=request.ttl_seconds)),
+            request.process_started,
         )
         with self._write() as conn:
             current = current_lease(conn, name)
             if current is not None:
                 raise LeaseHeld(current)
-            conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?)", lease_row(lease))
+            conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", lease_row(lease))
         return lease
 
     def renew_lease(self, name: str, token: str, request: LeaseRequest) -> Lease:

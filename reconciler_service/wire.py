@@ -55,9 +55,12 @@ class LeaseBody(BaseModel):
     pid: Annotated[int, Field(ge=0, le=2**31 - 1, strict=True)]
     command: Annotated[StrictStr, Field(min_length=1, max_length=200)]
     ttl_seconds: Annotated[int, Field(ge=1, le=86400, strict=True)]
+    process_started: Annotated[StrictStr, Field(max_length=200)] = ""
 
     def request(self) -> LeaseRequest:
-        return LeaseRequest(self.holder, self.host, self.pid, self.command, self.ttl_seconds)
+        return LeaseRequest(
+            self.holder, self.host, self.pid, self.command, self.ttl_seconds, self.process_started
+        )
 
 
 class ApiError(Exception):

@@ -8,7 +8,8 @@
 #   4. with the gateway: send one message through it as billing@example.com, which the service's
 #      relay records (`reconciler service messages`)
 #   5. stop the gateway and the service, whatever happened
-# Demo keys are generated into .reconciler/demo/ (git-ignored): no key is ever committed.
+# Demo keys are generated into .reconciler/demo/ and secrets/legacy-crm.key (both git-ignored): no
+# key is ever committed. `make shell` starts this service again afterwards (scripts/demo-shell.sh).
 # DEMO_VENV points at another virtualenv (default .venv, made by `make setup`); DEMO_PORT,
 # DEMO_SMTP_PORT and DEMO_SUBMISSION_PORT move the ports.
 set -euo pipefail
@@ -32,6 +33,18 @@ set -a; . "$DEMO/demo.env"; set +a
 export RECONCILER_API_URL="http://127.0.0.1:$PORT/api/v2"
 export RECONCILER_API_USER=reconciler@example.com
 export RECONCILER_RELAY_PORT="$SMTP_PORT"
+# The secret behind the key fingerprints, independent of every key (docs/security.md): made once,
+# kept in .reconciler/fingerprint.secret (0600, git-ignored) like a CI secret would be.
+"$BIN/reconciler" secret init --users users > /dev/null
+# What `make shell` (scripts/demo-shell.sh) needs to start this service again, with these settings.
+cat > "$DEMO/env.sh" <<ENV
+DEMO_PORT=$PORT
+RECONCILER_API_URL=$RECONCILER_API_URL
+RECONCILER_API_USER=$RECONCILER_API_USER
+RECONCILER_RELAY_PORT=$SMTP_PORT
+RECONCILER_MAIL_CHECKS=skip
+RECONCILER_MAIL_DIR=$PWD/$DEMO/mail
+ENV
 
 GATEWAY=""
 SERVICE_PID=""
@@ -80,8 +93,8 @@ fi
 
 step "reconciler validate"
 "$BIN/reconciler" validate
-step "reconciler plan   (exit 2: changes pending)"
-rc=0; "$BIN/reconciler" plan || rc=$?
+step "reconciler plan --detailed-exitcode   (exit 2: changes pending)"
+rc=0; "$BIN/reconciler" plan --detailed-exitcode || rc=$?
 [ "$rc" = 2 ] || { echo "expected exit 2 from plan, got $rc"; exit 1; }
 step "reconciler reconcile --auto-approve ${RELOAD[*]}  ($WHAT)"
 "$BIN/reconciler" reconcile --auto-approve "${RELOAD[@]}"
@@ -94,13 +107,21 @@ if [ -n "$GATEWAY" ]; then
   step "send one message through the gateway as billing@example.com; the service's relay records it"
   "$BIN/python" scripts/mail_sandbox.py send --port "$SUBMISSION_PORT" --login billing@example.com \
     --key-env BILLING_API_KEY --subject "reconciler demo"
+  total=0
   for _ in $(seq 1 50); do
-    messages=$("$BIN/reconciler" service messages)
-    [ -n "$messages" ] && break
+    total=$("$BIN/reconciler" service messages --format json | "$BIN/python" -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+    [ "$total" -gt 0 ] && break
     sleep 0.2
   done
-  [ -n "$messages" ] || { echo "the relay recorded no message"; exit 1; }
+  [ "$total" -gt 0 ] || { echo "the relay recorded no message"; exit 1; }
   step "reconciler service messages"
-  echo "$messages"
+  "$BIN/reconciler" service messages
 fi
-step "done: the service ran at $RECONCILER_API_URL; rendered mail files are in $RECONCILER_MAIL_DIR"
+step "done: rendered mail files are in $RECONCILER_MAIL_DIR"
+cat <<DONE
+The service ran at $RECONCILER_API_URL and is stopped now (so is any gateway the demo started).
+Start it again, with the demo's users, admin ($RECONCILER_API_USER) and keys, in a shell that has
+reconciler on PATH and the demo's settings, where every README example works:
+
+  make shell
+DONE

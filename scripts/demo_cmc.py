@@ -52,6 +52,7 @@ def main() -> int:
             (root / "users" / f"{api_user}.yaml").write_text(f"api_user: {api_user}\n{ref}{body}")
         env = {**os.environ, **standin.env(ADMIN), **keys, "RECONCILER_API_KEY": admin_key}
         env |= {"RECONCILER_CMC_AUDIT_INTERVAL_HOURS": "0", "RECONCILER_CMC_PROBE_RATE": "20"}
+        env["RECONCILER_FINGERPRINT_SECRET"] = secrets.token_hex(32)  # independent of every key
         env.pop("GITHUB_STEP_SUMMARY", None)
 
         run(env, root, "plan", "--format", "markdown")

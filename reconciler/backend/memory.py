@@ -415,6 +415,7 @@ class _Leases:
             acquired_at=acquired or now,
             expires_at=now + timedelta(seconds=float(request.get("ttl_seconds", 60))),
             token=SecretStr(token),
+            process_started=str(request.get("process_started", "")),
         )
         self.account.leases[name] = lease
         return lease

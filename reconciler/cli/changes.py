@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,17 @@ from reconciler.cli.common import (
     Duration,
     complete_api_users,
     emit_json,
+    err,
     format_option,
     users_option,
 )
 from reconciler.cli.console import console_apply, console_plan
 from reconciler.cli.options import note
+from reconciler.cli.progress import Progress
 from reconciler.cli.reporters import ClickReporter, JsonReporter, show_plan
+from reconciler.cli.reports import progress_hasher
 from reconciler.errors import ExitCode, ReconcilerError, exit_code_for
+from reconciler.mail.hashing import Hasher
 from reconciler.output import render_json
 from reconciler.workflows.applying import ApplyOptions, run_apply
 from reconciler.workflows.context import Run, open_run
@@ -60,9 +65,23 @@ allow_locks_option = click.option(
 @format_option("text", "markdown", "json")
 @click.option(
     "--out",
+    "-out",  # Terraform's spelling, which its users type by habit
+    "-o",
     "out",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Save the plan for `apply PLAN.json`.",
+    help="Save the plan for `apply PLAN.json` (-out and -o too).",
+)
+@click.option(
+    "--detailed-exitcode",
+    "-detailed-exitcode",
+    "detailed",
+    is_flag=True,
+    help="Exit 2 when changes are pending (0 only when there is nothing to do), as Terraform's.",
+)
+@click.option(
+    "--require-keys",
+    is_flag=True,
+    help="Fail (exit 1) when a key apply will need cannot be read here, instead of warning.",
 )
 @target_option
 @allow_deletes_option
@@ -73,6 +92,8 @@ def plan(
     users_dir: Path,
     fmt: str,
     out: Path | None,
+    detailed: bool,
+    require_keys: bool,
     targets: tuple[str, ...],
     allow_deletes: int | None,
     allow_locks: int | None,
@@ -80,17 +101,23 @@ def plan(
 ) -> int:
     """Show what reconcile would change, without changing anything.
 
-    Exit codes: 0 nothing to do, 2 changes pending, 1 error, 3 refused as unsafe.
+    Exit codes (Terraform's): 0 the plan was made, with or without changes; 1 error; 3 refused
+    as unsafe; with --detailed-exitcode, 2 when changes are pending (0 only when there are none).
 
     \b
     Example:
       reconciler plan --format markdown > plan.md
       reconciler plan --out plan.json && reconciler apply plan.json
+      reconciler plan --detailed-exitcode || [ $? = 2 ]    # CI: 2 means changes pending
       reconciler plan --mail-dir /etc/reconciler/mail
     """
     if (console := console_plan(users_dir, fmt, targets, out)) is not None:
-        return console  # a console backend: the plan is a checklist (reconciler/cli/console.py)
-    options = PlanOptions(allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets)
+        # A console backend: the plan is a checklist (reconciler/cli/console.py); exit 2 only if asked.
+        return ExitCode.OK if console == ExitCode.CHANGES_PENDING and not detailed else console
+    options = PlanOptions(
+        allow_deletes=allow_deletes, allow_locks=allow_locks, targets=targets, require_keys=require_keys
+    )
+    mail_dir = mail_dir.expanduser() if mail_dir is not None else None
     with open_run(users_dir, ClickReporter(), mail_dir=mail_dir, load_users_now=True) as run:
         result = make_plan(run, options)
     show_plan(result, fmt)
@@ -100,7 +127,8 @@ def plan(
         except OSError as exc:
             raise ReconcilerError(f"cannot save the plan to {out}: {exc.strerror}") from None
         note(f"Saved the plan to {out}; apply it with: reconciler apply {out}")
-    return plan_exit(result)
+    code = plan_exit(result)
+    return ExitCode.OK if code == ExitCode.CHANGES_PENDING and not detailed else code
 
 
 def _apply_options(fn: Callable[..., int]) -> Callable[..., int]:
@@ -176,11 +204,19 @@ def reconcile(mail_dir: Path | None, no_reload: bool, wait_gateways: float | Non
     """
     return _run_apply(
         None,
-        mail=MailStep(mail_dir, reload=not no_reload),
+        mail=MailStep(mail_dir, reload=not no_reload, hashing=_hashing_progress),
         mail_dir=mail_dir,
         wait_gateways=wait_gateways,
         **options,
     )
+
+
+@contextlib.contextmanager
+def _hashing_progress(scheme: str) -> Iterator[Hasher]:
+    """reconcile's mail step hashes each new key (ARGON2ID: a noticeable pause per key): a
+    progress line on a terminal, as `render` shows."""
+    with Progress("Hashing keys") as bar:
+        yield progress_hasher(scheme, bar)
 
 
 def _run_apply(
@@ -254,7 +290,7 @@ def _wait_for_gateways(run: Run, timeout: float) -> int:
     click.echo(f"Waiting up to {timeout:g} s for every gateway to serve users/ {digest[:12]} ...")
     behind = wait_for_run_gateways(run, timeout)
     if behind:
-        click.echo(f"error: gateways still behind after {timeout:g} s: " + ", ".join(behind), err=True)
+        err(f"error: gateways still behind after {timeout:g} s: " + ", ".join(behind))
         return ExitCode.ERROR
     click.echo("Every reporting gateway serves this users/.")
     return ExitCode.OK

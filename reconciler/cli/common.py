@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from reconciler.cli.options import no_color
+from reconciler.config import find_project_root
 from reconciler.errors import Problem, ReconcilerError, Terminated, ValidationFailed, exit_code_for
 from reconciler.output import error_to_json
 from reconciler.safetext import annotation_data, annotation_property, json_text, terminal
@@ -27,12 +28,29 @@ DEBUG_ENV = "RECONCILER_DEBUG"
 MAX_DETAIL = 300
 _WORD = re.compile(r"[A-Za-z0-9]{8,128}")
 
+
+def _users_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    if value is not None:
+        return value.expanduser()
+    root = find_project_root(Path.cwd())
+    return Path("users") if root is None else _relative(root / "users")
+
+
+def _relative(path: Path) -> Path:
+    """users/ as a path from here when it is below the working directory (messages stay short)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 users_option = click.option(
     "--users",
     "users_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    default=Path("users"),
-    show_default=True,
+    default=None,
+    callback=_users_dir,
+    show_default="users/ of the nearest directory upwards with reconciler.yaml or users/",
     help="Directory of users/<api_user>.yaml files.",
 )
 
@@ -44,6 +62,12 @@ def use_color(ctx: click.Context | None = None) -> bool:
     if no_color(ctx or click.get_current_context()):
         return False
     return sys.stdout.isatty()
+
+
+def out(text: str) -> None:
+    """Text on stdout that carries values from the service or users/ (names, lease holders,
+    gateway reports, the operation log): shown escaped like `err`, whoever wrote them."""
+    click.echo(terminal(text, keep="\n\t"))
 
 
 def err(message: str) -> None:

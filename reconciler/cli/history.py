@@ -18,6 +18,8 @@ from reconciler.cli.common import (
 from reconciler.errors import ExitCode
 from reconciler.model import Operation
 from reconciler.output import history_to_json
+from reconciler.plan import SERVICE_ITSELF
+from reconciler.tables import aligned, printable
 from reconciler.workflows.context import SilentReporter, open_run
 from reconciler.workflows.history import history as read_history
 
@@ -59,29 +61,34 @@ def history(users_dir: Path, api_user: str | None, since: float, limit: int, fmt
     elif not operations:
         click.echo(f"No writes since {start.isoformat().replace('+00:00', 'Z')}.")
     else:
-        for op in operations:
-            click.echo(_line(op))
+        shown = [op for op in operations if not _bookkeeping(op)]
+        for line in aligned(("WHEN", "ACTION", "API USER", "BY", "FIELDS"), [_row(op) for op in shown]):
+            click.echo(printable(line))
     return ExitCode.OK
 
 
-def _line(op: Operation) -> str:
+def _bookkeeping(op: Operation) -> bool:
+    """The reconciler's own record-keeping write (the fingerprint annotations it sets after a create
+    or key change): not a change anyone made to the user. `--format json` keeps every entry."""
+    return op.source == "reconciler" and op.action == "update" and set(op.fields) <= {"annotations"}
+
+
+def _row(op: Operation) -> tuple[str, str, str, str, str]:
     at = op.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fields = ", ".join(op.fields) or "-"
-    return _printable(f"{at}  {op.action:<11} {op.api_user or '-'}  {fields}  {_who(op)}")
+    fields = [f for f in op.fields if not (op.source == "reconciler" and f == "annotations")]
+    return at, op.action, op.api_user or "-", _who(op), ", ".join(fields) or "-"
 
 
 def _who(op: Operation) -> str:
-    who = f"by {op.actor_api_user or 'unknown'}"
+    """Worded as the plan words drift (plan.Drift): the service itself, an API user via the API, or
+    an API user via the reconciler with its actor, commit and run."""
+    if op.actor_api_user is None:
+        return SERVICE_ITSELF
     if op.source != "reconciler":
-        return f"{who} via the API"
-    parts = [f"actor {op.actor}" if op.actor else None]
-    parts += [f"commit {op.commit[:12]}" if op.commit else None, f"run {op.run}" if op.run else None]
-    return f"{who} via the reconciler ({', '.join(p for p in parts if p)})"
-
-
-def _printable(text: str) -> str:
-    # Names and headers come from the service: nothing in them may move the cursor or clear a line.
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+        return f"{op.actor_api_user} via the API"
+    parts = [op.actor, f"commit {op.commit[:12]}" if op.commit else None, f"run {op.run}" if op.run else None]
+    details = ", ".join(p for p in parts if p)
+    return f"{op.actor_api_user} via the reconciler" + (f" ({details})" if details else "")
 
 
 COMMANDS = (history,)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import emit_json, format_option, users_option
+from reconciler.cli.common import emit_json, err, format_option, users_option
 from reconciler.cli.progress import Progress
 from reconciler.cli.reports import mail_report_json, progress_hasher
 from reconciler.errors import ExitCode
@@ -86,7 +86,7 @@ def render(
 
 
 def _warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+    err(f"warning: {message}")  # may quote the service (a refused gateway report): escaped
 
 
 class _WarningsOnly(SilentReporter):

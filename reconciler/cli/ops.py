@@ -11,17 +11,19 @@ from pathlib import Path
 import click
 from click.shell_completion import get_completion_class
 
-from reconciler import agekeys
+from reconciler import agekeys, fpsecret
+from reconciler.cli import keys
 from reconciler.cli.common import (
     complete_api_users,
     emit_json,
     err,
     format_option,
+    out,
     users_option,
 )
 from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
-from reconciler.config import Settings
+from reconciler.config import Settings, load_settings
 from reconciler.errors import ExitCode
 from reconciler.importer import ImportedFile
 from reconciler.output import import_to_json, status_to_json
@@ -70,8 +72,8 @@ def import_(users_dir: Path, force: bool, targets: tuple[str, ...], fmt: str) ->
         emit_json(import_to_json(users_dir, files, results, refused, settings.api_user))
         return ExitCode.ERROR if refused else ExitCode.OK
     for imported, result in zip(files, results, strict=True):
-        click.echo(f"{result:<10} {users_dir / imported.file_name}")
-    _import_summary(users_dir, files, force, settings)
+        out(f"{result:<10} {users_dir / imported.file_name}")  # a live name
+    _import_summary(users_dir, files, results, force, settings)
     if refused:
         # Quoted with repr: the names come from the service and may hold newlines or escapes.
         err(
@@ -90,9 +92,18 @@ def _import_progress(total: int) -> Iterator[Callable[[], None]]:
         yield bar.advance
 
 
-def _import_summary(users_dir: Path, files: list[ImportedFile], force: bool, settings: Settings) -> None:
+def _import_summary(
+    users_dir: Path, files: list[ImportedFile], results: list[str], force: bool, settings: Settings
+) -> None:
     kept = [f for f in files if f.existing and f.changed and not force]
-    click.echo(f"\n{len(files)} live user(s) imported into {users_dir}.")
+    written = sum(r in ("created", "updated") for r in results)
+    counts = ", ".join(
+        f"{results.count(r)} {r}" for r in ("created", "updated", "unchanged", "kept") if r in results
+    )
+    click.echo(
+        f"\n{len(files)} live user(s) on the service; wrote {written} file(s) in {users_dir}"
+        + (f" ({counts})." if counts else ".")
+    )
     if kept:
         click.echo(
             f"{len(kept)} existing file(s) differ from the service and were kept; run again with "
@@ -109,7 +120,7 @@ def _import_summary(users_dir: Path, files: list[ImportedFile], force: bool, set
             if f.api_user.lower() == me
             else ""
         )
-        click.echo(f"  {f.key_ref.removeprefix('env '):<40} {f.api_user}{note}")
+        out(f"  {f.key_ref.removeprefix('env '):<40} {f.api_user}{note}")  # live names: escaped
     click.echo(
         "Without them, `reconciler plan` skips key checks. With them, each key shows once as\n"
         "'not set by the reconciler yet': apply sends the same key and records its fingerprint.\n"
@@ -148,7 +159,7 @@ def status(users_dir: Path, entries: int, fmt: str) -> int:
         emit_json(status_to_json(ok, [s.data for s in sections]))
     else:
         for section in sections:
-            click.echo("\n".join(section.lines))
+            out("\n".join(section.lines))  # lease holders, gateway reports: the service's words
     return ExitCode.OK if ok else ExitCode.ERROR
 
 
@@ -157,16 +168,43 @@ def status(users_dir: Path, entries: int, fmt: str) -> int:
 
 @click.group("secret")
 def secret() -> None:
-    """Keys kept in the users repo, encrypted with age.
+    """Secrets of the reconciler itself: the fingerprint secret (init), and keys kept in the users
+    repo encrypted with age (encrypt).
 
     plan/apply decrypt them with RECONCILER_AGE_IDENTITY (the identity itself) or
-    RECONCILER_AGE_IDENTITY_FILE (a file made by age-keygen).
+    RECONCILER_AGE_IDENTITY_FILE (a file made by `secret keygen` or age-keygen).
 
     \b
     Example:
-      age-keygen -o ci.agekey    # once; its public key is the --recipient
-      reconciler secret encrypt --recipient age1...
+      reconciler secret keygen -o ci.agekey > ci.recipient   # once; its public key is the recipient
+      reconciler secret generate --stdout | reconciler secret encrypt -r "$(cat ci.recipient)"
     """
+
+
+@secret.command("init")
+@users_option
+def init(users_dir: Path) -> int:
+    """Create the fingerprint secret (0600; never overwritten) and print its path.
+
+    The reconciler records a keyed fingerprint of each key it sets; this random secret, held only
+    by CI and on-call, is what keeps a fingerprint that the service shows from being checked
+    against guessed keys offline. Its path is `fingerprint_secret_file` (default
+    <state_dir>/fingerprint.secret beside users/); docs/runbook.md says where it lives in CI.
+
+    \b
+    Example:
+      reconciler secret init --users users
+      gh secret set RECONCILER_FINGERPRINT_SECRET < .reconciler/fingerprint.secret
+    """
+    path, created = fpsecret.init_secret(load_settings(users_dir))
+    path = path.absolute()
+    click.echo(str(path))
+    note(("created " if created else "kept the existing ") + f"fingerprint secret {path} (mode 0600)")
+    return ExitCode.OK
+
+
+secret.add_command(keys.keygen)
+secret.add_command(keys.generate)
 
 
 @secret.command("encrypt")

@@ -16,6 +16,7 @@ import click
 
 from reconciler import logs
 from reconciler.errors import ConfigError
+from reconciler.safetext import terminal
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,4 +98,5 @@ def no_color(ctx: click.Context | None = None) -> bool:
 def note(message: str) -> None:
     """Something for the person at the terminal (a hint, a saved file): on stderr, unless -q."""
     if not quiet():
-        click.echo(message, err=True)
+        # Notes carry warnings that may quote the service: escaped as every other message.
+        click.echo(terminal(message, keep="\n\t"), err=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.common import err, styler
+from reconciler.cli.common import err, out, styler
 from reconciler.cli.options import note
 from reconciler.cli.progress import Progress
 from reconciler.cli.reports import mail_fields_json
@@ -44,7 +44,7 @@ class ClickReporter:
         note(f"warning: {message}")
 
     def info(self, message: str) -> None:
-        click.echo(message)
+        out(message)
 
     def confirm(self, plan: Plan, *, ask: bool) -> bool:
         show_plan(plan, "text")
@@ -114,7 +114,7 @@ class ClickReporter:
             if report.skipped:
                 click.echo(notice(report.skipped))
         for warning in report.warnings if report is not None else ():
-            click.echo(f"warning: {warning}", err=True)
+            err(f"warning: {warning}")
 
 
 def _outcome_row(outcome: Outcome) -> str:

@@ -3,15 +3,17 @@ embedded service itself is its own distribution with its own command, `reconcile
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from reconciler.cli.common import emit_json, format_option, users_option
+from reconciler.cli.common import emit_json, format_option, out, users_option
 from reconciler.errors import ExitCode
 from reconciler.model import LiveUser
-from reconciler.output import live_to_json
+from reconciler.output import live_to_json, messages_to_json
+from reconciler.safetext import terminal
+from reconciler.tables import aligned, printable
 from reconciler.workflows.context import SilentReporter, open_run
 from reconciler.workflows.live import live_users, relay_messages
 
@@ -32,20 +34,31 @@ def service() -> None:
 @users_option
 @format_option("table", "json", default="table")
 def messages(*, users_dir: Path, fmt: str) -> int:
-    """List the messages the service's SMTP relay accepted (admin only).
+    """List the messages the service's SMTP relay accepted (admin only), oldest first.
+
+    JSON: {"format_version", "ok", "total", "messages": [{"received_at", "api_user", "mail_from",
+    "rcpt_tos", ...}]} (docs/cli-json.md).
 
     \b
     Example:
-      reconciler service messages --format json
+      reconciler service messages
+      reconciler service messages --format json | jq .total
     """
     with open_run(users_dir, SilentReporter()) as run:
         found = relay_messages(run)
     if fmt == "json":
-        click.echo(json.dumps(found, indent=2))
-        return ExitCode.OK
-    for m in found:
-        click.echo(f"{m['received_at']}  {m['api_user']}  {m['mail_from']} -> {', '.join(m['rcpt_tos'])}")
+        emit_json(messages_to_json(found))
+    elif not found:
+        click.echo("No messages: the relay has accepted none (send one through a gateway first).")
+    else:
+        rows = [(str(m.get("received_at", "?")), str(m.get("api_user", "?")), _envelope(m)) for m in found]
+        for line in aligned(("RECEIVED", "API USER (SMTP AUTH)", "ENVELOPE"), rows):
+            click.echo(printable(line))
     return ExitCode.OK
+
+
+def _envelope(message: dict[str, Any]) -> str:
+    return f"{message.get('mail_from', '?')} -> {', '.join(map(str, message.get('rcpt_tos', [])))}"
 
 
 @click.command("live")
@@ -63,7 +76,7 @@ def live(*, users_dir: Path, fmt: str) -> int:
     if fmt == "json":
         emit_json(live_to_json(users))
     else:
-        click.echo(_table(users))
+        out(_table(users))  # names from the service: shown escaped
     return ExitCode.OK
 
 
@@ -71,7 +84,7 @@ def _table(users: list[LiveUser]) -> str:
     header = ("API_USER", "ROLE", "HTTP", "SMTP", "LOCKED", "KEY_UPDATED_AT")
     rows = [header] + [
         (
-            u.api_user,
+            terminal(u.api_user),  # escaped before the widths are measured
             u.role,
             _yes(u.access.http_api),
             _yes(u.access.smtp),

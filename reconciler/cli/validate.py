@@ -10,11 +10,12 @@ from typing import Any
 
 import click
 
-from reconciler.cli.common import format_option, users_option
+from reconciler.cli.common import format_option, out, users_option
 from reconciler.desired import DesiredState
 from reconciler.errors import ExitCode, Problem, ValidationFailed
 from reconciler.model import UserSpec, user_json_schema
 from reconciler.output import OUTPUT_FORMAT_VERSION
+from reconciler.safetext import json_text
 from reconciler.workflows.context import load_users_checked
 
 DESCRIPTION_WIDTH = 40
@@ -43,10 +44,10 @@ def validate(users_dir: Path, fmt: str, table: bool | None) -> int:
         raise ValidationFailed([Problem(str(users_dir), "the users directory does not exist")])
     desired = load_users_checked(users_dir)
     if fmt == "json":
-        click.echo(json.dumps(_as_json(desired), indent=2))
+        click.echo(json_text(json.dumps(_as_json(desired), indent=2)))  # no `##[` for the Actions log
         return ExitCode.OK
     if table if table is not None else sys.stdout.isatty():
-        click.echo(users_table(desired))
+        out(users_table(desired))  # descriptions and senders: shown escaped
     click.echo(f"{len(desired.users)} user(s) valid in {users_dir}.")
     return ExitCode.OK
 

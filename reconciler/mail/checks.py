@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import grp
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reconciler.config import Settings
 from reconciler.errors import MailServerError
+from reconciler.mail.commands import SBIN_DIRS, which
 from reconciler.mail.hashing import make_hasher
 from reconciler.mail.render import RenderedFile
 
@@ -81,7 +81,7 @@ def skipped_steps(settings: Settings, files: Sequence[RenderedFile]) -> Skipped:
 
 
 def _missing(*commands: str) -> str | None:
-    absent = [c for c in commands if shutil.which(c) is None]
+    absent = [c for c in commands if which(c) is None]
     return f"{absent[0]} not installed" if absent else None
 
 
@@ -114,7 +114,7 @@ SYSTEM_POSTFIX_DIR = "/etc/postfix"
 SYSTEM_DOVECOT_CONFIG = "/etc/dovecot/dovecot.conf"
 
 
-def preflight(settings: Settings, mail_dir: Path, *, reload: bool) -> None:
+def preflight(settings: Settings, mail_dir: Path, *, reload: bool, what: str = "applied") -> None:
     """What `reconcile`'s mail step needs, checked before the first write to the service, so a
     known mail-step failure never leaves the service changed and the gateway not. Raises one
     MailServerError listing every problem. With `mail_checks: skip` only what cannot be skipped
@@ -123,7 +123,20 @@ def preflight(settings: Settings, mail_dir: Path, *, reload: bool) -> None:
     if settings.mail_checks == "full":
         problems += _full_problems(settings, reload=reload)
     if problems:
-        raise MailServerError("the mail step cannot run here, so nothing was applied: " + "; ".join(problems))
+        raise MailServerError(
+            f"the mail step cannot run here, so nothing was {what}: "
+            + "; ".join(problems)
+            + _preview_hint(settings)
+        )
+
+
+def _preview_hint(settings: Settings) -> str:
+    if settings.mail_checks != "full":
+        return ""
+    return (
+        ". On a machine that is not a mail gateway (a laptop, a preview), RECONCILER_MAIL_CHECKS=skip "
+        "(setting mail_checks: skip) writes the mail files and names each check and reload it left out"
+    )
 
 
 def _full_problems(settings: Settings, *, reload: bool) -> list[str]:
@@ -140,7 +153,11 @@ def _full_problems(settings: Settings, *, reload: bool) -> list[str]:
     ]
     if reload:
         commands.append(settings.doveadm_command)
-    problems += [f"command {c} not found" for c in commands if shutil.which(c) is None]
+    problems += [
+        f"command {c} not found (searched PATH and {', '.join(SBIN_DIRS)})"
+        for c in commands
+        if which(c) is None
+    ]
     if os.geteuid() != 0:
         problems.append("`postfix check` and the reloads need root")
     postfix_dir = settings.postfix_config_dir or SYSTEM_POSTFIX_DIR

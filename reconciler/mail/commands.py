@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -22,6 +23,19 @@ MAX_OUTPUT = 2000
 _DIAGNOSTIC = re.compile(r"^(?:[\w/.-]+(?:\[\d+\])?: )?(?P<level>fatal|panic|error|warning):", re.IGNORECASE)
 STOP_TIMEOUT = 15.0
 log = logging.getLogger("reconciler.mail")
+# Where Debian (and most systems) install postfix, postconf, postmap, doveconf and doveadm. A normal
+# user's PATH often lacks them (Debian puts the sbin directories only on root's), which must not
+# make `reconcile --mail-dir ~/mail` say "postfix not found" on a machine that has it.
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def which(command: str) -> str | None:
+    """The program `command` names: a path as it is, a bare name searched on PATH, then in the
+    sbin directories. None when there is none."""
+    path = os.environ.get("PATH", os.defpath)
+    searched = path.split(os.pathsep)
+    extra = [d for d in SBIN_DIRS if d not in searched]
+    return shutil.which(command, path=os.pathsep.join([path, *extra]))
 
 
 class CommandFailed(MailServerError):
@@ -42,7 +56,9 @@ def run(command: Sequence[str], *, tty: bool = False, timeout: float = 60.0, std
     when stderr is a terminal (otherwise to syslog, which a container lacks), so without a tty a
     broken config fails with no message at all. `stdout=False` discards stdout (postmap -s would
     print sasl_passwd, keys included). On timeout every process the command started is killed."""
-    argv = ["script", "-qec", shlex.join(command), "/dev/null"] if tty else list(command)
+    # Run from the sbin directories when PATH lacks them; messages and logs keep the name as given.
+    found = [which(command[0]) or command[0], *command[1:]] if command and "/" not in command[0] else command
+    argv = ["script", "-qec", shlex.join(found), "/dev/null"] if tty else list(found)
     started = time.monotonic()
     try:
         proc = subprocess.Popen(

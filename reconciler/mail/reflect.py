@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,10 +46,23 @@ class MailReport:
 
 def mail_dir_from(settings: Settings, mail_dir: Path | None) -> Path:
     if mail_dir is not None:
-        return mail_dir
+        return mail_dir.expanduser()  # `--mail-dir=~/mail` reaches us unexpanded
     if settings.mail_dir is None:
         raise MailServerError("no mail directory: pass --mail-dir or set RECONCILER_MAIL_DIR")
     return Path(settings.mail_dir)
+
+
+@contextlib.contextmanager
+def removed_on_failure(mail_dir: Path) -> Iterator[None]:
+    """A first render that fails leaves no half-made mail directory behind (its state/ holds a
+    fingerprint secret, and a second run would take the leftovers for a working gateway)."""
+    created = not mail_dir.exists()
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(mail_dir, ignore_errors=True)
+        raise
 
 
 def reflect(

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reconciler.config import Settings, relay_endpoint
+from reconciler.config import Settings, is_loopback_host, relay_endpoint
 from reconciler.errors import MailServerError
 from reconciler.mail.commands import dovecot, run
 from reconciler.secrets import ApiKey
@@ -66,8 +66,9 @@ def smoke_dovecot_auth(
 
 def smoke_relay_auth(settings: Settings, probe: AuthProbe, timeout: float = SMOKE_TIMEOUT) -> str:
     """SMTP AUTH against the service's relay with the credential sasl_passwd now holds, and QUIT:
-    no message is sent. STARTTLS first when the relay offers it, as Postfix's smtp client would
-    (without it the key crosses the network as Postfix itself sends it, in AUTH PLAIN)."""
+    no message is sent. STARTTLS first, verified, as the shipped Postfix snippet requires
+    (`smtp_tls_security_level = encrypt`): a relay that is not on loopback and does not offer it
+    (or a network that strips it) never sees the key, unless `allow_insecure_relay` says so."""
     host, port = relay_endpoint(settings)
     try:
         with smtplib.SMTP(host, port, timeout=timeout) as client:
@@ -76,6 +77,12 @@ def smoke_relay_auth(settings: Settings, probe: AuthProbe, timeout: float = SMOK
                 # Verified against the system CAs (and ca_bundle): the key is about to be sent.
                 client.starttls(context=ssl.create_default_context(cafile=settings.ca_bundle))
                 client.ehlo("reconciler-smoke-check")
+            elif not (is_loopback_host(host) or settings.allow_insecure_relay):
+                raise SmokeFailed(
+                    f"smoke check: the relay {host}:{port} does not offer STARTTLS: the key is not sent "
+                    "in clear text to a host that is not on loopback (a relay without TLS, or a network "
+                    "that strips it); RECONCILER_ALLOW_INSECURE_RELAY=true overrides (docs/mail.md)"
+                )
             client.login(probe.api_user, probe.key.reveal())
     except smtplib.SMTPAuthenticationError as exc:
         raise SmokeFailed(

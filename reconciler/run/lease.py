@@ -23,6 +23,7 @@ from reconciler.backend.base import Backend, Leases
 from reconciler.errors import LeaseLost, LockHeld, ReconcilerError
 from reconciler.model import Lease
 from reconciler.run.identity import actor
+from reconciler.run.liveness import holder_gone, process_identity
 from reconciler.run.lock import lock_path, read_lock, step, wait_for_lock
 
 LEASE_NAME = "reconcile"
@@ -63,30 +64,40 @@ def run_lock(
         "pid": os.getpid(),
         "command": command,
         "ttl_seconds": ttl,
+        "process_started": process_identity(),
     }
+    taken_over: list[str] = []
     broken = _force(leases) if force else None
-    lease = _with_wait(lambda: _acquire_lease(leases, request), wait)
+    lease = _with_wait(lambda: _acquire_lease(leases, request, taken_over), wait)
     token = lease.token.get_secret_value() if lease.token else ""
     backend.use_lease(token)
     renewer = _Renewer(backend, leases, token, request, ttl)
     renewer.start()
     try:
-        yield RunLock("lease", f"the service lease '{LEASE_NAME}'", broken)
+        yield RunLock("lease", f"the service lease '{LEASE_NAME}'", broken, taken_over)
     finally:
         renewer.stop()
         with contextlib.suppress(ReconcilerError):  # it expires by itself anyway
             leases.release(LEASE_NAME, token)
 
 
-def _acquire_lease(leases: Leases, request: dict[str, Any]) -> Lease:
+def _acquire_lease(leases: Leases, request: dict[str, Any], taken_over: list[str]) -> Lease:
     """Take the lease. When the service took our PUT but its answer was lost (the retry then meets
     a lease held by this very process: same holder, host and pid), the lease is ours without its
-    token: break it and take it again, rather than fail or wait out the TTL."""
+    token: break it and take it again, rather than fail or wait out the TTL. A lease whose holder
+    ran on this host and is gone (killed, crashed: reconciler.run.liveness) is taken over at once,
+    saying whose it was; a holder on another host keeps it until its TTL runs out."""
     try:
         return leases.acquire(LEASE_NAME, request)
     except LockHeld as exc:
-        if not _ours(exc.holder, request):
-            raise
+        held = exc.holder
+        if not _ours(held, request):
+            if not (isinstance(held, Lease) and holder_gone(held.host, held.pid, held.process_started)):
+                raise
+            taken_over.append(
+                f"took over the service lease '{LEASE_NAME}' of a run that is gone "
+                f"(its process {held.pid} on this host no longer runs): {held.describe()}"
+            )
     leases.force_release(LEASE_NAME)
     return leases.acquire(LEASE_NAME, request)
 

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -22,6 +23,9 @@ from pathlib import Path
 
 from reconciler.errors import LockHeld, StateError
 from reconciler.run.identity import actor
+from reconciler.run.liveness import holder_gone, process_identity
+
+log = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(hours=2)
 WAIT_STEPS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between attempts while waiting (--lock-timeout)
@@ -35,6 +39,7 @@ class LockInfo:
     started_at: str
     command: str
     service: str
+    process_started: str = ""  # reconciler.run.liveness: tells a dead holder from a reused pid
 
     def describe(self) -> str:
         return f"{self.holder} on {self.host} (pid {self.pid}, {self.command}, since {self.started_at})"
@@ -55,7 +60,10 @@ def read_lock(path: Path) -> LockInfo | None:
 def _stale(info: LockInfo | None, now: datetime) -> bool:
     if info is None:
         return True  # unreadable: locks are renamed into place whole, so this is damage, not a race
-    if info.host == socket.gethostname() and not _alive(info.pid):
+    if info.process_started:
+        if holder_gone(info.host, info.pid, info.process_started):
+            return True
+    elif info.host == socket.gethostname() and not _alive(info.pid):
         return True
     try:
         return now - datetime.fromisoformat(info.started_at) > STALE_AFTER
@@ -80,7 +88,13 @@ def reconcile_lock(state_dir: Path, service: str, command: str, *, force: bool =
     path = lock_path(state_dir, service)
     now = datetime.now(UTC)
     info = LockInfo(
-        actor(), socket.gethostname(), os.getpid(), now.isoformat(timespec="seconds"), command, service
+        actor(),
+        socket.gethostname(),
+        os.getpid(),
+        now.isoformat(timespec="seconds"),
+        command,
+        service,
+        process_identity(),
     )
     with translated_os_errors("take the lock in", state_dir):
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +140,8 @@ def _acquire(path: Path, info: LockInfo, now: datetime, force: bool) -> None:
             f"another run holds the lock: {held.describe()}. If that run is gone, "
             f"run again with --force-unlock (lock file {path})"
         )
+    if held is not None and not force:
+        log.warning("took over the lock %s of a run that is gone: %s", path, held.describe())
     # Written whole and renamed into place: a reader never sees a half-written lock.
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(asdict(info)))

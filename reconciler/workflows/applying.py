@@ -205,7 +205,7 @@ def _converged(run: Run, resolved: ResolvedKeys, guards: Guards, targets: tuple[
     """Plan again: a service that silently ignored a change shows up here (and fails the run), not
     in next week's drift report. The api_users still pending; empty when converged."""
     unguarded = replace(guards, allow_deletes=None, allow_locks=None)
-    pending = fresh_plan(run, resolved, unguarded, targets, mail=False)
+    pending = fresh_plan(run, resolved, unguarded, targets, mail=False, warn=False)
     if not pending.changes:
         return frozenset()
     run.reporter.pending(pending)

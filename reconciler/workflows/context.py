@@ -160,7 +160,7 @@ class Run:
         return KeyCache(self.desired, self.settings)
 
     @cached_property
-    def fingerprint_secret(self) -> bytes:
+    def fingerprint_secret(self) -> bytes | None:
         return keyring.key_fingerprint_secret(self.settings)
 
     @cached_property
@@ -238,5 +238,6 @@ def refuse_missing_users_dir(users_dir: Path) -> None:
     if not users_dir.is_dir():
         raise UnsafePlan(
             f"the users directory {users_dir} does not exist: refusing to treat it as 'no users' "
-            "(which would delete everyone on the service)"
+            "(which would delete everyone on the service). Run from the users repository or any "
+            "directory below it (the nearest one upwards with reconciler.yaml or users/), or pass --users DIR"
         )

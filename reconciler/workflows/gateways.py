@@ -9,6 +9,7 @@ the run: its audit log (reconciler.run.audit) and its backend's gateway reports.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +23,14 @@ from reconciler.mail import MailReport
 from reconciler.mail.install import RolledBack
 from reconciler.mail.served import read_served
 from reconciler.run.audit import AuditLog
-from reconciler.run.git import commits_between
+from reconciler.run.git import commits_between, is_commit_id
+from reconciler.safetext import terminal
 from reconciler.workflows.context import Run
 
 Result = Literal["ok", "failed", "rolled_back"]
+RESULTS = ("ok", "failed", "rolled_back")
+DIGEST_RE = re.compile(r"[0-9a-f]{64}")  # sha-256 hex, as DesiredState.digest
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # Settings.gateway_name
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ def with_behind(
     lacks (None when unknown)."""
     fields = ("name", "commit", "desired_digest", "result", "smtp_users", "rendered_at", "reported_at")
     rows = []
-    for gateway in gateways:
+    for gateway in map(checked_report, gateways):
         commit = gateway.get("commit")
         rows.append(
             {
@@ -134,6 +139,47 @@ def with_behind(
             }
         )
     return rows
+
+
+def checked_report(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A report as the service returned it, each field checked for its shape: anyone who may
+    report can write anything there, and a commit reaches git and every field a terminal. A field
+    of the wrong shape reads as null; a malformed commit, digest or result makes the gateway count
+    as behind (its result or digest does not match)."""
+    commit = raw.get("commit")
+    believed = commit is None or _is_commit(commit)  # a malformed commit discredits the report
+    return {
+        "name": _matching(raw.get("name"), NAME_RE)
+        or "(invalid name) " + terminal(str(raw.get("name")))[:120],
+        "commit": commit if believed else None,
+        "desired_digest": _matching(raw.get("desired_digest"), DIGEST_RE),
+        "result": raw.get("result") if believed and raw.get("result") in RESULTS else None,
+        "smtp_users": _count(raw.get("smtp_users")),
+        "rendered_at": _timestamp(raw.get("rendered_at")),
+        "reported_at": _timestamp(raw.get("reported_at")),
+    }
+
+
+def _matching(value: Any, pattern: re.Pattern[str]) -> str | None:
+    return value if isinstance(value, str) and pattern.fullmatch(value) else None
+
+
+def _is_commit(value: Any) -> bool:
+    return isinstance(value, str) and is_commit_id(value)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _timestamp(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.isprintable() else None
 
 
 def laggards(gateways: Sequence[Mapping[str, Any]], digest: str) -> list[str]:

@@ -10,10 +10,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from reconciler.config import Settings, service_api_key
+from reconciler.config import Settings
 from reconciler.desired import DesiredState
-from reconciler.errors import Problem, ReconcilerError
+from reconciler.errors import Problem
 from reconciler.executor import KeyMaterial, needs_keys
+from reconciler.fpsecret import INIT_HINT, load_secret, require_secret
+from reconciler.model import KeyRef
 from reconciler.plan import KeyInputs, Plan, targeted
 from reconciler.secrets import ApiKey, ResolvedKeys, fingerprint, resolve_all
 
@@ -22,20 +24,14 @@ KEY_SOURCE_PREFIX = "age-sha256:"
 ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
 ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
 OWN_KEY_ENV = "RECONCILER_API_KEY"  # always the key of RECONCILER_API_USER
+NO_SECRET_REASON = f"no fingerprint secret, so keys cannot be compared: {INIT_HINT}"
 
 
-def key_fingerprint_secret(settings: Settings) -> bytes:
-    """The secret behind keyed fingerprints: RECONCILER_FINGERPRINT_SECRET, or else derived from
-    the reconciler's own API key, which CI holds anyway and a pull request from a fork does not."""
-    if settings.fingerprint_secret is not None:
-        return settings.fingerprint_secret.get_secret_value().encode()
-    api_key = service_api_key(settings)
-    if api_key is None:
-        raise ReconcilerError(
-            "no fingerprint secret: set RECONCILER_API_KEY or RECONCILER_FINGERPRINT_SECRET"
-        )
-    own_key = api_key.get_secret_value().encode()
-    return hmac.new(own_key, b"reconciler key fingerprint v1", hashlib.sha256).digest()
+def key_fingerprint_secret(settings: Settings) -> bytes | None:
+    """The secret behind keyed fingerprints (reconciler/fpsecret.py), None when there is none:
+    never derived from an API key, whose fingerprint would then be checkable offline with nothing
+    but a guess of that key."""
+    return load_secret(settings)
 
 
 def resolve_keys(
@@ -88,19 +84,49 @@ def key_inputs(desired: DesiredState, resolved: ResolvedKeys, secret: bytes | No
         for u in desired.users
         if u.api_key.age is not None and (digest := key_source(u.api_key.age)) is not None
     }
-    by_file = {str(path): name for name, path in desired.files.items()}
-    unavailable = {
-        by_file.get(p.file, Path(p.file).name.removesuffix(".yaml")).lower(): skip_reason(p)
-        for p in resolved.missing
-    }
+    unavailable = {name: skip_reason(p, ref) for name, p, ref in _unavailable(desired, resolved)}
+    if secret is None:
+        unavailable |= {name.lower(): NO_SECRET_REASON for name in resolved.keys}
     return KeyInputs(fingerprints, sources, unavailable)
 
 
-def skip_reason(problem: Problem) -> str:
-    """The short reason a plan gives for a key it could not check."""
+def _unavailable(desired: DesiredState, resolved: ResolvedKeys) -> list[tuple[str, Problem, KeyRef | None]]:
+    """(api_user lowercased, problem, its key reference) for each key not read here."""
+    by_file = {str(path): name for name, path in desired.files.items()}
+    refs = {u.api_user.lower(): u.api_key for u in desired.users}
+    out = []
+    for problem in resolved.missing:
+        name = by_file.get(problem.file, Path(problem.file).name.removesuffix(".yaml")).lower()
+        out.append((name, problem, refs.get(name)))
+    return out
+
+
+def skip_reason(problem: Problem, ref: KeyRef | None = None) -> str:
+    """The short reason a plan gives for a key it could not check, and what apply will need."""
     if problem.field == "api_key.age":
-        return "no age identity (RECONCILER_AGE_IDENTITY or RECONCILER_AGE_IDENTITY_FILE)"
-    return problem.message
+        return "no age identity: " + apply_needs(problem, ref)
+    return f"{problem.message}: {apply_needs(problem, ref)}"
+
+
+def apply_needs(problem: Problem, ref: KeyRef | None) -> str:
+    """What must be there for apply to succeed, in words a person can act on."""
+    if problem.field == "api_key.age" or (ref is not None and ref.age is not None):
+        return "apply will fail unless RECONCILER_AGE_IDENTITY or RECONCILER_AGE_IDENTITY_FILE is set"
+    if ref is not None and ref.from_env is not None and ref.from_env != OWN_KEY_ENV:
+        return f"apply will fail unless {ref.from_env} is set"
+    if ref is not None and ref.from_file is not None:
+        return f"apply will fail unless the key file {ref.from_file} is there and readable"
+    return "apply will fail unless that key is available"
+
+
+def key_warnings(desired: DesiredState, resolved: ResolvedKeys) -> list[tuple[str, str]]:
+    """(api_user lowercased, located warning) per key apply will need and this run could not read."""
+    warnings = []
+    for name, problem, ref in _unavailable(desired, resolved):
+        where = f"{problem.file}:{problem.line}" if problem.line else problem.file
+        why = "" if ref is not None and ref.from_env else f" ({problem.message})"
+        warnings.append((name, f"{where}: {apply_needs(problem, ref)}{why}"))
+    return warnings
 
 
 def key_source(armored: str) -> str | None:
@@ -135,7 +161,7 @@ def key_material(
     nothing is applied otherwise."""
     needed = set(needs_keys(plan))
     keys = {name.lower(): key for name, key in resolved.keys.items() if name.lower() in needed}
-    fingerprints = fingerprints_of(keys, key_fingerprint_secret(settings))
+    fingerprints = fingerprints_of(keys, require_secret(settings)) if keys else {}
     return KeyMaterial(keys, fingerprints, key_sources(desired, needed))
 
 

@@ -4,7 +4,7 @@ the lock of a mail directory it shares with `render`."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from reconciler.config import Settings
 from reconciler.errors import ExitCode, LockHeld, ValidationFailed
 from reconciler.mail import preview, reflect
 from reconciler.mail.accepted import MailView, accepted_view
+from reconciler.mail.hashing import Hasher
 from reconciler.mail.reflect import mail_dir_from, mail_users
 from reconciler.mail.served import read_served
 from reconciler.run.lock import LockInfo, reconcile_lock
@@ -24,6 +25,8 @@ from reconciler.workflows.gateways import run_recorded
 class MailStep:
     mail_dir: Path | None
     reload: bool
+    # The CLI's progress line for the slow part (hashing keys), on a terminal; None: no progress.
+    hashing: Callable[[str], contextlib.AbstractContextManager[Hasher]] | None = None
 
 
 def mail_lock_scope(mail_dir: Path) -> str:
@@ -85,13 +88,21 @@ def run_mail_step(
         served = read_served(target) if not_applied else {}  # only needed when something failed
         view = accepted_view(run.desired.users, mail_keys(run), not_applied, served)
         _report_view(view, run.reporter)
-        report = run_recorded(
-            run,
-            lambda: reflect(
-                view.users, view.keys, settings, reload=mail.reload, check=False, mail_dir=target
-            ),
-            mail_dir=target,
-        )
+        hashing = mail.hashing(settings.hash_scheme) if mail.hashing else contextlib.nullcontext(None)
+        with hashing as hasher:
+            report = run_recorded(
+                run,
+                lambda: reflect(
+                    view.users,
+                    view.keys,
+                    settings,
+                    reload=mail.reload,
+                    check=False,
+                    mail_dir=target,
+                    hasher=hasher,
+                ),
+                mail_dir=target,
+            )
     run.reporter.mail(report)
     return ExitCode.OK
 

@@ -15,7 +15,7 @@ from reconciler.config import Settings
 from reconciler.desired import DesiredState
 from reconciler.errors import ExitCode, ReconcilerError, ValidationFailed
 from reconciler.model import LiveUser
-from reconciler.plan import Guards, Plan, Shape, attribute_drift, drift_fields, make_plan
+from reconciler.plan import Guards, Plan, Shape, attribute_drift, drift_fields, make_plan, targeted
 from reconciler.secrets import ResolvedKeys
 from reconciler.supported import Fit, fit
 from reconciler.workflows import keys as keyring
@@ -31,16 +31,24 @@ class PlanOptions:
     allow_deletes: int | None = None
     allow_locks: int | None = None
     targets: tuple[str, ...] = ()
+    require_keys: bool = False  # a key apply will need and cannot read here is an error
 
 
 def plan(run: Run, options: PlanOptions) -> Plan:
-    """`plan`: read-only; absent keys skip their checks."""
+    """`plan`: read-only; absent keys skip their checks, each named with what apply will need."""
     guards = guards_from(run.settings, options.allow_deletes, options.allow_locks)
-    resolved = resolve(run, options.targets, require_all=False)
+    resolved = resolve(run, options.targets, require_all=options.require_keys)
+    warnings = keyring.key_warnings(run.desired, resolved)
+    for _, warning in warnings:
+        run.reporter.warning(warning)
     settle.settle_rotated_key(run)
     made = with_drift_attribution(fresh_plan(run, resolved, guards, options.targets), run.backend)
     settle.settle_if_no_run(run, made, options.targets)
-    return made
+    # Keys the plan did not list as skipped checks (a create has no key to compare) are notes, so
+    # every format says what apply will need.
+    skipped = {k.api_user.lower() for k in made.skipped_keys}
+    notes = tuple(w for name, w in warnings if name not in skipped)
+    return replace(made, notes=(*made.notes, *notes)) if notes else made
 
 
 def plan_exit(made: Plan) -> int:
@@ -65,14 +73,36 @@ def resolve(run: Run, targets: tuple[str, ...], *, require_all: bool) -> Resolve
 
 
 def fresh_plan(
-    run: Run, resolved: ResolvedKeys, guards: Guards, targets: tuple[str, ...], *, mail: bool = True
+    run: Run,
+    resolved: ResolvedKeys,
+    guards: Guards,
+    targets: tuple[str, ...],
+    *,
+    mail: bool = True,
+    warn: bool = True,
 ) -> Plan:
     backend = run.backend
     live = observe(run)
     made = compute_plan(
         run.desired, live, resolved, settings=run.settings, guards=guards, targets=targets, backend=backend
     )
+    unmatched = unmatched_targets(run.desired, live, targets)
+    if unmatched:
+        for warning in unmatched if warn else ():
+            run.reporter.warning(warning)
+        made = replace(made, notes=(*made.notes, *unmatched))
     return with_mail_preview(made, run) if mail else made
+
+
+def unmatched_targets(desired: DesiredState, live: list[LiveUser], targets: tuple[str, ...]) -> list[str]:
+    """A note per --target pattern that matches no API user in users/ nor on the service: a typo
+    there would otherwise read as "no changes"."""
+    names = [u.api_user for u in desired.users] + [u.api_user for u in live]
+    return [
+        f"--target {pattern!r} matches no API user in users/ or on the service"
+        for pattern in targets
+        if not any(targeted(name, (pattern,)) for name in names)
+    ]
 
 
 def observe(run: Run) -> list[LiveUser]:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.mail import MailReport, keys_for_mail, reflect
+from reconciler.mail.checks import preflight
 from reconciler.mail.hashing import Hasher
-from reconciler.mail.reflect import mail_dir_from
+from reconciler.mail.reflect import mail_dir_from, removed_on_failure
 from reconciler.workflows.context import Run
 from reconciler.workflows.gateways import run_recorded
 from reconciler.workflows.mailstep import mail_lock
@@ -33,12 +34,14 @@ def render(
     nothing. `hasher` is asked once the lock is held (the CLI's progress bar)."""
     settings = run.settings
     target = mail_dir_from(settings, options.mail_dir)  # --mail-dir, else RECONCILER_MAIL_DIR, else an error
+    if not options.check:  # what reconcile checks before its first write, checked before this one's
+        preflight(settings, target, reload=options.reload, what="written")
     lock = (
         contextlib.nullcontext()
         if options.check
         else mail_lock(run.users_dir, settings, target, "render", force=options.force_unlock)
     )
-    with lock:
+    with removed_on_failure(target), lock:
         desired = run.desired
         chosen = None if options.check else hasher()
 

@@ -40,11 +40,26 @@ def check_not_stale(saved: Plan, fresh: Plan) -> None:
     """A saved plan is applied only if neither the desired files nor the live users moved."""
     moved: list[str] = []
     if saved.desired_digest != fresh.desired_digest:
-        moved.append("the files in users/ changed")
+        users = _replanned(saved, fresh)
+        moved.append(
+            f"the files in users/ changed; the plan now differs for {_names(users)}"
+            if users
+            else "the files in users/ changed (the same changes would be planned: a comment or formatting)"
+        )
     before, after = saved.live_versions, fresh.live_versions
     changed = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
     if changed:
-        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
-        moved.append(f"live users changed since the plan: {shown}")
+        moved.append(f"live users changed since the plan: {_names(changed)}")
     if moved:
         raise StalePlan("the saved plan is stale: " + "; ".join(moved) + ". Run `reconciler plan` again.")
+
+
+def _replanned(saved: Plan, fresh: Plan) -> list[str]:
+    """The users whose planned change is not the same any more (versions are compared apart)."""
+    before = {c.api_user.lower(): c for c in saved.changes}
+    after = {c.api_user.lower(): c for c in fresh.changes}
+    return sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")

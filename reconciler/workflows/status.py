@@ -14,6 +14,7 @@ from reconciler.output import lease_to_json, plan_summary_json, summary_line
 from reconciler.run.audit import AuditLog
 from reconciler.run.lease import LEASE_NAME
 from reconciler.run.lock import STALE_AFTER, LockInfo, lock_path, read_lock
+from reconciler.tables import aligned, printable
 from reconciler.workflows import keys as keyring
 from reconciler.workflows.context import Run
 from reconciler.workflows.gateways import gateway_status, text_lines
@@ -184,14 +185,22 @@ def _audit_section(state_dir: Path, count: int) -> Section:
     }
     if not tail:
         return Section((f"Audit:   no entries in {log.path}", *damaged), data={"audit": data})
-    lines = (f"Audit:   last {len(tail)} of {log.path}", *(_audit_line(e) for e in tail))
+    table = aligned(("WHEN", "BY", "ACTION", "API USER", "OUTCOME"), [_audit_row(e) for e in tail])
+    lines = (f"Audit:   last {len(tail)} of {log.path}", *(printable("  " + line) for line in table))
     return Section((*lines, *(notes if unknown else []), *damaged), data={"audit": data})
 
 
-def _audit_line(entry: dict[str, Any]) -> str:
-    detail = f" ({entry['detail']})" if entry.get("detail") else ""
-    key = " +key" if entry.get("key_change") else ""
-    return (
-        f"  {entry.get('time', '?')}  {entry.get('actor', '?')}  {entry.get('action', '?')} "
-        f"{entry.get('api_user', '?')}{key}: {entry.get('outcome', '?')}{detail}"
-    )
+def _audit_row(entry: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """One row per audit entry; a mail-step entry names its mail directory where a change names its
+    API user, and what it changed."""
+    when = str(entry.get("time", "?"))[:19].replace("T", " ")
+    action = str(entry.get("action", "?")) + (" +key" if entry.get("key_change") else "")
+    outcome = str(entry.get("outcome", "?"))
+    if entry.get("action") == "mail":
+        subject = f"mail dir {entry.get('mail_dir', '?')}"
+        changed = entry.get("changed")
+        outcome += f" ({len(changed)} file(s) changed)" if isinstance(changed, list) else ""
+    else:
+        subject = str(entry.get("api_user", "?"))
+    outcome += f" ({entry['detail']})" if entry.get("detail") else ""
+    return when, str(entry.get("actor", "-")), action, subject, outcome

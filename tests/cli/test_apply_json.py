@@ -11,7 +11,7 @@ from tests.cli.schemas import validate
 
 MAIL_ENV = {
     "RECONCILER_MAIL_FILE_GROUP": "root",
-    "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+    "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
     "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
 }
 
@@ -59,7 +59,7 @@ def test_apply_json_reports_a_failed_user_and_exits_1(repo: Repo) -> None:
 
 def test_apply_json_of_a_saved_plan_carries_that_plan(repo: Repo) -> None:
     repo.write("new@example.com")
-    assert repo.run("plan", "--out", "plan.json").code == 2
+    assert repo.run("plan", "--detailed-exitcode", "--out", "plan.json").code == 2
     result = repo.run("apply", "plan.json", "--format", "json")
     assert result.code == 0, result.output
     assert _document(result.stdout)["plan"] == json.loads((repo.root / "plan.json").read_text())
@@ -76,7 +76,7 @@ def test_apply_json_without_auto_approve_is_a_json_usage_error_and_changes_nothi
 
 def test_a_stale_plan_under_json_is_a_json_error_with_exit_1(repo: Repo) -> None:
     repo.write("new@example.com")
-    assert repo.run("plan", "--out", "plan.json").code == 2
+    assert repo.run("plan", "--detailed-exitcode", "--out", "plan.json").code == 2
     repo.write("other@example.com")
     result = repo.run("apply", "plan.json", "--format", "json")
     assert result.code == 1
@@ -117,9 +117,13 @@ def test_reconcile_json_without_a_mail_dir_says_the_step_was_skipped(repo: Repo)
 def test_plan_mail_dir_previews_exactly_like_the_setting(repo: Repo, tmp_path: Path) -> None:
     repo.write("smtp@example.com", access={"smtp": True})
     mail_dir = tmp_path / "mail"
-    by_option = repo.run("plan", "--mail-dir", str(mail_dir), env=repo.env() | MAIL_ENV)
-    by_setting = repo.run("plan", env=repo.env() | MAIL_ENV | {"RECONCILER_MAIL_DIR": str(mail_dir)})
-    without = repo.run("plan", env=repo.env() | MAIL_ENV)
+    by_option = repo.run(
+        "plan", "--detailed-exitcode", "--mail-dir", str(mail_dir), env=repo.env() | MAIL_ENV
+    )
+    by_setting = repo.run(
+        "plan", "--detailed-exitcode", env=repo.env() | MAIL_ENV | {"RECONCILER_MAIL_DIR": str(mail_dir)}
+    )
+    without = repo.run("plan", "--detailed-exitcode", env=repo.env() | MAIL_ENV)
     assert by_option.code == by_setting.code == 2
     assert by_option.stdout == by_setting.stdout
     assert "Mail server files that would change" in by_option.stdout

@@ -58,6 +58,7 @@ def test_the_memory_backend_runs_the_whole_cli_in_one_process(tmp_path: Path) ->
         "RECONCILER_API_URL": f"memory://{tmp_path.name}",
         "RECONCILER_API_USER": admin,
         "RECONCILER_API_KEY": "AdminKey2026x",
+        "RECONCILER_FINGERPRINT_SECRET": "memory-backend-fingerprint-secret-0123456789",
         "APP_KEY": "AppKey20261x",
     }
     account_for(env["RECONCILER_API_URL"]).seed(

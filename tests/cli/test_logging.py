@@ -71,8 +71,8 @@ def test_debug_lines_of_writes_carry_no_key_and_no_body(repo: Repo) -> None:
 
 def test_quiet_silences_the_saved_plan_note(repo: Repo) -> None:
     repo.write("new@example.com")
-    loud = repo.run("plan", "--out", "plan.json")
-    quiet = repo.run("plan", "--out", "plan.json", "-q")
+    loud = repo.run("plan", "--detailed-exitcode", "--out", "plan.json")
+    quiet = repo.run("plan", "--detailed-exitcode", "--out", "plan.json", "-q")
     assert "Saved the plan" in loud.stderr
     assert quiet.stderr == ""
     assert quiet.code == loud.code == 2
@@ -83,9 +83,9 @@ def test_quiet_silences_warnings_but_not_errors(repo: Repo) -> None:
     key_file.write_text("k1abcdefgh\n")
     key_file.chmod(0o644)
     repo.write("new@example.com", api_key={"from_file": "../new.key"})
-    loud = repo.run("plan")
+    loud = repo.run("plan", "--detailed-exitcode")
     assert "warning:" in loud.stderr and "chmod 600" in loud.stderr
-    quiet = repo.run("plan", "-q")
+    quiet = repo.run("plan", "--detailed-exitcode", "-q")
     assert quiet.code == loud.code and quiet.stderr == ""
     down = {"RECONCILER_API_URL": "http://127.0.0.1:9/api/v2", "RECONCILER_RETRIES": "0"}
     broken = repo.run("-q", "live", env=repo.env() | down)
@@ -102,7 +102,7 @@ def test_debug_shows_each_command_the_mail_step_runs_and_no_key(repo: Repo, tmp_
     repo.write("smtp@example.com", access={"smtp": True})
     env = repo.env() | {
         "RECONCILER_MAIL_FILE_GROUP": "root",
-        "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+        "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
         "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
     }
     result = repo.run("render", "--mail-dir", str(tmp_path / "mail"), "--no-reload", "-vv", env=env)

@@ -12,7 +12,7 @@ from tests.cli.terminal import run_with_stderr_on_terminal
 
 RENDER_ENV = {
     "RECONCILER_MAIL_FILE_GROUP": "root",
-    "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+    "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
     "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
 }
 
@@ -61,3 +61,20 @@ def test_apply_prints_no_progress_when_not_on_a_terminal(repo: Repo) -> None:
     assert result.code == 0, result.output
     assert "Applying" not in result.output
     assert "\r" not in result.output
+
+
+def test_reconcile_shows_hashing_progress_on_a_terminal_too(repo: Repo, tmp_path: Path) -> None:
+    _smtp_users(repo, 3)
+    args = [
+        "reconcile",
+        "--auto-approve",
+        "--mail-dir",
+        str(tmp_path / "mail"),
+        "--no-reload",
+        "--format",
+        "json",
+    ]
+    code, stdout, stderr = run_with_stderr_on_terminal(args, cwd=repo.root, env=repo.env() | RENDER_ENV)
+    assert code == 0, stderr
+    assert "\rHashing keys: 1" in stderr
+    assert json.loads(stdout)["mail"]["hashes"] == 3

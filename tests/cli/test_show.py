@@ -9,7 +9,7 @@ from tests.cli.conftest import Repo
 
 def _saved(repo: Repo) -> str:
     repo.write("new@example.com", description="billing")
-    result = repo.run("plan", "--out", "plan.json")
+    result = repo.run("plan", "--detailed-exitcode", "--out", "plan.json")
     assert result.code == 2, result.output
     return (repo.root / "plan.json").read_text()
 
@@ -23,7 +23,7 @@ def test_show_json_prints_the_saved_document(repo: Repo) -> None:
 
 def test_show_text_matches_what_plan_printed(repo: Repo) -> None:
     _saved(repo)
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     shown = repo.run("show", "plan.json")
     assert shown.code == 0
     assert shown.stdout == planned.stdout

@@ -86,6 +86,8 @@ def cmc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cmc]:
         for name, value in standin.env(ADMIN).items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("RECONCILER_API_KEY", admin_key)
+        # Independent of every key (docs/security.md): without one, key changes cannot be told apart.
+        monkeypatch.setenv("RECONCILER_FINGERPRINT_SECRET", "cmc-tests-fingerprint-secret-0123456789")
         monkeypatch.setenv("RECONCILER_CMC_AUDIT_INTERVAL_HOURS", "0")
         monkeypatch.setenv("RECONCILER_CMC_PROBE_RATE", "100")
         monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)

@@ -14,7 +14,7 @@ from tests.cmc.conftest import Cmc
 
 def test_plan_is_the_console_checklist_in_markdown_without_any_key(cmc: Cmc) -> None:
     cmc.declare("billing@example.com", role="admin", timezone="UTC")
-    code, out = cmc.cli("plan", "--format", "markdown")
+    code, out = cmc.cli("plan", "--detailed-exitcode", "--format", "markdown")
     assert code == ExitCode.CHANGES_PENDING
     out = out.replace("\\", "")  # as rendered: Markdown escapes gone
     for words in (
@@ -74,7 +74,7 @@ def test_console_drift_from_the_audit_log_shows_in_the_plan_with_its_author(cmc:
     # verification is taken as part of it.
     cmc.standin.account.clock = lambda: datetime.now(UTC) + timedelta(minutes=1)
     cmc.standin.driver.lock("billing@example.com")
-    code, out = cmc.cli("plan")
+    code, out = cmc.cli("plan", "--detailed-exitcode")
     assert code == ExitCode.CHANGES_PENDING
     assert "lock by someone@example.com" in out
     assert "uncheck Lock this account" in out

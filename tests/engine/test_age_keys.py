@@ -32,7 +32,7 @@ def test_age_encrypted_key_is_applied_and_works(repo: Repo) -> None:
     assert result.code == 0, result.output
     with repo.service.client("sealed@example.com", key) as client:
         assert client.get_user("sealed@example.com") is not None
-    assert repo.run("plan", env=env).code == 0
+    assert repo.run("plan", "--detailed-exitcode", env=env).code == 0
 
 
 def test_wrong_age_identity_applies_nothing_and_names_file_and_line(repo: Repo) -> None:
@@ -59,7 +59,7 @@ def test_missing_age_identity_is_reported_before_anything_is_applied(repo: Repo)
 def test_plan_with_a_wrong_age_identity_fails_instead_of_skipping(repo: Repo) -> None:
     right, wrong = x25519.Identity.generate(), x25519.Identity.generate()
     _write_age_user(repo, "sealed@example.com", new_key(), str(right.to_public()))
-    result = repo.run("plan", env=repo.env() | {"RECONCILER_AGE_IDENTITY": str(wrong)})
+    result = repo.run("plan", "--detailed-exitcode", env=repo.env() | {"RECONCILER_AGE_IDENTITY": str(wrong)})
     assert result.code == 1
     assert "users/sealed@example.com.yaml:3: api_key.age: cannot decrypt" in result.stderr
-    assert repo.run("plan").code == 2  # no identity at all (a fork's PR): plan goes on
+    assert repo.run("plan", "--detailed-exitcode").code == 2  # no identity at all (a fork's PR): plan goes on

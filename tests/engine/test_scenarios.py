@@ -27,7 +27,7 @@ def seed(repo: Repo, names: tuple[str, ...] = APPS) -> None:
 def test_create_all_then_nothing_to_do(repo: Repo) -> None:
     for name in APPS:
         repo.write(name, access={"smtp": True}, description=f"app {name}")
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert planned.code == 2
     assert "+ create a@example.com" in planned.stdout
     applied = repo.run("apply", "--auto-approve")
@@ -36,7 +36,7 @@ def test_create_all_then_nothing_to_do(repo: Repo) -> None:
     live = repo.live()
     assert live["b@example.com"].description == "app b@example.com"
     assert live["b@example.com"].access.smtp is True
-    again = repo.run("plan")
+    again = repo.run("plan", "--detailed-exitcode")
     assert (again.code, again.stdout.strip()) == (0, "No changes. The service matches users/.")
     assert repo.run("apply", "--auto-approve").stdout.strip() == "No changes to the service."
 
@@ -44,13 +44,13 @@ def test_create_all_then_nothing_to_do(repo: Repo) -> None:
 def test_edit_one_field_updates_only_that_field(repo: Repo) -> None:
     seed(repo)
     repo.write("b@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert planned.code == 2
     assert '~ timezone:  "Asia/Tokyo" -> "UTC"' in planned.stdout
     assert "Plan: 0 to create, 1 to update (0 key changes)" in planned.stdout
     assert repo.run("apply", "--auto-approve").code == 0
     assert repo.live()["b@example.com"].timezone == "UTC"
-    assert repo.run("plan").code == 0
+    assert repo.run("plan", "--detailed-exitcode").code == 0
 
 
 def _can_login(repo: Repo, name: str, key: str) -> bool:
@@ -66,12 +66,12 @@ def test_key_changed_in_yaml_is_applied_without_showing_it(repo: Repo) -> None:
     seed(repo)
     old = repo.keys["a@example.com"]
     repo.keys["a@example.com"] = new = new_key()
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert "~ api_key:  (sensitive) will change  # declared key changed" in planned.stdout
     assert repo.run("apply", "--auto-approve").code == 0
     assert _can_login(repo, "a@example.com", new)
     assert not _can_login(repo, "a@example.com", old)
-    assert repo.run("plan").code == 0
+    assert repo.run("plan", "--detailed-exitcode").code == 0
 
 
 def test_key_changed_in_the_console_is_set_back(repo: Repo) -> None:
@@ -79,25 +79,25 @@ def test_key_changed_in_the_console_is_set_back(repo: Repo) -> None:
     console_key = new_key()
     with repo.service.client() as client:
         client.update_user("c@example.com", {}, api_key=ApiKey(console_key))
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert planned.code == 2
     assert "(sensitive) will change  # changed outside the reconciler" in planned.stdout
     assert repo.run("apply", "--auto-approve").code == 0
     assert _can_login(repo, "c@example.com", repo.keys["c@example.com"])
     assert not _can_login(repo, "c@example.com", console_key)
-    assert repo.run("plan").code == 0
+    assert repo.run("plan", "--detailed-exitcode").code == 0
 
 
 def test_lock_then_unlock(repo: Repo) -> None:
     seed(repo)
     repo.write("a@example.com", access={"http_api": True, "smtp": True}, locked=True)
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert "! lock a@example.com" in planned.stdout
     assert repo.run("apply", "--auto-approve").code == 0
     assert repo.live()["a@example.com"].locked
     assert not _can_login(repo, "a@example.com", repo.keys["a@example.com"])
     repo.write("a@example.com", access={"http_api": True, "smtp": True}, locked=False)
-    assert "~ unlock a@example.com" in repo.run("plan").stdout
+    assert "~ unlock a@example.com" in repo.run("plan", "--detailed-exitcode").stdout
     assert repo.run("apply", "--auto-approve").code == 0
     assert _can_login(repo, "a@example.com", repo.keys["a@example.com"])
 
@@ -105,7 +105,7 @@ def test_lock_then_unlock(repo: Repo) -> None:
 def test_delete_one(repo: Repo) -> None:
     seed(repo)
     repo.remove("c@example.com")
-    assert "- delete c@example.com" in repo.run("plan").stdout
+    assert "- delete c@example.com" in repo.run("plan", "--detailed-exitcode").stdout
     assert repo.run("apply", "--auto-approve").code == 0
     assert "c@example.com" not in repo.live()
 
@@ -115,7 +115,7 @@ def test_too_many_deletes_are_refused_and_nothing_changes(repo: Repo) -> None:
     seed(repo, names)
     for name in names[:4]:
         repo.remove(name)
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert planned.code == 3
     assert "too many deletes: 4 of 7 live users (57.1%)" in planned.stdout
     assert "--allow-deletes 4" in planned.stdout
@@ -142,7 +142,7 @@ def test_reconciler_refuses_to_remove_itself(repo: Repo, how: str) -> None:
 
 def test_last_unlocked_admin_is_kept(repo: Repo) -> None:
     repo.write(repo.service.admin_user, role="normal", access={"http_api": True})
-    result = repo.run("plan")
+    result = repo.run("plan", "--detailed-exitcode")
     assert result.code == 3
     assert "leaves no unlocked admin" in result.stdout
 
@@ -163,7 +163,7 @@ def test_empty_or_missing_users_dir_is_refused(repo: Repo, state: str) -> None:
 def test_saved_plan_is_applied_exactly_or_refused_when_stale(repo: Repo) -> None:
     seed(repo)
     repo.write("a@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
-    assert repo.run("plan", "--out", "plan.json").code == 2
+    assert repo.run("plan", "--detailed-exitcode", "--out", "plan.json").code == 2
     saved = json.loads((repo.root / "plan.json").read_text())
     assert [c["api_user"] for c in saved["changes"]] == ["a@example.com"]
     with repo.service.client() as client:
@@ -173,7 +173,7 @@ def test_saved_plan_is_applied_exactly_or_refused_when_stale(repo: Repo) -> None
     assert "stale" in stale.stderr and "b@example.com" in stale.stderr
     assert repo.live()["a@example.com"].timezone == "Asia/Tokyo"
     repo.write("b@example.com", access={"http_api": True, "smtp": True}, timezone="Asia/Tokyo")
-    assert repo.run("plan", "--out", "plan.json").code == 2
+    assert repo.run("plan", "--detailed-exitcode", "--out", "plan.json").code == 2
     repo.write("c@example.com", access={"http_api": True, "smtp": True}, timezone="Europe/Paris")
     moved = repo.run("apply", "plan.json")
     assert moved.code == 1 and "the files in users/ changed" in moved.stderr
@@ -233,7 +233,7 @@ def test_one_change_failing_mid_run_leaves_the_others_applied_and_a_rerun_conver
     ) == ("UTC", "Asia/Tokyo", "UTC")
     repo.service.faults.fail_writes_for = set()
     assert repo.run("apply", "--auto-approve").code == 0
-    assert repo.run("plan").code == 0
+    assert repo.run("plan", "--detailed-exitcode").code == 0
 
 
 def test_apply_needs_approval_off_a_terminal(repo: Repo) -> None:
@@ -261,7 +261,7 @@ def test_missing_secret_applies_nothing_and_names_file_and_line(repo: Repo) -> N
 def test_plan_without_secrets_skips_key_checks(repo: Repo) -> None:
     seed(repo)
     env = {k: v for k, v in repo.env().items() if not k.startswith("KEY_")}
-    result = repo.run("plan", env=env)
+    result = repo.run("plan", "--detailed-exitcode", env=env)
     assert result.code == 0
     assert "Key checks skipped for " in result.stdout
 
@@ -279,9 +279,9 @@ def test_audit_log_records_changes_and_outcomes_never_keys(repo: Repo) -> None:
 
 def test_markdown_and_json_plans_through_the_cli(repo: Repo) -> None:
     repo.write("a@example.com", access={"smtp": True})
-    md = repo.run("plan", "--format", "markdown")
+    md = repo.run("plan", "--detailed-exitcode", "--format", "markdown")
     assert md.stdout.startswith("<!-- reconciler-plan -->") and "#### Create (1)" in md.stdout
-    data = json.loads(repo.run("plan", "--format", "json").stdout)
+    data = json.loads(repo.run("plan", "--detailed-exitcode", "--format", "json").stdout)
     assert data["summary"]["create"] == 1
 
 
@@ -295,7 +295,7 @@ def test_target_limits_apply(repo: Repo) -> None:
 def test_saved_plan_made_for_a_target_is_not_applied_to_everyone(repo: Repo) -> None:
     repo.write("a@example.com")
     repo.write("b@example.com")
-    assert repo.run("plan", "--target", "a@*", "--out", "plan.json").code == 2
+    assert repo.run("plan", "--detailed-exitcode", "--target", "a@*", "--out", "plan.json").code == 2
     refused = repo.run("apply", "plan.json")
     assert refused.code == 1  # a stale plan is an error, not a safety refusal
     assert "does not match what apply would do now" in refused.stderr
@@ -336,12 +336,12 @@ def test_turning_smtp_off_applies_even_though_the_file_drops_its_senders(repo: R
     repo.write("a@example.com", access={"smtp": True}, smtp_senders=["a@example.com", "@a.example.com"])
     assert repo.run("apply", "--auto-approve").code == 0
     repo.write("a@example.com", access={"smtp": False})
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert '~ smtp_senders:  ["a@example.com", "@a.example.com"] -> null' in planned.stdout
     result = repo.run("apply", "--auto-approve")
     assert result.code == 0, result.output
     assert repo.live()["a@example.com"].smtp_senders is None
-    assert repo.run("plan").code == 0
+    assert repo.run("plan", "--detailed-exitcode").code == 0
 
 
 def test_an_unreadable_key_of_an_existing_user_stops_apply_before_any_change(repo: Repo) -> None:
@@ -353,7 +353,9 @@ def test_an_unreadable_key_of_an_existing_user_stops_apply_before_any_change(rep
     assert result.code == 1
     assert "users/c@example.com.yaml:3: api_key.from_env: environment variable" in result.stderr
     assert repo.live()["a@example.com"].timezone == "Asia/Tokyo"
-    assert repo.run("plan", env=env).code == 2  # plan still works, skipping c's key check
+    assert (
+        repo.run("plan", "--detailed-exitcode", env=env).code == 2
+    )  # plan still works, skipping c's key check
     assert repo.run("apply", "--auto-approve", "--target", "a@*", env=env).code == 0
 
 
@@ -369,18 +371,24 @@ def test_rotating_the_reconcilers_own_key_runs_last_and_the_run_finishes(repo: R
     assert _can_login(repo, admin, new)
     assert not _can_login(repo, admin, old)
     repo.service.admin_key = new  # from now on CI holds the new key
-    # The fingerprint secret was derived from the old key: the plan says so instead of claiming
-    # that every declared key changed, and one apply records new fingerprints.
-    replanned = repo.run("plan")
+    # The fingerprint secret is independent of every key: rotating the reconciler's own key leaves
+    # every recorded fingerprint valid.
+    assert repo.run("plan").code == 0
+
+
+def test_a_new_fingerprint_secret_is_named_in_the_plan_not_called_a_key_change(repo: Repo) -> None:
+    seed(repo)
+    repo.service.fingerprint_secret = "another-fingerprint-secret-0123456789abcdef"
+    replanned = repo.run("plan", "--detailed-exitcode")
     assert replanned.code == 2
     assert "fingerprint secret changed" in replanned.stdout
     assert "declared key changed" not in replanned.stdout
     assert repo.run("apply", "--auto-approve").code == 0
-    assert repo.run("plan").code == 0
+    assert repo.run("plan", "--detailed-exitcode").code == 0
 
 
 def test_plan_out_into_a_missing_directory_is_a_clear_error(repo: Repo) -> None:
-    result = repo.run("plan", "--out", "no/such/dir/plan.json")
+    result = repo.run("plan", "--detailed-exitcode", "--out", "no/such/dir/plan.json")
     assert result.code == 1
     assert "cannot save the plan to no/such/dir/plan.json" in result.stderr
 
@@ -421,18 +429,22 @@ def test_racing_runs_never_both_take_the_lock(repo: Repo) -> None:
 def test_plan_fails_on_a_key_that_is_present_but_unusable(repo: Repo) -> None:
     seed(repo)
     env = repo.env() | {repo.var("b@example.com"): "not a key!"}
-    result = repo.run("plan", env=env)
+    result = repo.run("plan", "--detailed-exitcode", env=env)
     assert result.code == 1
     assert "users/b@example.com.yaml:3: api_key.from_env: the key from env" in result.stderr
     absent = {k: v for k, v in repo.env().items() if k != repo.var("b@example.com")}
-    assert repo.run("plan", env=absent).code == 0  # simply absent: key check skipped, plan goes on
+    assert (
+        repo.run("plan", "--detailed-exitcode", env=absent).code == 0
+    )  # simply absent: key check skipped, plan goes on
 
 
 def test_a_bad_key_outside_the_target_does_not_block_a_targeted_run(repo: Repo) -> None:
     seed(repo)
     repo.write("a@example.com", access={"http_api": True, "smtp": True}, timezone="UTC")
     env = repo.env() | {repo.var("b@example.com"): "short"}
-    assert repo.run("plan", env=env).code == 1  # untargeted: b's unusable key fails the plan
+    assert (
+        repo.run("plan", "--detailed-exitcode", env=env).code == 1
+    )  # untargeted: b's unusable key fails the plan
     result = repo.run("apply", "--auto-approve", "--target", "a@*", env=env)
     assert result.code == 0, result.output
     assert repo.live()["a@example.com"].timezone == "UTC"
@@ -440,6 +452,6 @@ def test_a_bad_key_outside_the_target_does_not_block_a_targeted_run(repo: Repo) 
 
 def test_an_empty_key_variable_counts_as_absent_like_an_unavailable_ci_secret(repo: Repo) -> None:
     seed(repo)
-    result = repo.run("plan", env=repo.env() | {repo.var("b@example.com"): ""})
+    result = repo.run("plan", "--detailed-exitcode", env=repo.env() | {repo.var("b@example.com"): ""})
     assert result.code == 0
     assert f"b@example.com: environment variable {repo.var('b@example.com')} is not set" in result.stdout

@@ -161,7 +161,9 @@ def test_a_service_without_leases_falls_back_to_the_local_lock_with_one_warning(
     assert result.stderr.count("runs on other machines are not excluded") == 1
     assert "a@example.com" in repo.live()
     repo.write("a@example.com", timezone="UTC")
-    assert repo.run("plan").code == 2  # no operation log: the plan is still made, without attribution
+    assert (
+        repo.run("plan", "--detailed-exitcode").code == 2
+    )  # no operation log: the plan is still made, without attribution
 
 
 # --- conditional writes ---------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ def test_a_console_edit_during_a_slow_apply_survives_and_that_users_outcome_says
     live = repo.live()
     assert live[last].timezone == "Europe/Paris"  # the console edit survived
     assert all(live[n].timezone == "UTC" for n in names[:-1])
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert planned.code == 2
     assert '"Europe/Paris" -> "UTC"' in planned.stdout
     assert f"{last}  timezone: changed by {repo.service.admin_user} via the API at " in planned.stdout
@@ -205,7 +207,7 @@ def test_a_412_is_its_own_outcome_never_retried(repo: Repo) -> None:
     version is old at write time gets exactly one PATCH attempt: the service logs no write."""
     _seed(repo, ("a@example.com",))
     repo.write("a@example.com", access={"http_api": True}, timezone="UTC")
-    assert repo.run("plan", "--out", "plan.json").code == 2
+    assert repo.run("plan", "--detailed-exitcode", "--out", "plan.json").code == 2
     saved = json.loads((repo.root / "plan.json").read_text())
     [change] = [c for c in saved["changes"] if c["api_user"] == "a@example.com"]
     assert change["version"] == repo.live()["a@example.com"].version
@@ -254,12 +256,14 @@ def test_history_lists_the_console_edit_and_the_reconcilers_writes_with_actor_an
     }
     assert set(created) == set(APPS)
     assert {(o["actor"], o["commit"], o["run"]) for o in created.values()} == {("carol", commit, "4711")}
-    text = repo.run("history", "--api-user", "b@example.com", "--since", "1h").stdout.splitlines()
+    header, *text = repo.run("history", "--api-user", "b@example.com", "--since", "1h").stdout.splitlines()
+    assert header.split() == ["WHEN", "ACTION", "API", "USER", "BY", "FIELDS"]
     assert "update" in text[0] and "timezone" in text[0] and "via the API" in text[0]
-    assert any(
-        "create" in line and f"commit {commit[:12]}" in line and "actor carol" in line for line in text
-    )
+    assert any("create" in line and f"(carol, commit {commit[:12]}, run 4711)" in line for line in text)
     assert all("a@example.com" not in line for line in text)
+    # The reconciler's own fingerprint bookkeeping is no row of its own; --format json keeps it.
+    assert not any(line.split()[1] == "update" and line.rstrip().endswith("  -") for line in text)
+    assert len({line.index("b@example.com") for line in text}) == 1  # aligned columns
 
 
 def test_plan_names_who_made_a_drift_in_text_markdown_and_json(repo: Repo) -> None:
@@ -274,17 +278,17 @@ def test_plan_names_who_made_a_drift_in_text_markdown_and_json(repo: Repo) -> No
         auth=("alice@example.com", alice_key),
     )
     assert changed.status_code == 200
-    text = repo.run("plan")
+    text = repo.run("plan", "--detailed-exitcode")
     assert text.code == 2
     assert "a@example.com  timezone: changed by alice@example.com via the API at " in text.stdout
     assert "a@example.com  locked: changed by alice@example.com via the API at " in text.stdout
-    markdown = repo.run("plan", "--format", "markdown").stdout
+    markdown = repo.run("plan", "--detailed-exitcode", "--format", "markdown").stdout
     assert "#### Changed outside the reconciler (2)" in markdown
     # As GitHub shows it (the Markdown source escapes the text: reconciler/safetext.py).
     assert "<code>a@example.com</code> timezone: changed by alice@example.com via the API at " in render_html(
         markdown
     )
-    document = json.loads(repo.run("plan", "--format", "json").stdout)
+    document = json.loads(repo.run("plan", "--detailed-exitcode", "--format", "json").stdout)
     drift = {d["field"]: d for c in document["changes"] for d in c["drift"]}
     assert set(drift) == {"timezone", "locked"}
     assert drift["timezone"]["changed_by"] == "alice@example.com" and drift["timezone"]["via"] == "api"
@@ -293,7 +297,7 @@ def test_plan_names_who_made_a_drift_in_text_markdown_and_json(repo: Repo) -> No
 def test_a_field_the_reconciler_wrote_last_is_a_desired_change_not_drift(repo: Repo) -> None:
     _seed(repo, ("a@example.com",))
     repo.write("a@example.com", access={"http_api": True}, timezone="UTC")
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert planned.code == 2 and "changed by" not in planned.stdout
 
 
@@ -318,7 +322,7 @@ def test_a_lost_answer_on_the_own_key_patch_converges_without_the_runbook(repo: 
     with repo.service.client(api_key=new) as client:
         assert client.get_user(repo.service.admin_user) is not None
     # The next run still has the old RECONCILER_API_KEY: it says so and goes on with the new key.
-    again = repo.run("plan")
+    again = repo.run("plan", "--detailed-exitcode")
     assert again.code == 0, again.output
     assert "the configured key of admin@example.com (RECONCILER_API_KEY) is refused" in again.stderr
 
@@ -332,7 +336,7 @@ def test_a_rerun_after_a_rotation_that_died_continues_with_the_declared_key(repo
     result = repo.run("apply", "--auto-approve")
     assert result.code == 0, result.output
     assert "the key its file in users/ declares is accepted" in result.stderr
-    assert repo.run("plan").code == 0
+    assert repo.run("plan", "--detailed-exitcode").code == 0
 
 
 def test_a_failed_renewal_loses_the_lease_so_no_write_starts(repo: Repo, tmp_path: Path) -> None:
@@ -359,4 +363,4 @@ def test_a_lost_answer_to_the_lease_put_is_settled_in_the_same_run(repo: Repo) -
     assert not repo.service.faults.drop_next_lease_put  # the answer really was lost
     with repo.service.client() as client:
         assert client.get_lease(LEASE_NAME) is None  # released at the end, as always
-    assert repo.run("plan").code == 0
+    assert repo.run("plan", "--detailed-exitcode").code == 0

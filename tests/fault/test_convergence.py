@@ -34,7 +34,7 @@ def test_300_users_converge_under_faults_in_one_run_while_every_cpu_is_busy(
     service.faults.latency_ms = 0
     print(f"\n{USERS} users under faults, {busy} CPUs busy: one run, {time.monotonic() - started:.1f} s")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert planned.returncode == 0, "not converged in one run:\n" + planned.stdout[-3000:]
     _assert_live_equals_files(repo)
     _assert_every_key_logs_in(repo)

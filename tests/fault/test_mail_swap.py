@@ -62,7 +62,7 @@ def _render(
         **os.environ,
         **env,
         "RECONCILER_MAIL_FILE_GROUP": "root",
-        "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+        "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
     }
     return subprocess.run(
         [*command, "render", "--users", str(users), "--mail-dir", str(mail_dir), "--no-reload"],

@@ -31,7 +31,7 @@ def _repo(tmp_path: Path, service: RunningService) -> DiskRepo:
 def _converges(repo: DiskRepo) -> None:
     rerun = repo.run("apply", "--auto-approve")
     assert rerun.returncode == 0, rerun.stderr
-    assert repo.run("plan").returncode == 0
+    assert repo.run("plan", "--detailed-exitcode").returncode == 0
     assert len(repo.live()) == USERS + 1
 
 
@@ -53,7 +53,9 @@ def test_a_signal_mid_apply_drains_records_every_outcome_releases_the_lock(
     assert read.damaged == [] and read.unsettled() == []  # every intent has its outcome
     started = {e["id"] for e in read.entries if e.get("event") == "intent"}
     assert 0 < len(started) < USERS  # it stopped part-way
-    applied, planned = map(int, re.search(r"(\d+) of (\d+) changes applied", out).groups())  # type: ignore[union-attr]
+    found = re.search(r"(\d+) of (\d+) changes applied", out)
+    assert found is not None, out
+    applied, planned = map(int, found.groups())
     assert applied == len(started)  # each change that was sent finished and was recorded
     assert out.count("not started: the run was interrupted") == planned - len(started)
     _converges(repo)
@@ -81,7 +83,9 @@ def test_a_second_sigterm_stops_at_once_and_still_releases_the_lock(
     status = repo.run("status")
     assert "outcome unknown" in status.stdout
     service.faults.latency_ms = 0
-    assert repo.run("plan").returncode == 2  # no run holds the lease: the plan settles them
+    assert (
+        repo.run("plan", "--detailed-exitcode").returncode == 2
+    )  # no run holds the lease: the plan settles them
     assert repo.audit().unsettled() == []
     assert "outcome unknown" not in repo.run("status").stdout
     _converges(repo)

@@ -97,7 +97,7 @@ class ReconcileMachine(RuleBasedStateMachine):
         # token for, until it expires (60 s); the person at the terminal would break it.
         applied = self.repo.run("apply", "--auto-approve", "--force-unlock", *OVERRIDES)
         assert applied.code == 0, applied.output
-        planned = self.repo.run("plan")
+        planned = self.repo.run("plan", "--detailed-exitcode")
         assert planned.code == 0, planned.output
         self._service_equals_files()
 

@@ -42,7 +42,11 @@ def repo(tmp_path: Path) -> Path:
 def run_render(users: Path, mail_dir: Path, *args: str) -> CliResult:
     result = run_main(
         ["render", "--users", str(users), "--mail-dir", str(mail_dir), *args],
-        env={"A_KEY": KEY, "RECONCILER_MAIL_FILE_GROUP": "root", "RECONCILER_FINGERPRINT_SECRET": "s3cret"},
+        env={
+            "A_KEY": KEY,
+            "RECONCILER_MAIL_FILE_GROUP": "root",
+            "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
+        },
     )
     assert KEY not in result.output
     return result

@@ -42,6 +42,7 @@ class Repo:
             "RECONCILER_API_URL": self.sandbox.service.base_url,
             "RECONCILER_API_USER": ADMIN,
             "RECONCILER_API_KEY": self.keys[ADMIN],
+            "RECONCILER_FINGERPRINT_SECRET": "e2e-fingerprint-secret-0123456789abcdef",
             "NO_COLOR": "1",
         }
         env |= {self.var(name): key for name, key in self.keys.items()}

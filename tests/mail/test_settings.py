@@ -49,7 +49,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     env = {
         "A_KEY": KEY,
         "RECONCILER_MAIL_FILE_GROUP": "root",
-        "RECONCILER_FINGERPRINT_SECRET": "s3cret",
+        "RECONCILER_FINGERPRINT_SECRET": "s3cret-fingerprint-secret-of-the-tests-01",
         "RECONCILER_HASH_SCHEME": "BLF-CRYPT",
         "RECONCILER_POSTFIX_CONFIG_DIR": str(postfix),
         **{f"RECONCILER_{d}_COMMAND": "true" for d in ("POSTFIX", "POSTCONF", "DOVECONF", "DOVEADM")},

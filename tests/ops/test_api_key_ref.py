@@ -14,13 +14,10 @@ from pyrage import x25519
 from reconciler import agekeys
 from tests.ops.conftest import Repo
 
-# The engine derives the fingerprint secret from the key separately; keep this test about the client.
-FINGERPRINT = {"RECONCILER_FINGERPRINT_SECRET": "fingerprint-secret-for-tests"}
-
 
 def _without_api_key(repo: Repo, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in repo.env().items() if k != "RECONCILER_API_KEY"}
-    return env | FINGERPRINT | extra
+    return env | extra  # the fingerprint secret stays: it never came from the key
 
 
 def _config(repo: Repo, ref_yaml: str) -> Path:
@@ -62,11 +59,11 @@ def test_live_plan_and_apply_authenticate_with_the_ref(
 
     repo.write("a@example.com", access={"http_api": True})
     env |= {repo.var("a@example.com"): repo.keys["a@example.com"]}
-    assert repo.run("plan", env=env).code == 2
+    assert repo.run("plan", "--detailed-exitcode", env=env).code == 2
     applied = repo.run("apply", "--auto-approve", env=env)
     assert applied.code == 0, applied.output
     assert "a@example.com" in repo.live()
-    assert repo.run("plan", env=env).code == 0
+    assert repo.run("plan", "--detailed-exitcode", env=env).code == 0
     for secret in env.values():
         if secret.startswith("AGE-SECRET-KEY-"):
             assert secret not in listed.output + applied.output

@@ -61,7 +61,7 @@ def test_import_then_plan_shows_no_change(empty_repo: Repo) -> None:
     assert len(list(repo.users.glob("*.yaml"))) == SEEDED + 1  # and the admin
     assert "APP07_EXAMPLE_COM_API_KEY" in imported.stdout
     assert repo.run("validate").code == 0
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert planned.code == 0, planned.output
     # Never a bare "No changes": the keys were not there, and the plan says so.
     assert f"No changes in what could be checked; {SEEDED + 1} key checks skipped." in planned.stdout
@@ -75,14 +75,14 @@ def test_import_with_keys_set_shows_only_first_key_records_then_converges(empty_
     keys[repo.service.admin_user] = repo.service.admin_key
     names = env_var_names(keys)
     env = repo.env() | {names[user]: key for user, key in keys.items()}
-    planned = repo.run("plan", "--format", "json", env=env)
+    planned = repo.run("plan", "--detailed-exitcode", "--format", "json", env=env)
     assert planned.code == 2
     changes = json.loads(planned.stdout)["changes"]
     assert {c["action"] for c in changes} == {"update"}
     assert {c["key_reason"] for c in changes} == {"not set by the reconciler yet"}
     assert all(c["fields"] == [] for c in changes)
     assert repo.run("apply", "--auto-approve", env=env).code == 0
-    assert repo.run("plan", env=env).code == 0
+    assert repo.run("plan", "--detailed-exitcode", env=env).code == 0
 
 
 def test_import_never_overwrites_without_force(empty_repo: Repo) -> None:
@@ -273,7 +273,7 @@ def test_imported_lookalikes_plan_no_change(empty_repo: Repo) -> None:
         client.create_user("yes@example.com", {"role": "normal", "description": "no"}, ApiKey(new_key()), {})
     assert repo.run("import").code == 0
     assert 'description: "no"\n' in (repo.users / "yes@example.com.yaml").read_text()
-    planned = repo.run("plan")
+    planned = repo.run("plan", "--detailed-exitcode")
     assert planned.code == 0, planned.output
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,9 @@ def test_status_in_sync_shows_counts_free_lock_and_audit(repo: Repo) -> None:
     assert "Live:    2 user(s)" in shown.stdout
     assert "Drift:   no" in shown.stdout
     assert "Lock:    free" in shown.stdout
-    assert "create a@example.com +key: ok" in shown.stdout
+    assert re.search(r"^  \S+ \S+\s+\S+\s+create \+key\s+a@example\.com\s+ok$", shown.stdout, re.M), (
+        shown.stdout
+    )
 
 
 def test_status_reports_drift_without_changing_anything(repo: Repo) -> None:

@@ -294,7 +294,11 @@ new AsyncFunction('require', 'github', 'context', script)(require, github, conte
 
 
 def _run_comment_script(
-    tmp: Path, exit_code: str, comments: list[dict[str, Any]], validated: str = "true"
+    tmp: Path,
+    exit_code: str,
+    comments: list[dict[str, Any]],
+    validated: str = "true",
+    author: str = "github-actions[bot]",
 ) -> list[list[Any]]:
     """The comment step's github-script, run by node against a fake GitHub client."""
     node = shutil.which("node")
@@ -314,6 +318,7 @@ def _run_comment_script(
         "VALIDATED": validated,
         "PLAN_MARKDOWN": str(plan),
         "RUN_URL": "https://github.example/o/r/actions/runs/42",
+        "COMMENT_AUTHOR": author,
     }
     done = subprocess.run(
         [node, "-e", _GITHUB_SCRIPT_HARNESS], env=env, capture_output=True, text=True, timeout=60, check=False
@@ -323,8 +328,16 @@ def _run_comment_script(
     return calls
 
 
-QUOTING_HUMAN = {"id": 1, "user": {"type": "User"}, "body": f"> {MARKDOWN_MARKER}\n> old plan\nwhy?"}
-OLD_PLAN = {"id": 2, "user": {"type": "Bot"}, "body": f"{MARKDOWN_MARKER}\n## Plan: 2 to update\n"}
+QUOTING_HUMAN = {
+    "id": 1,
+    "user": {"login": "someone", "type": "User"},
+    "body": f"> {MARKDOWN_MARKER}\n> old plan\nwhy?",
+}
+OLD_PLAN = {
+    "id": 2,
+    "user": {"login": "github-actions[bot]", "type": "Bot"},
+    "body": f"{MARKDOWN_MARKER}\n## Plan: 2 to update\n",
+}
 
 
 def test_the_plan_comment_updates_the_bots_comment_not_a_quoting_humans(tmp_path: Path) -> None:
@@ -366,6 +379,7 @@ def _on_call_overrides(tmp: Path, **inputs: str) -> tuple[int, str, str]:
     """The on-call workflow's step that turns allow_deletes / allow_locks into the action's args."""
     job = _load(ROOT / ".github" / "workflows" / "on-call.yml")["jobs"]["reconcile"]
     step = next(s for s in job["steps"] if s.get("id") == "overrides")
+    inputs = {"DRY_RUN": "false", **inputs}
     assert set(step["env"]) == set(inputs)
     output = tmp / "output"
     output.write_text("")
@@ -386,6 +400,9 @@ def test_on_call_passes_the_narrow_overrides_to_the_action(tmp_path: Path) -> No
     assert (code, output) == (0, "args=--allow-deletes 5 --allow-locks 4\n")
     code, output, _ = _on_call_overrides(tmp_path, ALLOW_DELETES="", ALLOW_LOCKS="")
     assert (code, output) == (0, "args=\n")
+    # A dry run plans what reconcile would need: a key this job cannot read fails it (exit 1).
+    code, output, _ = _on_call_overrides(tmp_path, ALLOW_DELETES="", ALLOW_LOCKS="", DRY_RUN="true")
+    assert (code, output) == (0, "args=--require-keys\n")
 
 
 @pytest.mark.parametrize("value", ["5 --force-unlock", "-1", "five", "*"])

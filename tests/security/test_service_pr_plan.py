@@ -63,8 +63,8 @@ def test_the_pr_plan_works_with_a_normal_user_with_operation_authorization(
     )
 
     plan_env = service.env() | {"RECONCILER_API_USER": READER, "RECONCILER_API_KEY": reader_key}
-    plan = _run(tmp_path, plan_env, "plan", "--format", "json")
-    comment = _run(tmp_path, plan_env, "plan", "--format", "markdown")
+    plan = _run(tmp_path, plan_env, "plan", "--detailed-exitcode", "--format", "json")
+    comment = _run(tmp_path, plan_env, "plan", "--detailed-exitcode", "--format", "markdown")
 
     assert plan.returncode == 2, plan.stdout + plan.stderr
     document = json.loads(plan.stdout)

@@ -38,6 +38,7 @@ class Subprocess:
             "RECONCILER_API_URL": self.url,
             "RECONCILER_API_USER": "root@example.com",
             "RECONCILER_API_KEY": self.key,
+            "RECONCILER_FINGERPRINT_SECRET": "cli-fingerprint-secret-0123456789abcdef",
         }
 
 

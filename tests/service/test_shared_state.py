@@ -100,7 +100,9 @@ def test_a_lease_is_taken_once_and_a_second_taker_gets_the_holder_without_its_to
     taken = _lease(service)
     assert taken.status_code == 201
     lease = taken.json()
-    assert set(lease) == {"name", "holder", "host", "pid", "command", "token", "acquired_at", "expires_at"}
+    assert set(lease) == {
+        "name", "holder", "host", "pid", "command", "token", "acquired_at", "expires_at", "process_started"
+    }  # fmt: skip
     assert lease["name"] == "reconcile" and lease["holder"] == "ci-bot"
     refused = _lease(service, holder="alice", host="laptop")
     assert refused.status_code == 409

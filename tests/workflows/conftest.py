@@ -92,6 +92,7 @@ class Desk:
         self.account.seed(api_user, {"role": "normal", **attributes}, ApiKey(key))
         record = self.account.users[api_user.lower()]
         secret = key_fingerprint_secret(self.settings())
+        assert secret is not None  # settings() holds one, independent of every key
         record.annotations = {
             FINGERPRINT_ANNOTATION: fingerprints_of({api_user: ApiKey(key)}, secret)[api_user.lower()],
             KEY_UPDATED_ANNOTATION: record.key_updated_at.isoformat(),
@@ -102,6 +103,7 @@ class Desk:
             "api_user": ADMIN,
             "api_key": SecretStr(self.admin_key),
             "backend": "memory",
+            "fingerprint_secret": SecretStr("workflow-tests-fingerprint-secret-0123456789"),
         }
         return Settings(**(values | overrides))
 

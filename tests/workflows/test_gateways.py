@@ -15,11 +15,11 @@ from reconciler.workflows.gateways import (
     with_behind,
 )
 
-NEW, OLD = "n" * 64, "o" * 64
+NEW, OLD = "e" * 64, "0" * 64  # sha-256 hex digests, the shape a report must have
 
 
 def report(name: str, digest: str, result: str = "ok") -> dict[str, Any]:
-    return {"name": name, "commit": "c", "desired_digest": digest, "result": result, "reported_at": "t"}
+    return {"name": name, "commit": "c0ffee0", "desired_digest": digest, "result": result, "reported_at": "t"}
 
 
 def test_behind_means_another_digest_or_a_failed_last_render() -> None:

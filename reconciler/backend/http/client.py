@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from reconciler.backend.http import probe
 from reconciler.backend.http.retry import Deadlines, RetryPolicy, retry_after, sleep_within
 from reconciler.config import Settings, service_api_key
 from reconciler.errors import (
@@ -464,6 +465,8 @@ class ServiceClient:
     ) -> _Sent:
         """One request, retried within the deadline of the change (retry.py). `ambiguous_raises`:
         a POST that may have been applied without its answer raises _Ambiguous, to be settled."""
+        if not self._answered:
+            probe.refuse_if_nothing_listens(self.base_url, self.api_user)
         started = time.perf_counter()
         retries, lost = 0, False
         with self._deadlines.change():
@@ -524,6 +527,12 @@ class ServiceClient:
         status = response.status_code
         code, detail = _error_detail(response)
         message = self._redact(f"{method} {path}: HTTP {status}: {detail}")
+        if status == 401:
+            message += (
+                f"; the service did not accept the credentials of {self.api_user}: check "
+                "RECONCILER_API_USER and RECONCILER_API_KEY (a locked user, or one without HTTP-API "
+                "access, is refused too)"
+            )
         if status == 404 and (first or path == "/api_users"):
             # The collection always exists: a 404 there (or on the very first call) means the URL
             # points next to the API, usually a RECONCILER_API_URL without its base path.

@@ -41,7 +41,7 @@ def test_a_bug_is_one_line_with_a_hint_and_no_key(tmp_path: Path, monkeypatch: p
     def broken(_users: Path) -> None:
         raise RuntimeError(f"unexpected state near {KEYLIKE}\nsecond line")
 
-    monkeypatch.setattr(validate_module, "load_users", broken)
+    monkeypatch.setattr(validate_module, "load_users_checked", broken)
     (tmp_path / "users").mkdir()
     result = run_main(["validate", "--users", str(tmp_path / "users")])
     assert result.code == ExitCode.ERROR
@@ -56,7 +56,7 @@ def test_reconciler_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytes
     def broken(_users: Path) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(validate_module, "load_users", broken)
+    monkeypatch.setattr(validate_module, "load_users_checked", broken)
     monkeypatch.setenv("RECONCILER_DEBUG", "1")
     (tmp_path / "users").mkdir()
     result = run_main(["validate", "--users", str(tmp_path / "users")])
@@ -69,7 +69,7 @@ def test_a_bug_in_json_mode_is_a_json_document(tmp_path: Path, monkeypatch: pyte
     def broken(_users: Path) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(validate_module, "load_users", broken)
+    monkeypatch.setattr(validate_module, "load_users_checked", broken)
     (tmp_path / "users").mkdir()
     result = run_main(["validate", "--format", "json", "--users", str(tmp_path / "users")])
     assert result.code == ExitCode.ERROR

@@ -111,6 +111,10 @@ NOT_RUN: dict[str, str] = {
     "read -rs RECONCILER_API_KEY": "a person types the key",
     "cd users-repo && git pull": "your users repository's clone and its remote",
     ".venv/bin/pytest": "the test suite itself",
+    "RECONCILER_LIVE_TESTS=1": "the opt-in live tests need a real account and the network",
+    "gh secret set": "needs the GitHub CLI and a repository's settings",
+    # verify confirms a console backend's account; tests/cmc runs it against the stand-in.
+    "reconciler verify": "needs the cmc-console backend and its account (tests/cmc runs it on the stand-in)",
     # curl exits 0 on a 4xx: run here it would pass whatever the service said.
     'curl -u "$ADMIN:$ADMIN_KEY"': "binds a gateway user (gateway-mx1@example.com) the demo's users/ lacks",
 }

@@ -47,6 +47,12 @@ def make_project(root: Path, source: Path = ROOT) -> dict[str, str]:
     identity, recipient = generate_age_identity()
     (root / "sandbox.agekey").write_text(identity)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
+    # As the demo does: the fingerprint secret apply needs (docs/security.md), made before any example.
+    subprocess.run(
+        [str(Path(BIN) / "reconciler"), "secret", "init", "--users", str(root / "users")],
+        check=True,
+        capture_output=True,
+    )
     return {
         "BILLING_API_KEY": generate_api_key().reveal(),
         "NEWSLETTER_API_KEY": generate_api_key().reveal(),

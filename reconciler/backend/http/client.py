@@ -19,7 +19,6 @@ What it does against production networks:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -36,7 +35,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from reconciler.backend.http import probe
 from reconciler.backend.http.retry import Deadlines, RetryPolicy, retry_after, sleep_within
-from reconciler.config import Settings, service_api_key
+from reconciler.config import Settings, is_loopback_host, service_api_key
 from reconciler.errors import (
     AuthError,
     ChangedSincePlan,
@@ -587,20 +586,11 @@ def _checked_url(url: str, allow_insecure_http: bool) -> str:
         raise ConfigError("RECONCILER_API_URL must not contain credentials; use RECONCILER_API_USER/KEY")
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError("RECONCILER_API_URL must be an http(s) URL such as https://host/api/v2")
-    if parts.scheme == "http" and not (_is_loopback(parts.hostname) or allow_insecure_http):
+    if parts.scheme == "http" and not (is_loopback_host(parts.hostname) or allow_insecure_http):
         raise ConfigError(
             f"refusing plain http to {parts.hostname}: use https, or set RECONCILER_ALLOW_INSECURE_HTTP=true"
         )
     return url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _user_path(api_user: str) -> str:

@@ -9,23 +9,14 @@ the URL and the command that starts the embedded service. Remote URLs keep their
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from reconciler.config import is_loopback_host
 from reconciler.errors import ServiceUnavailable
 
 START_COMMAND = "reconciler-service run"  # the embedded service's own command (docs/cli.md)
 PROBE_TIMEOUT = 1.0  # seconds; a loopback connect answers in microseconds
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def start_hint(base_url: str, api_user: str | None) -> str:
@@ -40,7 +31,7 @@ def start_hint(base_url: str, api_user: str | None) -> str:
 def refuse_if_nothing_listens(base_url: str, api_user: str | None) -> None:
     """ServiceUnavailable at once when `base_url` is on loopback and its port refuses connections."""
     parts = urlsplit(base_url)
-    if not parts.hostname or not _loopback(parts.hostname):
+    if not parts.hostname or not is_loopback_host(parts.hostname):
         return
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from pydantic import SecretStr
 
+from reconciler.config import is_loopback_host
 from reconciler.errors import AuthError, ConfigError, NotFound, ServiceError, ServiceUnavailable
 from reconciler.secrets import ApiKey
 
@@ -256,17 +256,8 @@ def checked_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"RECONCILER_MAILGUN_API_URL {url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigError(
             f"RECONCILER_MAILGUN_API_URL {url!r}: plain http is allowed only to a loopback address"
         )
     return url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
